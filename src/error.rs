@@ -1,0 +1,75 @@
+//! The crate's one error type.
+//!
+//! Every fallible operation of every transport returns [`Error`]. Three variants are not
+//! failures but outcomes a caller branches on: [`Error::Disconnected`], [`Error::Empty`] and
+//! [`Error::Timeout`]; the rest name what went wrong, with the numbers.
+
+use std::time::Duration;
+
+use crate::frame::FrameError;
+
+/// Shorthand for `Result<T, ipcprop::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong (or end) in an ipcprop transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The other end is gone. For a receiver: every sender has been dropped (or its process
+    /// died) and every message that was sent has been delivered. For a sender: the receiver is
+    /// gone, so nothing sent now could be delivered.
+    #[error("disconnected: the other end of the channel is gone")]
+    Disconnected,
+    /// A non-blocking receive found no message ready.
+    #[error("no message is ready")]
+    Empty,
+    /// A receive with a deadline found no message before the deadline.
+    #[error("timed out after {0:?} without a message")]
+    Timeout(Duration),
+    /// A message longer than this transport accepts was refused before anything was sent.
+    #[error("message of {len} bytes exceeds the limit of {max} bytes ({why})")]
+    MessageTooLarge {
+        /// Length of the refused message.
+        len: usize,
+        /// The largest length accepted in this configuration.
+        max: usize,
+        /// Which limit applies (for example "the frame maximum" or "PIPE_BUF atomicity with
+        /// several senders").
+        why: &'static str,
+    },
+    /// The byte stream from the peer is malformed (oversized length prefix, checksum mismatch,
+    /// stream cut inside a frame). The stream has lost sync: later receives return the same
+    /// error rather than guess.
+    #[error("malformed stream: {0}")]
+    Frame(#[from] FrameError),
+    /// A system call failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        /// The operation, named as a syscall or a step ("write to pipe", "fork").
+        op: &'static str,
+        /// The underlying OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an errno from `nix` with the name of the operation that failed.
+    pub(crate) fn sys(op: &'static str, errno: nix::errno::Errno) -> Self {
+        Error::Io {
+            op,
+            source: std::io::Error::from(errno),
+        }
+    }
+
+    /// True for [`Error::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Error::Disconnected)
+    }
+
+    /// True for [`Error::Empty`] and [`Error::Timeout`]: nothing went wrong, nothing arrived
+    /// yet.
+    pub fn is_not_ready(&self) -> bool {
+        matches!(self, Error::Empty | Error::Timeout(_))
+    }
+}
