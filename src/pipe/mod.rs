@@ -1,0 +1,500 @@
+//! A framed message channel over an anonymous pipe.
+//!
+//! [`channel`] makes a pipe (`pipe2(O_CLOEXEC)`) and returns its two ends. Each message
+//! travels as one frame ([`crate::frame`]): an 8-byte header (length, CRC-32C) and the payload,
+//! so the receiver hands out whole messages, checked, whatever chunks the kernel delivers.
+//!
+//! # What it promises
+//! - **Whole, checked, in order.** Short reads and writes, `EINTR` and `EAGAIN` are retried;
+//!   a receive never returns part of a message.
+//! - **End of stream is [`Error::Disconnected`]**, returned once every copy of the sending
+//!   end is closed (dropped, or its process exited or was killed) and every message written
+//!   before was received. A stream that ends inside a frame (a sender killed mid-write)
+//!   returns [`FrameError::Truncated`](crate::frame::FrameError::Truncated) instead, so a
+//!   half-written message is never mistaken for a clean end.
+//! - **No `SIGPIPE` death.** A send after the receiving end is gone returns
+//!   [`Error::Disconnected`], whatever the process's `SIGPIPE` disposition: the signal is
+//!   blocked in the sending thread for the duration of the write and the one it raised is
+//!   consumed.
+//! - **Several sender processes** (the sender inherited across `fork`) are safe only in
+//!   shared mode ([`PipeConfig::shared_senders`]): every `write` is then at most `PIPE_BUF`
+//!   (4096) bytes and holds whole frames, which POSIX makes atomic, so frames never
+//!   interleave. A message whose frame would exceed `PIPE_BUF` (payload over
+//!   [`MAX_SHARED_PAYLOAD`] bytes) is refused with [`Error::MessageTooLarge`]. In the
+//!   default single-sender mode messages go up to the frame maximum; two processes writing
+//!   large messages at once would interleave them, which the receiver then reports as a
+//!   checksum error (never as a wrong message).
+//! - **One receiving process.** Timed receives `poll` and then `read`; two processes reading
+//!   one pipe would steal each other's bytes.
+//! - **No leaks across exec.** Both descriptors are `O_CLOEXEC`. To hand an end to a program
+//!   you exec, use [`PipeSender::inherit_in`] / [`PipeReceiver::inherit_in`]: only that
+//!   descriptor, only in that child, loses `O_CLOEXEC`. The program rebuilds its end with
+//!   [`PipeSender::from_fd`] / [`PipeReceiver::from_fd`] (see `examples/pipe_exec.rs`).
+//!
+//! # Example
+//! ```
+//! use ipcprop::pipe;
+//! use ipcprop::{Receiver, Sender};
+//!
+//! let (mut tx, mut rx) = pipe::channel()?;
+//! tx.send(b"hello")?;
+//! tx.send_batch(&[b"a", b"", b"bc"])?;
+//! drop(tx);
+//! assert_eq!(rx.recv()?, b"hello");
+//! assert_eq!(rx.recv()?, b"a");
+//! assert_eq!(rx.recv()?, b"");
+//! assert_eq!(rx.recv_with(ipcprop::Wait::Forever, |m| m.len())?, 2);
+//! assert!(rx.recv().unwrap_err().is_disconnected());
+//! # Ok::<(), ipcprop::Error>(())
+//! ```
+
+pub mod fault;
+mod io;
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+pub use io::PipeIo;
+use io::SigpipeGuard;
+
+use crate::error::{Error, Result};
+use crate::frame::{self, FrameDecoder, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::transport::{Receiver, Sender, Wait};
+
+/// Writes of at most this many bytes to a pipe are atomic (POSIX `PIPE_BUF`; 4096 on Linux).
+pub const PIPE_BUF: usize = nix::libc::PIPE_BUF;
+
+/// The largest payload whose frame fits in one atomic write: `PIPE_BUF - HEADER_LEN`.
+pub const MAX_SHARED_PAYLOAD: usize = PIPE_BUF - HEADER_LEN;
+
+/// How many bytes a batched send gathers into one `write` in single-sender mode (the
+/// default pipe capacity on Linux).
+const BATCH_WRITE_BYTES: usize = 64 * 1024;
+
+/// How many bytes a receive asks the kernel for at once, at least.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Configuration of a pipe channel, shared by both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeConfig {
+    max_frame_len: usize,
+    shared_senders: bool,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        PipeConfig {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            shared_senders: false,
+        }
+    }
+}
+
+impl PipeConfig {
+    /// The default: messages up to 16 MiB, one sending process.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The longest message either end accepts (checked by the sender before writing and by
+    /// the receiver before allocating). At most `u32::MAX`.
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max.min(u32::MAX as usize);
+        self
+    }
+
+    /// Several processes will send on this pipe (the sender is inherited across `fork`):
+    /// every write is made atomic, and messages longer than [`MAX_SHARED_PAYLOAD`] are
+    /// refused.
+    pub fn shared_senders(mut self, shared: bool) -> Self {
+        self.shared_senders = shared;
+        self
+    }
+
+    /// The longest message a sender accepts in this configuration.
+    pub fn max_message_len(&self) -> usize {
+        if self.shared_senders {
+            self.max_frame_len.min(MAX_SHARED_PAYLOAD)
+        } else {
+            self.max_frame_len
+        }
+    }
+
+    /// Whether several sending processes are allowed.
+    pub fn is_shared(&self) -> bool {
+        self.shared_senders
+    }
+
+    /// The configured frame maximum.
+    pub fn frame_max(&self) -> usize {
+        self.max_frame_len
+    }
+}
+
+/// Makes a pipe channel with the default configuration.
+pub fn channel() -> Result<(PipeSender, PipeReceiver)> {
+    channel_with(PipeConfig::default())
+}
+
+/// Makes a pipe channel with `config`.
+pub fn channel_with(config: PipeConfig) -> Result<(PipeSender, PipeReceiver)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+    Ok((
+        PipeSender::with_io(w, config),
+        PipeReceiver::with_io(r, config),
+    ))
+}
+
+/// Checks that `fd` is a pipe (or FIFO) and sets `FD_CLOEXEC` on it again.
+fn adopt(fd: &OwnedFd) -> Result<()> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| Error::sys("fstat", e))?;
+    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFIFO {
+        return Err(Error::Io {
+            op: "adopt pipe descriptor",
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("descriptor {} is not a pipe", fd.as_raw_fd()),
+            ),
+        });
+    }
+    nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| Error::sys("fcntl(F_SETFD)", e))?;
+    Ok(())
+}
+
+/// Lets descriptor `raw` survive the exec of `cmd`, in the child only.
+fn inherit_in(raw: RawFd, cmd: &mut Command) -> RawFd {
+    let hook = move || {
+        // SAFETY: `raw` is open in the parent until `spawn` returns (the end borrowed by the
+        // caller outlives the call that registered this hook, as documented), and fork copies
+        // the descriptor table, so `raw` is open in the child here.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map(drop)
+            .map_err(std::io::Error::from)
+    };
+    // SAFETY: the hook runs between fork and exec in the child; it only calls fcntl, which is
+    // async-signal-safe, and neither allocates nor takes locks.
+    unsafe { cmd.pre_exec(hook) };
+    raw
+}
+
+/// Waits until `fd` is ready for `events` or `deadline` passes. Returns false on timeout.
+fn wait_ready(fd: BorrowedFd<'_>, events: PollFlags, deadline: Option<Instant>) -> Result<bool> {
+    loop {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so a deadline 0.4 ms away is not polled as "now" forever.
+                let ms = left.as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(fd, events)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() < d) {
+                    continue; // woke early (rounding); wait for the rest
+                }
+                return Ok(false);
+            }
+            // Readable, writable, hung up or in error: the read or write will tell which.
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("poll", e)),
+        }
+    }
+}
+
+/// The sending end of a pipe channel.
+///
+/// Dropping it closes this copy of the write end; the receiver sees
+/// [`Error::Disconnected`] once every copy (in every process) is closed.
+#[derive(Debug)]
+pub struct PipeSender<I: PipeIo = OwnedFd> {
+    io: I,
+    config: PipeConfig,
+    /// Reused buffer for batched sends.
+    batch: Vec<u8>,
+    /// Set after a failed write: the stream may hold a partial frame, so nothing more may be
+    /// written after it.
+    broken: bool,
+}
+
+impl PipeSender<OwnedFd> {
+    /// Rebuilds a sending end from a descriptor, typically one inherited across exec (see
+    /// [`PipeSender::inherit_in`]). Fails if `fd` is not a pipe; sets `FD_CLOEXEC` on it.
+    pub fn from_fd(fd: OwnedFd, config: PipeConfig) -> Result<Self> {
+        adopt(&fd)?;
+        Ok(Self::with_io(fd, config))
+    }
+
+    /// Arranges for this end to survive the exec of `cmd` (only in that child: the
+    /// descriptor keeps `O_CLOEXEC` here and in every other child) and returns its number,
+    /// to pass to the program (say, as an argument). Keep `self` alive until `cmd` is
+    /// spawned.
+    pub fn inherit_in(&self, cmd: &mut Command) -> RawFd {
+        inherit_in(self.io.as_raw_fd(), cmd)
+    }
+}
+
+impl<I: PipeIo> PipeSender<I> {
+    /// Wraps an already-open write end (or a fault-injecting wrapper around one).
+    pub fn with_io(io: I, config: PipeConfig) -> Self {
+        PipeSender {
+            io,
+            config,
+            batch: Vec::new(),
+            broken: false,
+        }
+    }
+
+    /// This end's configuration.
+    pub fn config(&self) -> &PipeConfig {
+        &self.config
+    }
+
+    /// Gives back the descriptor (or wrapper) this end writes to.
+    pub fn into_inner(self) -> I {
+        self.io
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.config.max_frame_len {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.config.max_frame_len,
+                why: "the frame maximum",
+            });
+        }
+        if self.config.shared_senders && len > MAX_SHARED_PAYLOAD {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: MAX_SHARED_PAYLOAD,
+                why: "PIPE_BUF atomicity with several senders",
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes all of `bufs`, retrying short writes, `EINTR` and `EAGAIN`.
+    fn write_all(&mut self, bufs: &mut [IoSlice<'_>]) -> Result<()> {
+        if self.broken {
+            return Err(Error::Io {
+                op: "write to pipe",
+                source: std::io::Error::other(
+                    "an earlier write failed; the stream may hold a partial frame",
+                ),
+            });
+        }
+        let guard = SigpipeGuard::new().map_err(|e| Error::sys("pthread_sigmask", e))?;
+        let mut bufs = bufs;
+        let result = loop {
+            if bufs.iter().all(|b| b.is_empty()) {
+                break Ok(());
+            }
+            match self.io.writev(bufs) {
+                Ok(0) => {
+                    break Err(Error::Io {
+                        op: "write to pipe",
+                        source: std::io::ErrorKind::WriteZero.into(),
+                    })
+                }
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    // Somebody made the descriptor non-blocking: wait for room, do not spin.
+                    if let Err(e) = wait_ready(self.io.as_fd(), PollFlags::POLLOUT, None) {
+                        break Err(e);
+                    }
+                }
+                Err(Errno::EPIPE) => {
+                    guard.consume_raised();
+                    break Err(Error::Disconnected);
+                }
+                Err(e) => break Err(Error::sys("write to pipe", e)),
+            }
+        };
+        drop(guard);
+        if matches!(result, Err(ref e) if !e.is_disconnected()) {
+            self.broken = true;
+        }
+        result
+    }
+
+    /// Writes the frames gathered in `self.batch` and empties it.
+    fn flush_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let result = self.write_all(&mut [IoSlice::new(&batch)]);
+        self.batch = batch;
+        self.batch.clear();
+        result
+    }
+}
+
+impl<I: PipeIo> Sender for PipeSender<I> {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.check_len(msg.len())?;
+        let header = frame::header(msg)?;
+        // One writev: header and payload leave together, without a copy.
+        self.write_all(&mut [IoSlice::new(&header), IoSlice::new(msg)])
+    }
+
+    fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
+        for m in msgs {
+            self.check_len(m.len())?;
+        }
+        // Gather whole frames into writes of at most `limit` bytes. In shared mode each write
+        // is then atomic and never splits a frame; in single mode the limit only bounds the
+        // copy. A frame too large to gather goes out on its own, without a copy.
+        let limit = if self.config.shared_senders {
+            PIPE_BUF
+        } else {
+            BATCH_WRITE_BYTES
+        };
+        self.batch.clear();
+        let result = (|| {
+            for m in msgs {
+                let len = frame::encoded_len(m.len());
+                if self.batch.len() + len > limit {
+                    self.flush_batch()?;
+                }
+                if len > limit {
+                    let header = frame::header(m)?;
+                    self.write_all(&mut [IoSlice::new(&header), IoSlice::new(m)])?;
+                } else {
+                    frame::encode_into(m, &mut self.batch)?;
+                }
+            }
+            self.flush_batch()
+        })();
+        self.batch.clear();
+        result
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.config.max_message_len()
+    }
+}
+
+impl<I: PipeIo> AsFd for PipeSender<I> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.as_fd()
+    }
+}
+
+/// The receiving end of a pipe channel.
+#[derive(Debug)]
+pub struct PipeReceiver<I: PipeIo = OwnedFd> {
+    io: I,
+    config: PipeConfig,
+    decoder: FrameDecoder,
+    /// The write ends are all closed; what is buffered is all there will be.
+    eof: bool,
+}
+
+impl PipeReceiver<OwnedFd> {
+    /// Rebuilds a receiving end from a descriptor, typically one inherited across exec (see
+    /// [`PipeReceiver::inherit_in`]). Fails if `fd` is not a pipe; sets `FD_CLOEXEC` on it.
+    pub fn from_fd(fd: OwnedFd, config: PipeConfig) -> Result<Self> {
+        adopt(&fd)?;
+        Ok(Self::with_io(fd, config))
+    }
+
+    /// Arranges for this end to survive the exec of `cmd` (only in that child) and returns its
+    /// number. Keep `self` alive until `cmd` is spawned.
+    pub fn inherit_in(&self, cmd: &mut Command) -> RawFd {
+        inherit_in(self.io.as_raw_fd(), cmd)
+    }
+}
+
+impl<I: PipeIo> PipeReceiver<I> {
+    /// Wraps an already-open read end (or a fault-injecting wrapper around one).
+    pub fn with_io(io: I, config: PipeConfig) -> Self {
+        PipeReceiver {
+            io,
+            config,
+            decoder: FrameDecoder::with_max_len(config.max_frame_len),
+            eof: false,
+        }
+    }
+
+    /// This end's configuration.
+    pub fn config(&self) -> &PipeConfig {
+        &self.config
+    }
+
+    /// Gives back the descriptor (or wrapper) this end reads from. Bytes already read from
+    /// it but not yet returned as messages are dropped.
+    pub fn into_inner(self) -> I {
+        self.io
+    }
+
+    /// Reads once from the pipe into the decoder. `Ok(false)` if `deadline` passed first.
+    fn fill(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        loop {
+            if deadline.is_some() && !wait_ready(self.io.as_fd(), PollFlags::POLLIN, deadline)? {
+                return Ok(false);
+            }
+            let want = self.decoder.read_hint().max(READ_CHUNK);
+            let buf = self.decoder.spare(want);
+            match self.io.read(buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(true);
+                }
+                Ok(n) => {
+                    self.decoder.commit(n);
+                    return Ok(true);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    // A non-blocking descriptor with nothing to read: wait, do not spin.
+                    if !wait_ready(self.io.as_fd(), PollFlags::POLLIN, deadline)? {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(Error::sys("read from pipe", e)),
+            }
+        }
+    }
+}
+
+impl<I: PipeIo> Receiver for PipeReceiver<I> {
+    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let deadline = wait.deadline_from(Instant::now());
+        loop {
+            if let Some(msg) = self.decoder.next_frame()? {
+                return Ok(f(msg));
+            }
+            if self.eof {
+                self.decoder.finish()?;
+                return Err(Error::Disconnected);
+            }
+            if !self.fill(deadline)? {
+                return Err(wait.expired());
+            }
+        }
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.config.max_frame_len
+    }
+}
+
+impl<I: PipeIo> AsFd for PipeReceiver<I> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.as_fd()
+    }
+}
