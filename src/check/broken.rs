@@ -1,0 +1,194 @@
+//! Deliberately broken transports: a correct transport wrapped so that it misbehaves in one
+//! precise way. The harness must catch each one and name it with the right
+//! [`ViolationKind`](super::ViolationKind); a battery that passes a broken transport is a
+//! bug in the battery.
+//!
+//! ```
+//! use ipcprop::check::broken::{Broken, Defect};
+//! use ipcprop::check::builtin::PipeTransport;
+//! use ipcprop::check::{run_case, Plan, RunConfig, ViolationKind};
+//!
+//! let t = Broken::new(PipeTransport::default(), Defect::Drop(1));
+//! let outcome = run_case(&t, &Plan::simple(1, vec![10, 20, 30]), &RunConfig::default())?;
+//! assert_eq!(outcome.violations[0].kind(), ViolationKind::Lost);
+//! # Ok::<(), ipcprop::Error>(())
+//! ```
+
+use std::time::Duration;
+
+use super::plan::Capabilities;
+use super::Transport;
+use crate::error::{Error, Result};
+use crate::transport::{Receiver, Sender, Wait};
+
+/// One way to be wrong. `n` counts the messages each sending (or receiving) process has
+/// handled, from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defect {
+    /// Acknowledges message `n` but never sends it.
+    Drop(usize),
+    /// Sends message `n` twice.
+    Duplicate(usize),
+    /// Sends message `n` after message `n + 1`.
+    Swap(usize),
+    /// Flips one bit of message `n` (appends a byte to an empty one).
+    FlipBit(usize),
+    /// Sends only the first half of message `n`.
+    Truncate(usize),
+    /// The receiver blocks forever after `n` messages.
+    HangAfter(usize),
+    /// The receiver never reports Disconnected: it waits forever instead.
+    IgnoreClose,
+}
+
+impl Defect {
+    /// The violation the harness must report for this defect.
+    pub fn expected(&self) -> super::ViolationKind {
+        use super::ViolationKind as K;
+        match self {
+            Defect::Drop(_) => K::Lost,
+            Defect::Duplicate(_) => K::Duplicated,
+            Defect::Swap(_) => K::Reordered,
+            Defect::FlipBit(_) | Defect::Truncate(_) => K::Corrupted,
+            Defect::HangAfter(_) | Defect::IgnoreClose => K::Hung,
+        }
+    }
+
+    /// One of each defect, for tests and self-checks.
+    pub const ALL: [Defect; 7] = [
+        Defect::Drop(2),
+        Defect::Duplicate(2),
+        Defect::Swap(2),
+        Defect::FlipBit(2),
+        Defect::Truncate(2),
+        Defect::HangAfter(2),
+        Defect::IgnoreClose,
+    ];
+}
+
+/// A transport with a [`Defect`].
+#[derive(Debug, Clone)]
+pub struct Broken<T> {
+    inner: T,
+    defect: Defect,
+}
+
+impl<T: Transport> Broken<T> {
+    /// Wraps `inner` so that it has `defect`.
+    pub fn new(inner: T, defect: Defect) -> Self {
+        Broken { inner, defect }
+    }
+}
+
+impl<T: Transport> Transport for Broken<T> {
+    type Sender = BrokenSender<T::Sender>;
+    type Receiver = BrokenReceiver<T::Receiver>;
+
+    fn name(&self) -> String {
+        format!("{}+{:?}", self.inner.name(), self.defect).to_lowercase()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)> {
+        let (s, r) = self.inner.pair(senders)?;
+        Ok((
+            BrokenSender {
+                inner: s,
+                defect: self.defect,
+                count: 0,
+                held: None,
+            },
+            BrokenReceiver {
+                inner: r,
+                defect: self.defect,
+                count: 0,
+            },
+        ))
+    }
+}
+
+/// The sending end of a [`Broken`] transport.
+#[derive(Debug)]
+pub struct BrokenSender<S> {
+    inner: S,
+    defect: Defect,
+    count: usize,
+    /// A message held back to be sent after the next one ([`Defect::Swap`]).
+    held: Option<Vec<u8>>,
+}
+
+impl<S: Sender> Sender for BrokenSender<S> {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let n = self.count;
+        self.count += 1;
+        match self.defect {
+            Defect::Drop(k) if k == n => Ok(()),
+            Defect::Duplicate(k) if k == n => {
+                self.inner.send(msg)?;
+                self.inner.send(msg)
+            }
+            Defect::Swap(k) if k == n => {
+                self.held = Some(msg.to_vec());
+                Ok(())
+            }
+            Defect::Swap(k) if k + 1 == n => {
+                self.inner.send(msg)?;
+                match self.held.take() {
+                    Some(h) => self.inner.send(&h),
+                    None => Ok(()),
+                }
+            }
+            Defect::FlipBit(k) if k == n => {
+                let mut m = msg.to_vec();
+                match m.get_mut(msg.len() / 2) {
+                    Some(b) => *b ^= 0x20,
+                    None => m.push(0),
+                }
+                self.inner.send(&m)
+            }
+            Defect::Truncate(k) if k == n => self.inner.send(&msg[..msg.len() / 2]),
+            _ => self.inner.send(msg),
+        }
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.inner.max_message_len()
+    }
+}
+
+/// The receiving end of a [`Broken`] transport.
+#[derive(Debug)]
+pub struct BrokenReceiver<R> {
+    inner: R,
+    defect: Defect,
+    count: usize,
+}
+
+fn block_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+impl<R: Receiver> Receiver for BrokenReceiver<R> {
+    fn recv_with<T>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+        if self.defect == Defect::HangAfter(self.count) {
+            block_forever();
+        }
+        match self.inner.recv_with(wait, f) {
+            Ok(v) => {
+                self.count += 1;
+                Ok(v)
+            }
+            Err(Error::Disconnected) if self.defect == Defect::IgnoreClose => block_forever(),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.inner.max_message_len()
+    }
+}

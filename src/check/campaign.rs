@@ -1,0 +1,155 @@
+//! Many generated cases over one transport, shrinking the first failure to a minimal plan.
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+
+use super::plan::{plan_strategy, Plan, PlanLimits};
+use super::run::{run_case, CaseOutcome, RunConfig};
+use super::Transport;
+use crate::error::Result;
+
+/// How to run a campaign.
+#[derive(Debug, Clone)]
+pub struct CampaignConfig {
+    /// How many generated cases to run (before any shrinking).
+    pub cases: u32,
+    /// The seed of the plan generator: the same seed gives the same plans.
+    pub seed: u64,
+    /// Bounds on generated plans.
+    pub limits: PlanLimits,
+    /// How each case runs.
+    pub run: RunConfig,
+    /// Most shrinking steps to spend on a failure.
+    pub max_shrink_iters: u32,
+}
+
+impl Default for CampaignConfig {
+    fn default() -> Self {
+        CampaignConfig {
+            cases: 64,
+            seed: 0,
+            limits: PlanLimits::default(),
+            run: RunConfig::default(),
+            max_shrink_iters: 256,
+        }
+    }
+}
+
+/// The first failure of a campaign, shrunk.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The minimal failing case proptest shrank to, run once more for its history.
+    pub minimal: CaseOutcome,
+    /// The campaign seed that reproduces it.
+    pub seed: u64,
+}
+
+/// What a campaign found.
+#[derive(Debug, Clone)]
+pub struct CampaignReport {
+    /// The transport's name.
+    pub transport: String,
+    /// Generated cases run (shrinking runs not counted).
+    pub cases: u32,
+    /// Messages delivered in those cases.
+    pub messages: u64,
+    /// Bytes delivered in those cases.
+    pub bytes: u64,
+    /// Violations in the minimal failing case (0 when every case passed).
+    pub violations: usize,
+    /// Wall time, shrinking included.
+    pub elapsed: Duration,
+    /// The minimal failing case, if any case failed.
+    pub failure: Option<Failure>,
+}
+
+impl CampaignReport {
+    /// Generated cases per second.
+    pub fn cases_per_sec(&self) -> f64 {
+        f64::from(self.cases) / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn seed_bytes(seed: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&seed.to_le_bytes());
+    b[8..16].copy_from_slice(b"ipcprop!");
+    b
+}
+
+/// Runs `config.cases` generated plans over `transport`. `on_case` is called after each
+/// generated case (not the shrinking runs), for progress. On the first failing case,
+/// proptest shrinks the plan; the minimal plan is run once more and returned with its
+/// history. `Err` only if a case could not be set up.
+pub fn campaign<T: Transport>(
+    transport: &T,
+    config: &CampaignConfig,
+    on_case: &mut dyn FnMut(&CaseOutcome),
+) -> Result<CampaignReport> {
+    let start = Instant::now();
+    let strategy = plan_strategy(&transport.capabilities(), &config.limits);
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: config.cases,
+            failure_persistence: None,
+            max_shrink_iters: config.max_shrink_iters,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(config.seed)),
+    );
+    let cases = Cell::new(0u32);
+    let messages = Cell::new(0u64);
+    let bytes = Cell::new(0u64);
+    let failed = Cell::new(false);
+    // proptest's minimal case is the last one that failed.
+    let last_failure: RefCell<Option<CaseOutcome>> = RefCell::new(None);
+    let setup_error = RefCell::new(None);
+    let on_case = RefCell::new(on_case);
+    let result = runner.run(&strategy, |plan: Plan| {
+        let outcome = match run_case(transport, &plan, &config.run) {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = e.to_string();
+                setup_error.borrow_mut().get_or_insert(e);
+                return Err(TestCaseError::fail(msg));
+            }
+        };
+        if !failed.get() {
+            cases.set(cases.get() + 1);
+            messages.set(messages.get() + outcome.messages as u64);
+            bytes.set(bytes.get() + outcome.bytes);
+            (on_case.borrow_mut())(&outcome);
+        }
+        if outcome.passed() {
+            Ok(())
+        } else {
+            failed.set(true);
+            let report = outcome.report();
+            *last_failure.borrow_mut() = Some(outcome);
+            Err(TestCaseError::fail(report))
+        }
+    });
+    if let Some(e) = setup_error.into_inner() {
+        return Err(e);
+    }
+    let failure = match result {
+        Ok(()) => None,
+        Err(TestError::Fail(..) | TestError::Abort(..)) => {
+            last_failure.into_inner().map(|minimal| Failure {
+                minimal,
+                seed: config.seed,
+            })
+        }
+    };
+    Ok(CampaignReport {
+        transport: transport.name(),
+        cases: cases.get(),
+        messages: messages.get(),
+        bytes: bytes.get(),
+        violations: failure.as_ref().map_or(0, |f| f.minimal.violations.len()),
+        elapsed: start.elapsed(),
+        failure,
+    })
+}

@@ -1,0 +1,587 @@
+//! Running one plan across real processes, recording what happened, and judging it.
+//!
+//! [`run_case`] makes a connected pair with the transport, forks one receiver process and
+//! one process per sender, lets each follow its part of the [`Plan`], and collects the
+//! events each one streams back (sent, received, failed, closed, about to be killed) as
+//! they happen. A watchdog turns a hang into [`Violation::Hung`]. The history is then
+//! checked by [`history::check`] and by the rules on how each process may end.
+
+use std::fmt::{self, Write as _};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::fork::{ChildEnd, ChildGroup, ChildReport, Reporter};
+use super::history::{self, CheckInput, Delivery, MsgId, SenderRecord, Violation, ID_LEN};
+use super::plan::{Plan, ReceiverPlan, RecvMode, SenderPlan};
+use super::Transport;
+use crate::error::{Error, Result};
+use crate::transport::{Receiver, Sender, Wait};
+
+/// One case at a time per process: every descriptor of a case would otherwise be inherited
+/// by the children of a case forked concurrently on another thread, and a pipe's end of
+/// stream would wait on an unrelated process.
+static CASE_LOCK: Mutex<()> = Mutex::new(());
+
+/// How to run cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The watchdog: processes still running this long after the case started are killed
+    /// and reported as hung.
+    pub timeout: Duration,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One thing a process did, as it reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `count` messages from `first` on were acknowledged (one send or one batch).
+    Sent {
+        /// The first message of the send.
+        first: MsgId,
+        /// How many messages the send carried.
+        count: u32,
+    },
+    /// A send of `count` messages from `first` on failed.
+    SendFailed {
+        /// The first message of the failed send.
+        first: MsgId,
+        /// How many messages the send carried.
+        count: u32,
+        /// The error was [`Error::Disconnected`].
+        disconnected: bool,
+        /// The error, as text.
+        error: String,
+    },
+    /// The sender is about to SIGKILL itself, as planned, after this many acknowledged.
+    Killing {
+        /// Messages acknowledged before the kill.
+        acked: u32,
+    },
+    /// The receiver got a message.
+    Received(Delivery),
+    /// The receiver got [`Error::Disconnected`].
+    Disconnected,
+    /// A receive failed with an error other than Disconnected (or an unplanned Timeout).
+    RecvFailed(String),
+    /// The receiver closed its end early, as planned, after this many messages.
+    Closed {
+        /// Messages received before closing.
+        after: u32,
+    },
+}
+
+const EV_SENT: u8 = 1;
+const EV_SEND_FAILED: u8 = 2;
+const EV_KILLING: u8 = 3;
+const EV_RECEIVED: u8 = 4;
+const EV_DISCONNECTED: u8 = 5;
+const EV_RECV_FAILED: u8 = 6;
+const EV_CLOSED: u8 = 7;
+
+impl Event {
+    /// Encodes the event as a report record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(24);
+        match self {
+            Event::Sent { first, count } => {
+                v.push(EV_SENT);
+                push_id(&mut v, *first);
+                v.extend_from_slice(&count.to_le_bytes());
+            }
+            Event::SendFailed {
+                first,
+                count,
+                disconnected,
+                error,
+            } => {
+                v.push(EV_SEND_FAILED);
+                push_id(&mut v, *first);
+                v.extend_from_slice(&count.to_le_bytes());
+                v.push(u8::from(*disconnected));
+                v.extend_from_slice(error.as_bytes());
+            }
+            Event::Killing { acked } => {
+                v.push(EV_KILLING);
+                v.extend_from_slice(&acked.to_le_bytes());
+            }
+            Event::Received(d) => {
+                v.push(EV_RECEIVED);
+                v.extend_from_slice(&d.len.to_le_bytes());
+                v.extend_from_slice(&d.crc.to_le_bytes());
+                v.extend_from_slice(&d.prefix);
+            }
+            Event::Disconnected => v.push(EV_DISCONNECTED),
+            Event::RecvFailed(e) => {
+                v.push(EV_RECV_FAILED);
+                v.extend_from_slice(e.as_bytes());
+            }
+            Event::Closed { after } => {
+                v.push(EV_CLOSED);
+                v.extend_from_slice(&after.to_le_bytes());
+            }
+        }
+        v
+    }
+
+    /// Decodes a report record; `None` if it is not a well-formed event.
+    pub fn decode(b: &[u8]) -> Option<Event> {
+        let (&tag, rest) = b.split_first()?;
+        let u32_at = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(rest.get(i..i + 4)?.try_into().ok()?))
+        };
+        let id_at = |i: usize| -> Option<MsgId> {
+            Some(MsgId {
+                sender: u32_at(i)?,
+                seq: u32_at(i + 4)?,
+            })
+        };
+        Some(match tag {
+            EV_SENT if rest.len() == 12 => Event::Sent {
+                first: id_at(0)?,
+                count: u32_at(8)?,
+            },
+            EV_SEND_FAILED if rest.len() >= 13 => Event::SendFailed {
+                first: id_at(0)?,
+                count: u32_at(8)?,
+                disconnected: rest[12] != 0,
+                error: String::from_utf8_lossy(&rest[13..]).into(),
+            },
+            EV_KILLING if rest.len() == 4 => Event::Killing { acked: u32_at(0)? },
+            EV_RECEIVED if rest.len() == 8 + ID_LEN => Event::Received(Delivery {
+                len: u32_at(0)?,
+                crc: u32_at(4)?,
+                prefix: rest[8..].try_into().ok()?,
+            }),
+            EV_DISCONNECTED if rest.is_empty() => Event::Disconnected,
+            EV_RECV_FAILED => Event::RecvFailed(String::from_utf8_lossy(rest).into()),
+            EV_CLOSED if rest.len() == 4 => Event::Closed { after: u32_at(0)? },
+            _ => return None,
+        })
+    }
+}
+
+fn push_id(v: &mut Vec<u8>, id: MsgId) {
+    v.extend_from_slice(&id.sender.to_le_bytes());
+    v.extend_from_slice(&id.seq.to_le_bytes());
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Sent { first, count: 1 } => write!(f, "sent s{}#{}", first.sender, first.seq),
+            Event::Sent { first, count } => write!(
+                f,
+                "sent batch s{}#{}..#{}",
+                first.sender,
+                first.seq,
+                first.seq + count - 1
+            ),
+            Event::SendFailed {
+                first,
+                count,
+                error,
+                ..
+            } => {
+                write!(
+                    f,
+                    "send of s{}#{} (+{}) failed: {error}",
+                    first.sender,
+                    first.seq,
+                    count - 1
+                )
+            }
+            Event::Killing { acked } => write!(f, "SIGKILL self after {acked} acknowledged"),
+            Event::Received(d) => {
+                write!(f, "received {} bytes", d.len)?;
+                if d.len as usize >= ID_LEN {
+                    let s = u32::from_le_bytes(d.prefix[..4].try_into().unwrap_or_default());
+                    let q = u32::from_le_bytes(d.prefix[4..].try_into().unwrap_or_default());
+                    write!(f, " (labelled s{s}#{q})")?;
+                }
+                Ok(())
+            }
+            Event::Disconnected => write!(f, "got Disconnected"),
+            Event::RecvFailed(e) => write!(f, "receive failed: {e}"),
+            Event::Closed { after } => write!(f, "closed its end after {after} messages"),
+        }
+    }
+}
+
+/// What one process did in a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessHistory {
+    /// "receiver" or "sender N".
+    pub name: String,
+    /// Its process id.
+    pub pid: i32,
+    /// Its events, in order.
+    pub events: Vec<Event>,
+    /// How it ended.
+    pub end: ChildEnd,
+}
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    /// The transport's name.
+    pub transport: String,
+    /// The plan that was run.
+    pub plan: Plan,
+    /// What each process did: the receiver first, then the senders in order.
+    pub processes: Vec<ProcessHistory>,
+    /// Everything that went wrong; empty for a pass.
+    pub violations: Vec<Violation>,
+    /// Messages delivered.
+    pub messages: usize,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// Wall time of the case.
+    pub elapsed: Duration,
+}
+
+impl CaseOutcome {
+    /// True if no violation was found.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// A readable account: the violations, the plan, and what each process did.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "transport {}: {} violation(s)",
+            self.transport,
+            self.violations.len()
+        );
+        for v in &self.violations {
+            let _ = writeln!(s, "  [{}] {v}", v.kind());
+        }
+        let _ = writeln!(s, "{}", self.plan);
+        let _ = writeln!(s, "timeline:");
+        for p in &self.processes {
+            let _ = writeln!(s, "  {} (pid {}): {}", p.name, p.pid, p.end);
+            const SHOW: usize = 40;
+            let n = p.events.len();
+            for (i, e) in p.events.iter().enumerate() {
+                if n > SHOW && i == SHOW / 2 {
+                    let _ = writeln!(s, "    ... {} more ...", n - SHOW);
+                }
+                if n <= SHOW || i < SHOW / 2 || i >= n - SHOW / 2 {
+                    let _ = writeln!(s, "    {i:>4}  {e}");
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Runs `plan` over a fresh pair from `transport`, in real processes, and judges the
+/// history. `Err` only when the case could not be set up (the transport failed to make a
+/// pair, fork failed): that is not a verdict on the transport's behaviour.
+pub fn run_case<T: Transport>(
+    transport: &T,
+    plan: &Plan,
+    config: &RunConfig,
+) -> Result<CaseOutcome> {
+    let _serial = CASE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let start = Instant::now();
+    let (s, r) = transport.pair(plan.senders.len().max(1))?;
+    let mut s = Some(s);
+    let mut r = Some(r);
+    let mut group = ChildGroup::new();
+    group.spawn("receiver", |rep| {
+        // This process only receives: its copy of the sending end must not keep the channel
+        // open.
+        drop(s.take());
+        let mut rx = r.take().ok_or("no receiver")?;
+        receive(&mut rx, &plan.receiver, rep);
+        Ok(())
+    })?;
+    for (i, sp) in plan.senders.iter().enumerate() {
+        group.spawn(format!("sender {i}"), |rep| {
+            drop(r.take());
+            let mut tx = s.take().ok_or("no sender")?;
+            send(&mut tx, i as u32, sp, plan.seed, rep);
+            Ok(())
+        })?;
+    }
+    // The parent takes no part: its copies must not keep either end alive.
+    drop(s);
+    drop(r);
+    let reports = group.wait(config.timeout);
+    Ok(judge(transport.name(), plan, reports, start.elapsed()))
+}
+
+fn send<S: Sender>(tx: &mut S, sender: u32, plan: &SenderPlan, seed: u64, rep: &mut Reporter) {
+    let batch = plan.batch.max(1);
+    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); batch];
+    let mut acked = 0usize;
+    while acked < plan.sizes.len() {
+        if plan.kill_after == Some(acked) {
+            die(acked, rep);
+        }
+        let end = (acked + batch).min(plan.sizes.len());
+        // A kill planned inside this batch cuts the batch short, so it lands exactly there.
+        let end = match plan.kill_after {
+            Some(k) if k > acked && k < end => k,
+            _ => end,
+        };
+        for (k, buf) in (acked..end).zip(bufs.iter_mut()) {
+            let id = MsgId {
+                sender,
+                seq: k as u32,
+            };
+            history::fill_message(seed, id, plan.sizes[k], buf);
+        }
+        let first = MsgId {
+            sender,
+            seq: acked as u32,
+        };
+        let count = end - acked;
+        let result = if batch == 1 {
+            tx.send(&bufs[0])
+        } else {
+            let msgs: Vec<&[u8]> = bufs[..count].iter().map(Vec::as_slice).collect();
+            tx.send_batch(&msgs)
+        };
+        match result {
+            Ok(()) => {
+                rep.record(
+                    &Event::Sent {
+                        first,
+                        count: count as u32,
+                    }
+                    .encode(),
+                );
+                acked = end;
+                plan.pace.after(acked);
+            }
+            Err(e) => {
+                let ev = Event::SendFailed {
+                    first,
+                    count: count as u32,
+                    disconnected: e.is_disconnected(),
+                    error: e.to_string(),
+                };
+                rep.record(&ev.encode());
+                return;
+            }
+        }
+    }
+    if plan.kill_after == Some(acked) {
+        die(acked, rep);
+    }
+}
+
+fn die(acked: usize, rep: &mut Reporter) -> ! {
+    rep.record(
+        &Event::Killing {
+            acked: acked as u32,
+        }
+        .encode(),
+    );
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    // SIGKILL cannot be blocked or caught; not reached.
+    super::fork::exit_now(99)
+}
+
+fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, rep: &mut Reporter) {
+    let mut got = 0usize;
+    loop {
+        if plan.close_after == Some(got) {
+            // Dropping is the close; the sender must see it as Disconnected, not die.
+            rep.record(&Event::Closed { after: got as u32 }.encode());
+            return;
+        }
+        let wait = match plan.mode {
+            RecvMode::Blocking => Wait::Forever,
+            RecvMode::Polling => Wait::Never,
+            RecvMode::Timeout(ms) => Wait::For(Duration::from_millis(ms.into())),
+        };
+        match rx.recv_with(wait, Delivery::of) {
+            Ok(d) => {
+                rep.record(&Event::Received(d).encode());
+                got += 1;
+                plan.pace.after(got);
+            }
+            Err(Error::Disconnected) => {
+                rep.record(&Event::Disconnected.encode());
+                return;
+            }
+            Err(Error::Empty) if plan.mode == RecvMode::Polling => {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            Err(Error::Timeout(_)) if matches!(plan.mode, RecvMode::Timeout(_)) => {}
+            Err(e) => {
+                rep.record(&Event::RecvFailed(e.to_string()).encode());
+                return;
+            }
+        }
+    }
+}
+
+/// Turns the children's reports into histories and violations.
+fn judge(
+    transport: String,
+    plan: &Plan,
+    reports: Vec<ChildReport>,
+    elapsed: Duration,
+) -> CaseOutcome {
+    let processes: Vec<ProcessHistory> = reports
+        .into_iter()
+        .map(|r| ProcessHistory {
+            name: r.name,
+            pid: r.pid,
+            events: r.records.iter().filter_map(|b| Event::decode(b)).collect(),
+            end: r.end,
+        })
+        .collect();
+    let mut violations = Vec::new();
+    let receiver = &processes[0];
+    let receiver_closed = receiver
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Closed { .. }));
+    let receiver_gone = receiver_closed || receiver.end != ChildEnd::Returned;
+
+    // How each process ended.
+    for (i, p) in processes.iter().enumerate() {
+        let sender_plan = i.checked_sub(1).and_then(|k| plan.senders.get(k));
+        let killed_as_planned = sender_plan.is_some()
+            && p.end == ChildEnd::Signaled("SIGKILL".into())
+            && matches!(p.events.last(), Some(Event::Killing { .. }));
+        match &p.end {
+            ChildEnd::Returned => {}
+            ChildEnd::Hung => violations.push(Violation::Hung {
+                process: p.name.clone(),
+                doing: doing(p, sender_plan),
+            }),
+            _ if killed_as_planned => {}
+            other => violations.push(Violation::Crashed {
+                process: p.name.clone(),
+                detail: other.to_string(),
+            }),
+        }
+        for e in &p.events {
+            match e {
+                Event::SendFailed {
+                    first,
+                    disconnected,
+                    error,
+                    ..
+                } if !(*disconnected && receiver_gone) => violations.push(Violation::Crashed {
+                    process: p.name.clone(),
+                    detail: format!("send of message {} failed: {error}", first.seq),
+                }),
+                Event::RecvFailed(error) => violations.push(Violation::Crashed {
+                    process: p.name.clone(),
+                    detail: format!("receive failed: {error}"),
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    // What was delivered against what was sent.
+    let senders: Vec<SenderRecord> = plan
+        .senders
+        .iter()
+        .enumerate()
+        .map(|(i, sp)| {
+            let events = processes
+                .get(i + 1)
+                .map(|p| p.events.as_slice())
+                .unwrap_or(&[]);
+            let mut acked = 0usize;
+            let mut attempted = 0usize;
+            for e in events {
+                match e {
+                    Event::Sent { count, .. } => {
+                        acked += *count as usize;
+                        attempted = acked;
+                    }
+                    Event::SendFailed { count, .. } => attempted = acked + *count as usize,
+                    _ => {}
+                }
+            }
+            // A sender that hung or died unplanned may have had a send in flight.
+            let p_end = processes.get(i + 1).map(|p| &p.end);
+            if attempted == acked && !matches!(p_end, Some(ChildEnd::Returned)) {
+                attempted = (acked + sp.batch.max(1)).min(sp.sizes.len());
+            }
+            SenderRecord {
+                sizes: sp.sizes.clone(),
+                acked,
+                attempted,
+            }
+        })
+        .collect();
+    let deliveries: Vec<Delivery> = receiver
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Received(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    let receiver_complete = receiver.end == ChildEnd::Returned
+        && matches!(receiver.events.last(), Some(Event::Disconnected));
+    violations.extend(history::check(&CheckInput {
+        seed: plan.seed,
+        senders: &senders,
+        deliveries: &deliveries,
+        receiver_complete,
+    }));
+    CaseOutcome {
+        transport,
+        plan: plan.clone(),
+        messages: deliveries.len(),
+        bytes: deliveries.iter().map(|d| u64::from(d.len)).sum(),
+        processes,
+        violations,
+        elapsed,
+    }
+}
+
+/// What a process was doing when the watchdog stopped it, from its last event and its plan.
+fn doing(p: &ProcessHistory, sender: Option<&SenderPlan>) -> String {
+    match sender {
+        Some(sp) => {
+            let acked: usize = p
+                .events
+                .iter()
+                .map(|e| match e {
+                    Event::Sent { count, .. } => *count as usize,
+                    _ => 0,
+                })
+                .sum();
+            match sp.sizes.get(acked) {
+                Some(len) => format!(
+                    "sending message {acked} ({len} bytes) of {}, after {acked} acknowledged",
+                    sp.sizes.len()
+                ),
+                None => format!("exiting after all {acked} messages were acknowledged"),
+            }
+        }
+        None => {
+            let got = p
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::Received(_)))
+                .count();
+            let last = p
+                .events
+                .last()
+                .map_or("nothing yet".to_string(), |e| e.to_string());
+            format!("waiting to receive after {got} messages (last event: {last})")
+        }
+    }
+}
