@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The project's checks, as CI runs them: formatting, lints, tests, docs.
+# Run from anywhere: bash ci/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+echo "== cargo test"
+cargo test
+
+echo "== cargo doc --no-deps (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+
+echo "== no stray processes"
+# Every test reaps its children; anything still running from this build is a leak.
+strays=""
+for d in /proc/[0-9]*; do
+  exe=$(readlink "$d/exe" 2>/dev/null) || continue
+  case "$exe" in "$PWD"/target/*) strays="$strays ${d#/proc/}:$(basename "$exe")" ;; esac
+done
+if [ -n "$strays" ]; then
+  echo "processes left behind by the tests:$strays" >&2
+  exit 1
+fi
+echo "ci/test.sh: all checks passed"
