@@ -27,7 +27,8 @@ fn each_broken_transport_is_caught_and_named(
         Defect::FlipBit(2),
         Defect::Truncate(2),
         Defect::HangAfter(2),
-        Defect::IgnoreClose
+        Defect::IgnoreClose,
+        Defect::PanicOn(2)
     )]
     defect: Defect,
     // Long messages, and short ones without room for an identity. (A defect that turns one
@@ -58,6 +59,30 @@ fn each_broken_transport_is_caught_and_named(
             outcome.report()
         );
     }
+}
+
+#[test]
+fn every_defect_is_in_the_table_above() {
+    // A defect added to `Defect::ALL` must be added to the rstest values too.
+    assert_eq!(Defect::ALL.len(), 8);
+}
+
+#[test]
+fn a_crash_report_carries_the_panic_message() {
+    let plan = Plan::simple(5, vec![10, 10, 10, 10]);
+    let outcome = run_case(
+        &Broken::new(PipeTransport::default(), Defect::PanicOn(1)),
+        &plan,
+        &quick(),
+    )
+    .unwrap();
+    let report = outcome.report();
+    assert!(report.contains("[crashed] sender 0 panicked"), "{report}");
+    assert!(report.contains("deliberate panic on message 1"), "{report}");
+    assert!(
+        report.contains("src/check/broken.rs"),
+        "the location is reported: {report}"
+    );
 }
 
 #[test]

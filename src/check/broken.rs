@@ -39,6 +39,8 @@ pub enum Defect {
     HangAfter(usize),
     /// The receiver never reports Disconnected: it waits forever instead.
     IgnoreClose,
+    /// The sender panics on message `n`.
+    PanicOn(usize),
 }
 
 impl Defect {
@@ -51,11 +53,12 @@ impl Defect {
             Defect::Swap(_) => K::Reordered,
             Defect::FlipBit(_) | Defect::Truncate(_) => K::Corrupted,
             Defect::HangAfter(_) | Defect::IgnoreClose => K::Hung,
+            Defect::PanicOn(_) => K::Crashed,
         }
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 7] = [
+    pub const ALL: [Defect; 8] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -63,6 +66,7 @@ impl Defect {
         Defect::Truncate(2),
         Defect::HangAfter(2),
         Defect::IgnoreClose,
+        Defect::PanicOn(2),
     ];
 }
 
@@ -150,6 +154,7 @@ impl<S: Sender> Sender for BrokenSender<S> {
                 self.inner.send(&m)
             }
             Defect::Truncate(k) if k == n => self.inner.send(&msg[..msg.len() / 2]),
+            Defect::PanicOn(k) if k == n => panic!("deliberate panic on message {n}"),
             _ => self.inner.send(msg),
         }
     }
