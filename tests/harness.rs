@@ -14,7 +14,7 @@ use rstest::rstest;
 fn quick() -> RunConfig {
     // Long enough for any healthy case here; short enough that the hang cases are quick.
     RunConfig {
-        timeout: Duration::from_secs(3),
+        timeout: Duration::from_secs(2),
     }
 }
 
