@@ -23,6 +23,9 @@ pub enum Error {
     /// A non-blocking receive found no message ready.
     #[error("no message is ready")]
     Empty,
+    /// A non-blocking send found no room for the message.
+    #[error("no room for the message now")]
+    Full,
     /// A receive with a deadline found no message before the deadline.
     #[error("timed out after {0:?} without a message")]
     Timeout(Duration),
@@ -42,6 +45,11 @@ pub enum Error {
     /// error rather than guess.
     #[error("malformed stream: {0}")]
     Frame(#[from] FrameError),
+    /// Shared memory (or a file) written by a peer is not in a valid state: an index out of
+    /// range, a record header that fails its check, a length over the maximum. The message
+    /// says what and where. The transport refuses to go on rather than guess.
+    #[error("corrupt shared state: {0}")]
+    Corrupt(String),
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {
@@ -67,9 +75,9 @@ impl Error {
         matches!(self, Error::Disconnected)
     }
 
-    /// True for [`Error::Empty`] and [`Error::Timeout`]: nothing went wrong, nothing arrived
-    /// yet.
+    /// True for [`Error::Empty`], [`Error::Full`] and [`Error::Timeout`]: nothing went
+    /// wrong, the operation just could not complete yet.
     pub fn is_not_ready(&self) -> bool {
-        matches!(self, Error::Empty | Error::Timeout(_))
+        matches!(self, Error::Empty | Error::Full | Error::Timeout(_))
     }
 }

@@ -61,10 +61,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(ipcprop_loom))]
 pub mod check;
 mod error;
 pub mod frame;
 pub mod pipe;
+pub mod shm;
+mod sync;
 pub mod transport;
 
 pub use error::{Error, Result};

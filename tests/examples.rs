@@ -89,6 +89,34 @@ fn check_pipe_output(stdout: &str) {
     );
 }
 
+fn check_shm_output(stdout: &str) {
+    let read: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("parent: read "))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            "parent: read Message 1",
+            "parent: read Message 2",
+            "parent: read Message 3"
+        ],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("parent: the child is done writing"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" finished"), "{stdout}");
+}
+
+#[test]
+fn shm_example() {
+    let (stdout, out) = run(example("shm"));
+    assert!(out.status.success(), "{stdout}");
+    check_shm_output(&stdout);
+}
+
 #[test]
 fn fork_example() {
     let (stdout, out) = run(example("fork"));
@@ -140,6 +168,7 @@ fn cli_demo_runs_every_scenario() {
     check_fork_output(&stdout);
     check_threads_output(&stdout);
     check_pipe_output(&stdout);
+    check_shm_output(&stdout);
 }
 
 #[test]

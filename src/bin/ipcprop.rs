@@ -2,7 +2,7 @@
 //! transports.
 //!
 //! ```text
-//! ipcprop demo [fork|threads|pipe|all]
+//! ipcprop demo [fork|threads|pipe|shm|all]
 //! ipcprop check [--transport NAME]... [--cases N] [--seed S] [--timeout SECS]
 //! ```
 
@@ -13,9 +13,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use ipcprop::check::broken::{Broken, Defect};
-use ipcprop::check::builtin::{FaultyPipeTransport, PipeTransport};
+use ipcprop::check::builtin::{FaultyPipeTransport, PipeTransport, RingTransport};
 use ipcprop::check::{campaign, CampaignConfig, CampaignReport, RunConfig, Transport};
 use ipcprop::pipe::fault::{Fault, FaultSchedule};
+use ipcprop::shm::RingConfig;
 
 #[allow(dead_code)]
 #[path = "../../examples/fork.rs"]
@@ -23,6 +24,9 @@ mod fork_example;
 #[allow(dead_code)]
 #[path = "../../examples/pipe.rs"]
 mod pipe_example;
+#[allow(dead_code)]
+#[path = "../../examples/shm.rs"]
+mod shm_example;
 #[allow(dead_code)]
 #[path = "../../examples/threads.rs"]
 mod threads_example;
@@ -70,6 +74,7 @@ enum Scenario {
     Fork,
     Threads,
     Pipe,
+    Shm,
     All,
 }
 
@@ -79,6 +84,8 @@ enum TransportName {
     Pipe,
     /// The pipe channel with short reads and writes, EINTR and EAGAIN injected.
     PipeFaults,
+    /// The shared-memory ring (a 4 KiB ring, so it fills and wraps constantly).
+    Ring,
     /// A pipe that silently drops each sender's third message: shows what a failure
     /// report looks like. Not part of the default set.
     BrokenDrop,
@@ -99,10 +106,11 @@ fn main() -> ExitCode {
 
 fn demo(scenario: Scenario) -> ExitCode {
     type Run = fn() -> Result<(), Box<dyn std::error::Error>>;
-    let all: [(Scenario, &str, Run); 3] = [
+    let all: [(Scenario, &str, Run); 4] = [
         (Scenario::Fork, "fork", fork_example::run),
         (Scenario::Threads, "threads", threads_example::run),
         (Scenario::Pipe, "pipe", pipe_example::run),
+        (Scenario::Shm, "shm", shm_example::run),
     ];
     for (which, name, run) in all {
         if scenario != Scenario::All && scenario != which {
@@ -119,7 +127,11 @@ fn demo(scenario: Scenario) -> ExitCode {
 
 fn check(mut transports: Vec<TransportName>, cases: u32, seed: u64, timeout: u64) -> ExitCode {
     if transports.is_empty() {
-        transports = vec![TransportName::Pipe, TransportName::PipeFaults];
+        transports = vec![
+            TransportName::Pipe,
+            TransportName::PipeFaults,
+            TransportName::Ring,
+        ];
     }
     transports.dedup();
     let config = CampaignConfig {
@@ -145,6 +157,12 @@ fn check(mut transports: Vec<TransportName>, cases: u32, seed: u64, timeout: u64
                 ]);
                 run_one(&FaultyPipeTransport::new(schedule), &config)
             }
+            TransportName::Ring => run_one(
+                &RingTransport {
+                    config: RingConfig::new().capacity(4096),
+                },
+                &config,
+            ),
             TransportName::BrokenDrop => run_one(
                 &Broken::new(PipeTransport::default(), Defect::Drop(2)),
                 &config,

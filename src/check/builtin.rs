@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::frame::HEADER_LEN;
 use crate::pipe::fault::{FaultSchedule, FaultyIo};
 use crate::pipe::{self, PipeConfig, PipeReceiver, PipeSender, MAX_SHARED_PAYLOAD, PIPE_BUF};
+use crate::shm::{self, RingConfig, RingReceiver, RingSender};
 use std::os::fd::OwnedFd;
 
 /// Sizes where a pipe channel changes behaviour: a frame filling `PIPE_BUF` exactly (the
@@ -105,5 +106,50 @@ impl Transport for FaultyPipeTransport {
             PipeSender::with_io(FaultyIo::new(w, write_schedule), config),
             PipeReceiver::with_io(FaultyIo::new(r, self.schedule.clone()), config),
         ))
+    }
+}
+
+/// Sizes where a ring of `capacity` bytes changes behaviour: records that tile a lap exactly
+/// (so the next lands exactly on the wrap point), records one byte either side of that,
+/// and the maximum (half the capacity, less the 8-byte record header) with its neighbours.
+fn ring_boundaries(capacity: usize) -> Vec<usize> {
+    let max = RingConfig::new().capacity(capacity).max_message_len();
+    let mut v = vec![0, 1, 7, 8, 9];
+    for tile in [capacity / 8, capacity / 4, capacity / 2] {
+        let payload = tile - 8; // a record of exactly `tile` bytes
+        v.extend([payload - 1, payload, payload + 1]);
+    }
+    v.extend([max - 1, max]);
+    v.retain(|&s| s <= max);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The shared-memory ring ([`crate::shm`]) as a harness transport: one sender only.
+#[derive(Debug, Clone, Default)]
+pub struct RingTransport {
+    /// The configuration of every pair made.
+    pub config: RingConfig,
+}
+
+impl Transport for RingTransport {
+    type Sender = RingSender;
+    type Receiver = RingReceiver;
+
+    fn name(&self) -> String {
+        "ring".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_len: self.config.max_message_len(),
+            multi_sender: None,
+            boundary_sizes: ring_boundaries(self.config.get_capacity()),
+        }
+    }
+
+    fn pair(&self, _senders: usize) -> Result<(RingSender, RingReceiver)> {
+        shm::channel_with(self.config)
     }
 }

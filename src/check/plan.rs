@@ -34,7 +34,7 @@ pub struct PlanLimits {
     pub max_messages: usize,
     /// No message longer than this, whatever the transport accepts.
     pub size_cap: usize,
-    /// Plan senders that SIGKILL themselves.
+    /// Plan senders and receivers that SIGKILL themselves.
     pub kills: bool,
     /// Plan receivers that close early.
     pub early_close: bool,
@@ -111,6 +111,8 @@ pub struct ReceiverPlan {
     pub pace: Pace,
     /// Close its end and exit after this many messages.
     pub close_after: Option<usize>,
+    /// SIGKILL itself after this many messages (checked before `close_after`).
+    pub kill_after: Option<usize>,
 }
 
 /// One test case: every process's script and the seed of the message contents.
@@ -153,6 +155,7 @@ impl Plan {
                 mode: RecvMode::Blocking,
                 pace: Pace::Fast,
                 close_after: None,
+                kill_after: None,
             },
         }
     }
@@ -190,6 +193,9 @@ impl fmt::Display for Plan {
         write!(f, "  receiver: {mode}, {}", r.pace)?;
         if let Some(k) = r.close_after {
             write!(f, ", closes after {k} messages")?;
+        }
+        if let Some(k) = r.kill_after {
+            write!(f, ", SIGKILL after {k} messages")?;
         }
         Ok(())
     }
@@ -257,12 +263,23 @@ pub fn plan_strategy(caps: &Capabilities, limits: &PlanLimits) -> BoxedStrategy<
     } else {
         Just(None).boxed()
     };
+    let receiver_kill = if limits.kills {
+        proptest::option::weighted(0.05, 0..=limits.max_messages * max_senders).boxed()
+    } else {
+        Just(None).boxed()
+    };
     let receiver = (
         prop_oneof![4 => Just(RecvMode::Blocking), 1 => Just(RecvMode::Polling), 1 => (1u32..20).prop_map(RecvMode::Timeout)],
         pace_strategy(),
         close,
+        receiver_kill,
     )
-        .prop_map(|(mode, pace, close_after)| ReceiverPlan { mode, pace, close_after });
+        .prop_map(|(mode, pace, close_after, kill_after)| ReceiverPlan {
+            mode,
+            pace,
+            close_after,
+            kill_after,
+        });
     (
         any::<u64>(),
         proptest::collection::vec(sender, 1..=max_senders),

@@ -59,9 +59,10 @@ pub enum Event {
         /// The error, as text.
         error: String,
     },
-    /// The sender is about to SIGKILL itself, as planned, after this many acknowledged.
+    /// The process is about to SIGKILL itself, as planned, after this many messages
+    /// (acknowledged, for a sender; received, for the receiver).
     Killing {
-        /// Messages acknowledged before the kill.
+        /// Messages acknowledged or received before the kill.
         acked: u32,
     },
     /// The receiver got a message.
@@ -197,7 +198,7 @@ impl fmt::Display for Event {
                     count - 1
                 )
             }
-            Event::Killing { acked } => write!(f, "SIGKILL self after {acked} acknowledged"),
+            Event::Killing { acked } => write!(f, "SIGKILL self after {acked} messages"),
             Event::Received(d) => {
                 write!(f, "received {} bytes", d.len)?;
                 if d.len as usize >= ID_LEN {
@@ -396,6 +397,9 @@ fn die(acked: usize, rep: &mut Reporter) -> ! {
 fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, rep: &mut Reporter) {
     let mut got = 0usize;
     loop {
+        if plan.kill_after == Some(got) {
+            die(got, rep);
+        }
         if plan.close_after == Some(got) {
             // Dropping is the close; the sender must see it as Disconnected, not die.
             rep.record(&Event::Closed { after: got as u32 }.encode());
@@ -455,8 +459,7 @@ fn judge(
     // How each process ended.
     for (i, p) in processes.iter().enumerate() {
         let sender_plan = i.checked_sub(1).and_then(|k| plan.senders.get(k));
-        let killed_as_planned = sender_plan.is_some()
-            && p.end == ChildEnd::Signaled("SIGKILL".into())
+        let killed_as_planned = p.end == ChildEnd::Signaled("SIGKILL".into())
             && matches!(p.events.last(), Some(Event::Killing { .. }));
         match &p.end {
             ChildEnd::Returned => {}

@@ -1,0 +1,60 @@
+//! A shared-memory ring between processes: variable-length messages, zero-copy on both
+//! sides, futex wait/wake, peer death detected.
+//!
+//! [`channel`] creates a sealed `memfd`, maps it `MAP_SHARED`, and returns the two ends.
+//! Fork, and each process keeps the end it uses and drops the other; or hand an end to
+//! another process as descriptors ([`RingSender::send_over`] over a Unix socket, or
+//! [`RingReceiver::inherit_in`] across exec).
+//!
+//! # What it promises
+//! - **One sender, one receiver** (single producer, single consumer), messages from 0 bytes
+//!   to [`max_message_len`](crate::Sender::max_message_len) (half the capacity, less 8), in order, intact.
+//! - **Zero copy**: [`RingSender::send_with`] lends the reserved slot to your closure to
+//!   write in place, then publishes it; [`recv_with`](crate::Receiver::recv_with) lends the message in place
+//!   and frees it when your closure returns. [`send_batch`](crate::Sender::send_batch) publishes a whole batch
+//!   with one index store.
+//! - **Blocking without spinning forever**: a short spin, then a process-shared futex
+//!   wait; a side only issues a wake when the other is asleep. An idle blocked receiver uses
+//!   no CPU beyond a liveness check every 20 ms.
+//! - **Closure**: the ring closes when the last copy of an end is gone, in whatever process,
+//!   whether dropped or killed by SIGKILL; dropping a copy in a process that never used it
+//!   changes nothing. The receiver drains what was published, then gets
+//!   [`Error::Disconnected`](crate::Error::Disconnected) (within ~20 ms of a SIGKILL, at once after a drop); a sender
+//!   gets [`Error::Disconnected`](crate::Error::Disconnected) on its first send that finds the ring full, on every
+//!   batch, and at least every 1024 sends, once the receiver is gone.
+//! - **Hostile peer**: every index and length read from shared memory is read once,
+//!   validated, then used; garbage yields [`Error::Corrupt`](crate::Error::Corrupt), never a panic, an
+//!   out-of-bounds access or an endless loop.
+//!
+//! ```
+//! use ipcprop::shm;
+//! use ipcprop::{Receiver, Sender};
+//!
+//! let (mut tx, mut rx) = shm::channel()?;
+//! tx.send(b"hello")?;
+//! tx.send_with(5, |slot| slot.copy_from_slice(b"world"))?; // written in place
+//! assert_eq!(rx.recv()?, b"hello");
+//! assert_eq!(rx.recv_with(ipcprop::Wait::Forever, |m| m == b"world")?, true);
+//! drop(tx);
+//! assert!(rx.recv().unwrap_err().is_disconnected());
+//! # Ok::<(), ipcprop::Error>(())
+//! ```
+
+#[cfg(not(ipcprop_loom))]
+mod channel;
+mod layout;
+#[cfg(not(ipcprop_loom))]
+mod liveness;
+#[cfg(not(ipcprop_loom))]
+mod region;
+pub(crate) mod ring;
+
+/// The loom model of the ring (heap memory, emulated futex): built only under
+/// `--cfg ipcprop_loom`, for `tests/loom.rs`.
+#[cfg(ipcprop_loom)]
+#[doc(hidden)]
+pub mod model;
+
+#[cfg(not(ipcprop_loom))]
+pub use channel::{channel, channel_with, RingConfig, RingReceiver, RingSender};
+pub use layout::{MAX_CAPACITY, MIN_CAPACITY};
