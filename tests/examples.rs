@@ -12,7 +12,11 @@ fn example(name: &str) -> Command {
         .unwrap()
         .join("examples");
     let path: PathBuf = dir.join(name);
-    assert!(path.exists(), "example binary {} not built", path.display());
+    assert!(
+        path.exists(),
+        "example binary {} not built: run the whole `cargo test` (it builds the examples) or `cargo build --examples` first",
+        path.display()
+    );
     Command::new(path)
 }
 
@@ -157,6 +161,19 @@ fn pipe_exec_example_hands_over_only_one_descriptor() {
         );
     }
     assert!(stdout.contains("child: end of stream"), "{stdout}");
+}
+
+#[test]
+fn shm_exec_example_attaches_by_inherited_descriptors() {
+    let (stdout, out) = run(example("shm_exec"));
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let received: Vec<&str> = stdout.lines().filter(|l| l.starts_with("child: received ")).collect();
+    assert_eq!(
+        received,
+        ["child: received Message 1", "child: received Message 2", "child: received Message 3"],
+        "{stdout}"
+    );
+    assert!(stdout.contains("child: the sender is gone"), "{stdout}");
 }
 
 #[test]
