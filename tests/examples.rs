@@ -166,11 +166,22 @@ fn pipe_exec_example_hands_over_only_one_descriptor() {
 #[test]
 fn shm_exec_example_attaches_by_inherited_descriptors() {
     let (stdout, out) = run(example("shm_exec"));
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let received: Vec<&str> = stdout.lines().filter(|l| l.starts_with("child: received ")).collect();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let received: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("child: received "))
+        .collect();
     assert_eq!(
         received,
-        ["child: received Message 1", "child: received Message 2", "child: received Message 3"],
+        [
+            "child: received Message 1",
+            "child: received Message 2",
+            "child: received Message 3"
+        ],
         "{stdout}"
     );
     assert!(stdout.contains("child: the sender is gone"), "{stdout}");

@@ -98,6 +98,25 @@ fn a_batch_is_published_at_once_and_arrives_in_order() {
 }
 
 #[test]
+fn recv_many_frees_a_batch_at_once_and_wakes_a_full_sender() {
+    loom::model(|| {
+        let (mut tx, mut rx) = model::channel(CAP);
+        let sender = thread::spawn(move || {
+            // Three 32-byte records: the third waits for the receiver to free space.
+            for i in 0..3 {
+                tx.send(&msg(i, 24)).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.extend(rx.recv_many(2).unwrap());
+        }
+        assert_eq!(got, (0..3).map(|i| msg(i, 24)).collect::<Vec<_>>());
+        sender.join().unwrap();
+    });
+}
+
+#[test]
 fn closing_the_sender_wakes_a_waiting_receiver() {
     loom::model(|| {
         let (tx, mut rx) = model::channel(CAP);

@@ -334,3 +334,32 @@ fn ends_travel_over_a_unix_socket() {
     let err = shm::RingReceiver::receive_from(&b).unwrap_err();
     assert!(err.to_string().contains("tag"), "{err}");
 }
+
+#[test]
+fn recv_many_takes_what_is_published_in_order_up_to_max() {
+    let (mut tx, mut rx) = shm::channel_with(small()).unwrap();
+    for round in 0..50u8 {
+        let msgs: Vec<Vec<u8>> = (0..7)
+            .map(|i| pattern(100 + i * 50, round ^ i as u8))
+            .collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        tx.send_batch(&refs).unwrap();
+        let mut got = Vec::new();
+        while got.len() < msgs.len() {
+            let n = rx
+                .recv_many(3, Wait::Forever, |m| got.push(m.to_vec()))
+                .unwrap();
+            assert!((1..=3).contains(&n));
+        }
+        assert_eq!(got, msgs, "round {round}");
+    }
+    assert!(matches!(
+        rx.recv_many(3, Wait::Never, |_| ()).unwrap_err(),
+        Error::Empty
+    ));
+    drop(tx);
+    assert!(rx
+        .recv_many(3, Wait::Forever, |_| ())
+        .unwrap_err()
+        .is_disconnected());
+}

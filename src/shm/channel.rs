@@ -390,6 +390,30 @@ impl RingReceiver {
         self.region.memfd().as_fd()
     }
 
+    /// Waits for at least one message, then takes every message already published, up to
+    /// `max`, lending each to `f` in order, and frees them all with one index store (so
+    /// the sender sees the space at once, and the per-message cost of telling it is paid
+    /// once). Returns how many were received; [`Error::Disconnected`] as `recv` does.
+    ///
+    /// ```
+    /// use ipcprop::{shm, Sender, Wait};
+    ///
+    /// let (mut tx, mut rx) = shm::channel()?;
+    /// tx.send_batch(&[b"a", b"b", b"c"])?;
+    /// let mut got = Vec::new();
+    /// let n = rx.recv_many(16, Wait::Forever, |m| got.push(m.to_vec()))?;
+    /// assert_eq!((n, got), (3, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]));
+    /// # Ok::<(), ipcprop::Error>(())
+    /// ```
+    pub fn recv_many(&mut self, max: usize, wait: Wait, mut f: impl FnMut(&[u8])) -> Result<usize> {
+        let deadline = wait.deadline_from(Instant::now());
+        let RingReceiver { region, cons, live } = self;
+        match cons.drain(region, live, max, &mut f, deadline)? {
+            Some(n) => Ok(n),
+            None => Err(wait.expired()),
+        }
+    }
+
     /// Hands this end to another process over a Unix socket (SCM_RIGHTS); that process
     /// calls [`RingReceiver::receive_from`]. Only one copy of the receiver may receive.
     pub fn send_over(&self, sock: &UnixStream) -> Result<()> {

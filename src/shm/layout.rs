@@ -2,10 +2,12 @@
 //! `docs/FORMAT.md`).
 //!
 //! ```text
-//! offset 0     header (384 bytes, #[repr(C)], three 128-byte lines)
+//! offset 0     header (640 bytes, #[repr(C)], five 128-byte lines)
 //!   line 0     magic u64 "ipcpring", version u32, (pad u32), capacity u64
-//!   line 1     written by the sender:   tail u64, tx_waiting u32, rx_seq u32
-//!   line 2     written by the receiver: head u64, rx_waiting u32, tx_seq u32
+//!   line 1     tail u64 (the sender's index)
+//!   line 2     head u64 (the receiver's index)
+//!   line 3     the receiver's sleep words: waiting u32, seq u32
+//!   line 4     the sender's sleep words: waiting u32, seq u32
 //! offset 4096  data: `capacity` bytes (a power of two), records back to back
 //! ```
 //!
@@ -47,39 +49,36 @@ pub(crate) struct Fixed {
     pub(crate) capacity: AtomicU64,
 }
 
-/// Words the sender writes.
+/// One side's sleep words: its waiting flag and the futex word it sleeps on. Written
+/// only when that side goes to sleep or is woken, so they live apart from the hot indices:
+/// checking "is the other side asleep?" after every message then reads a line nobody is
+/// writing, instead of pulling the other side's index line across cores.
 #[repr(C)]
-pub(crate) struct SenderWords {
-    /// Position after the last published record.
-    pub(crate) tail: AtomicU64,
-    /// Non-zero while the sender sleeps waiting for space.
-    pub(crate) tx_waiting: AtomicU32,
-    /// Bumped by the sender to wake the receiver; the receiver's futex word.
-    pub(crate) rx_seq: AtomicU32,
+pub(crate) struct Sleep {
+    /// Non-zero while this side sleeps (written by the sleeper).
+    pub(crate) waiting: AtomicU32,
+    /// The futex word this side sleeps on; the waker adds 1 before waking it.
+    pub(crate) seq: AtomicU32,
 }
 
-/// Words the receiver writes.
-#[repr(C)]
-pub(crate) struct ReceiverWords {
-    /// Position of the next record to read; everything before it is free.
-    pub(crate) head: AtomicU64,
-    /// Non-zero while the receiver sleeps waiting for a message.
-    pub(crate) rx_waiting: AtomicU32,
-    /// Bumped by the receiver to wake the sender; the sender's futex word.
-    pub(crate) tx_seq: AtomicU32,
-}
-
-/// The shared header.
+/// The shared header: five 128-byte lines.
 #[repr(C)]
 pub(crate) struct Header {
     pub(crate) fixed: Line<Fixed>,
-    pub(crate) sender: Line<SenderWords>,
-    pub(crate) receiver: Line<ReceiverWords>,
+    /// Position after the last published record (written by the sender).
+    pub(crate) tail: Line<AtomicU64>,
+    /// Position of the next record to read; everything before it is free (written by the
+    /// receiver).
+    pub(crate) head: Line<AtomicU64>,
+    /// The receiver's sleep words.
+    pub(crate) rx_sleep: Line<Sleep>,
+    /// The sender's sleep words.
+    pub(crate) tx_sleep: Line<Sleep>,
 }
 
 #[cfg(not(ipcprop_loom))]
 const _: () = {
-    assert!(std::mem::size_of::<Header>() == 384);
+    assert!(std::mem::size_of::<Header>() == 640);
     assert!(std::mem::size_of::<Header>() <= DATA_OFFSET);
     assert!(std::mem::align_of::<Header>() == 128);
 };
@@ -114,6 +113,12 @@ impl Header {
     /// A fresh header (for the loom model, which allocates it on the heap).
     #[cfg(ipcprop_loom)]
     pub(crate) fn new(capacity: usize) -> Header {
+        let sleep = || {
+            Line(Sleep {
+                waiting: AtomicU32::new(0),
+                seq: AtomicU32::new(0),
+            })
+        };
         Header {
             fixed: Line(Fixed {
                 magic: AtomicU64::new(MAGIC),
@@ -121,16 +126,10 @@ impl Header {
                 _reserved: AtomicU32::new(0),
                 capacity: AtomicU64::new(capacity as u64),
             }),
-            sender: Line(SenderWords {
-                tail: AtomicU64::new(0),
-                tx_waiting: AtomicU32::new(0),
-                rx_seq: AtomicU32::new(0),
-            }),
-            receiver: Line(ReceiverWords {
-                head: AtomicU64::new(0),
-                rx_waiting: AtomicU32::new(0),
-                tx_seq: AtomicU32::new(0),
-            }),
+            tail: Line(AtomicU64::new(0)),
+            head: Line(AtomicU64::new(0)),
+            rx_sleep: sleep(),
+            tx_sleep: sleep(),
         }
     }
 }

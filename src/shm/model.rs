@@ -184,6 +184,22 @@ impl ModelReceiver {
     }
 }
 
+impl ModelReceiver {
+    /// Receives at least one message and then what is already published, up to `max`,
+    /// freeing them with one index store.
+    pub fn recv_many(&mut self, max: usize) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.cons.drain(
+            &self.mem,
+            &self.peer,
+            max,
+            &mut |m| out.push(m.to_vec()),
+            None,
+        )?;
+        Ok(out)
+    }
+}
+
 impl Drop for ModelReceiver {
     fn drop(&mut self) {
         self.me.store(false, Ordering::SeqCst);

@@ -125,8 +125,8 @@ enum Place {
 
 impl Producer {
     pub(crate) fn new<M: Memory>(mem: &M) -> Result<Producer> {
-        let tail = mem.header().sender.0.tail.load(Ordering::Acquire);
-        let head = mem.header().receiver.0.head.load(Ordering::Acquire);
+        let tail = mem.header().tail.0.load(Ordering::Acquire);
+        let head = mem.header().head.0.load(Ordering::Acquire);
         check_indices(head, tail, mem.capacity())?;
         Ok(Producer {
             tail,
@@ -162,7 +162,7 @@ impl Producer {
         let contig = cap - off;
         let need = if rec <= contig { rec } else { contig + rec };
         if (cap as u64) - (self.tail - self.cached_head) < need as u64 {
-            let head = mem.header().receiver.0.head.load(Ordering::Acquire);
+            let head = mem.header().head.0.load(Ordering::Acquire);
             // The receiver may only move head forward, up to what we published.
             if head < self.cached_head || head > self.published {
                 self.poisoned = true;
@@ -193,16 +193,16 @@ impl Producer {
         if self.published == self.tail {
             return;
         }
-        let words = &mem.header().sender.0;
         // Publishes the records written before this store.
-        words.tail.store(self.tail, self.publish);
+        mem.header().tail.0.store(self.tail, self.publish);
         self.published = self.tail;
         // Orders the tail store before the read of the consumer's waiting flag (see the
         // module docs: no lost wake-up).
         fence(Ordering::SeqCst);
-        if mem.header().receiver.0.rx_waiting.load(Ordering::Relaxed) != 0 {
-            words.rx_seq.fetch_add(1, Ordering::Release);
-            mem.wake(&words.rx_seq);
+        let rx = &mem.header().rx_sleep.0;
+        if rx.waiting.load(Ordering::Relaxed) != 0 {
+            rx.seq.fetch_add(1, Ordering::Release);
+            mem.wake(&rx.seq);
         }
     }
 
@@ -265,8 +265,8 @@ impl Producer {
         peer: &P,
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let recv = &mem.header().receiver.0;
-        let words = &mem.header().sender.0;
+        let head = &mem.header().head.0;
+        let me = &mem.header().tx_sleep.0;
         // Any progress of the consumer is worth another try at placing the record.
         let known = self.cached_head;
         let moved = |head: u64| head != known;
@@ -275,39 +275,39 @@ impl Producer {
             return Err(Error::Empty);
         }
         for _ in 0..SPINS {
-            if moved(recv.head.load(Ordering::Acquire)) {
+            if moved(head.load(Ordering::Acquire)) {
                 return Ok(());
             }
             spin_hint();
         }
         loop {
-            let seq = recv.tx_seq.load(Ordering::Acquire);
-            words.tx_waiting.store(1, Ordering::Relaxed);
+            let seq = me.seq.load(Ordering::Acquire);
+            me.waiting.store(1, Ordering::Relaxed);
             // Orders the flag before the re-check of head (pairs with the consumer's fence).
             fence(Ordering::SeqCst);
-            if moved(recv.head.load(Ordering::Acquire)) {
-                words.tx_waiting.store(0, Ordering::Relaxed);
+            if moved(head.load(Ordering::Acquire)) {
+                me.waiting.store(0, Ordering::Relaxed);
                 return Ok(());
             }
             if let Err(e) = self.check_peer(peer) {
-                words.tx_waiting.store(0, Ordering::Relaxed);
+                me.waiting.store(0, Ordering::Relaxed);
                 return Err(e);
             }
             if deadline_passed(deadline) {
-                words.tx_waiting.store(0, Ordering::Relaxed);
+                me.waiting.store(0, Ordering::Relaxed);
                 return Err(Error::Empty);
             }
-            mem.wait(&recv.tx_seq, seq, nap(deadline));
-            words.tx_waiting.store(0, Ordering::Relaxed);
+            mem.wait(&me.seq, seq, nap(deadline));
+            me.waiting.store(0, Ordering::Relaxed);
         }
     }
 
     /// Marks the end going away: wakes a sleeping consumer so it re-checks liveness now
     /// rather than at its next period.
     pub(crate) fn wake_peer<M: Memory>(&self, mem: &M) {
-        let words = &mem.header().sender.0;
-        words.rx_seq.fetch_add(1, Ordering::Release);
-        mem.wake(&words.rx_seq);
+        let rx = &mem.header().rx_sleep.0;
+        rx.seq.fetch_add(1, Ordering::Release);
+        mem.wake(&rx.seq);
     }
 }
 
@@ -323,8 +323,8 @@ pub(crate) struct Consumer {
 
 impl Consumer {
     pub(crate) fn new<M: Memory>(mem: &M) -> Result<Consumer> {
-        let head = mem.header().receiver.0.head.load(Ordering::Acquire);
-        let tail = mem.header().sender.0.tail.load(Ordering::Acquire);
+        let head = mem.header().head.0.load(Ordering::Acquire);
+        let tail = mem.header().tail.0.load(Ordering::Acquire);
         check_indices(head, tail, mem.capacity())?;
         Ok(Consumer {
             head,
@@ -340,7 +340,7 @@ impl Consumer {
 
     /// Reads and validates the sender's tail.
     fn load_tail<M: Memory>(&mut self, mem: &M) -> Result<u64> {
-        let tail = mem.header().sender.0.tail.load(Ordering::Acquire);
+        let tail = mem.header().tail.0.load(Ordering::Acquire);
         if tail < self.cached_tail || tail - self.head > mem.capacity() as u64 {
             return Err(self.fail(format!(
                 "ring tail {tail} outside [{}, {}]: the sender's index was overwritten",
@@ -354,6 +354,19 @@ impl Consumer {
 
     /// Takes the next record if one is published: lends it to `f`, then frees it.
     pub(crate) fn try_take<M: Memory, R>(
+        &mut self,
+        mem: &M,
+        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+    ) -> Result<Option<R>> {
+        let out = self.take(mem, f)?;
+        if out.is_some() {
+            self.release(mem);
+        }
+        Ok(out)
+    }
+
+    /// Takes the next published record, if any, without freeing it (see `release`).
+    fn take<M: Memory, R>(
         &mut self,
         mem: &M,
         f: &mut Option<impl FnOnce(&[u8]) -> R>,
@@ -413,16 +426,52 @@ impl Consumer {
         };
         let out = mem.read(off + RECORD_HEADER, len, f);
         self.head = head + rec as u64;
-        let words = &mem.header().receiver.0;
-        // Frees the record: the producer may now overwrite it.
-        words.head.store(self.head, Ordering::Release);
+        Ok(Some(out))
+    }
+
+    /// Frees everything taken so far and wakes the producer if it sleeps for space.
+    fn release<M: Memory>(&mut self, mem: &M) {
+        // Frees the records: the producer may now overwrite them.
+        mem.header().head.0.store(self.head, Ordering::Release);
         // Orders the head store before the read of the producer's waiting flag.
         fence(Ordering::SeqCst);
-        if mem.header().sender.0.tx_waiting.load(Ordering::Relaxed) != 0 {
-            words.tx_seq.fetch_add(1, Ordering::Release);
-            mem.wake(&words.tx_seq);
+        let tx = &mem.header().tx_sleep.0;
+        if tx.waiting.load(Ordering::Relaxed) != 0 {
+            tx.seq.fetch_add(1, Ordering::Release);
+            mem.wake(&tx.seq);
         }
-        Ok(Some(out))
+    }
+
+    /// Receives at least one message (waiting as `recv` does), then every message already
+    /// published, up to `max` in all, lending each to `f`; frees them with one index store.
+    /// Returns how many were received.
+    pub(crate) fn drain<M: Memory, P: Peer>(
+        &mut self,
+        mem: &M,
+        peer: &P,
+        max: usize,
+        f: &mut dyn FnMut(&[u8]),
+        deadline: Option<Instant>,
+    ) -> Result<Option<usize>> {
+        if max == 0 {
+            return Ok(Some(0));
+        }
+        if self.recv(mem, peer, |m| f(m), deadline)?.is_none() {
+            return Ok(None);
+        }
+        let mut n = 1;
+        while n < max {
+            match self.take(mem, &mut Some(|m: &[u8]| f(m))) {
+                Ok(Some(())) => n += 1,
+                Ok(None) => break,
+                Err(e) => {
+                    self.release(mem);
+                    return Err(e);
+                }
+            }
+        }
+        self.release(mem);
+        Ok(Some(n))
     }
 
     /// Receives one message, waiting until `deadline` (None: forever). `Ok(None)` when the
@@ -435,8 +484,8 @@ impl Consumer {
         deadline: Option<Instant>,
     ) -> Result<Option<R>> {
         let mut f = Some(f);
-        let send = &mem.header().sender.0;
-        let words = &mem.header().receiver.0;
+        let tail = &mem.header().tail.0;
+        let me = &mem.header().rx_sleep.0;
         loop {
             if let Some(r) = self.try_take(mem, &mut f)? {
                 return Ok(Some(r));
@@ -445,30 +494,30 @@ impl Consumer {
                 if !peer.alive() && self.load_tail(mem)? == self.head {
                     return Err(Error::Disconnected);
                 }
-                if send.tail.load(Ordering::Acquire) == self.head {
+                if tail.load(Ordering::Acquire) == self.head {
                     return Ok(None);
                 }
                 continue;
             }
             for _ in 0..SPINS {
-                if send.tail.load(Ordering::Acquire) != self.head {
+                if tail.load(Ordering::Acquire) != self.head {
                     break;
                 }
                 spin_hint();
             }
-            if send.tail.load(Ordering::Acquire) != self.head {
+            if tail.load(Ordering::Acquire) != self.head {
                 continue;
             }
-            let seq = send.rx_seq.load(Ordering::Acquire);
-            words.rx_waiting.store(1, Ordering::Relaxed);
+            let seq = me.seq.load(Ordering::Acquire);
+            me.waiting.store(1, Ordering::Relaxed);
             // Orders the flag before the re-check of tail (pairs with the producer's fence).
             fence(Ordering::SeqCst);
-            if send.tail.load(Ordering::Acquire) != self.head {
-                words.rx_waiting.store(0, Ordering::Relaxed);
+            if tail.load(Ordering::Acquire) != self.head {
+                me.waiting.store(0, Ordering::Relaxed);
                 continue;
             }
             if !peer.alive() {
-                words.rx_waiting.store(0, Ordering::Relaxed);
+                me.waiting.store(0, Ordering::Relaxed);
                 // Whatever the producer published before it went is still ours to drain.
                 if self.load_tail(mem)? != self.head {
                     continue;
@@ -476,18 +525,18 @@ impl Consumer {
                 return Err(Error::Disconnected);
             }
             if deadline_passed(deadline) {
-                words.rx_waiting.store(0, Ordering::Relaxed);
+                me.waiting.store(0, Ordering::Relaxed);
                 return Ok(None);
             }
-            mem.wait(&send.rx_seq, seq, nap(deadline));
-            words.rx_waiting.store(0, Ordering::Relaxed);
+            mem.wait(&me.seq, seq, nap(deadline));
+            me.waiting.store(0, Ordering::Relaxed);
         }
     }
 
     /// Wakes a sleeping producer so it re-checks liveness now.
     pub(crate) fn wake_peer<M: Memory>(&self, mem: &M) {
-        let words = &mem.header().receiver.0;
-        words.tx_seq.fetch_add(1, Ordering::Release);
-        mem.wake(&words.tx_seq);
+        let tx = &mem.header().tx_sleep.0;
+        tx.seq.fetch_add(1, Ordering::Release);
+        mem.wake(&tx.seq);
     }
 }
