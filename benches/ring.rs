@@ -303,5 +303,50 @@ fn latency_percentiles(_c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, throughput, latency, latency_percentiles);
+/// How long after a sender is SIGKILLed its receiver, asleep on the futex, reports
+/// Disconnected (the promise is within 100 ms; the liveness period is 20 ms).
+fn death_detection(_c: &mut Criterion) {
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let (tx, rx) = ring();
+        let (mut tx, mut rx) = (Some(tx), Some(rx));
+        let mut group = ChildGroup::new();
+        group
+            .spawn("victim", |_| {
+                drop(rx.take());
+                let _keep = tx.take();
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+            .expect("fork");
+        drop(tx.take());
+        let mut rx = rx.take().expect("receiver");
+        let pid = nix::unistd::Pid::from_raw(group.pids()[0]);
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+            Instant::now()
+        });
+        let err = rx.recv().expect_err("the sender sent nothing");
+        let seen = Instant::now();
+        assert!(err.is_disconnected());
+        delays.push(seen.duration_since(killer.join().expect("killer")));
+        drop(group.wait(Duration::from_secs(10)));
+    }
+    delays.sort_unstable();
+    println!(
+        "SIGKILL of the sender to Disconnected at the sleeping receiver, 20 runs: median {:?}, max {:?} (promise: within 100 ms)",
+        percentile(&delays, 0.5),
+        delays[delays.len() - 1]
+    );
+}
+
+criterion_group!(
+    benches,
+    throughput,
+    latency,
+    latency_percentiles,
+    death_detection
+);
 criterion_main!(benches);
