@@ -66,6 +66,7 @@ pub mod check;
 mod error;
 pub mod frame;
 pub mod pipe;
+pub mod queue;
 pub mod shm;
 mod sync;
 pub mod transport;

@@ -28,7 +28,7 @@ fn forks_from_eight_threads_while_others_print_never_deadlock() {
                     n += 1;
                     // Often, not always: the captured output must not grow so large that
                     // every fork copies hundreds of megabytes of page tables.
-                    if n % 64 == 0 {
+                    if n.is_multiple_of(64) {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }

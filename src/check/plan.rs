@@ -70,7 +70,7 @@ impl Pace {
     /// Sleeps if message number `done` (1-based count so far) calls for it.
     pub fn after(&self, done: usize) {
         if let Pace::Sleep { every, micros } = *self {
-            if every > 0 && done % every as usize == 0 {
+            if every > 0 && done.is_multiple_of(every as usize) {
                 std::thread::sleep(std::time::Duration::from_micros(micros.into()));
             }
         }
