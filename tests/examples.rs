@@ -114,6 +114,30 @@ fn check_shm_output(stdout: &str) {
     assert!(stdout.contains(" finished"), "{stdout}");
 }
 
+fn check_file_queue_output(stdout: &str) {
+    let popped: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("parent: popped "))
+        .collect();
+    assert_eq!(
+        popped,
+        [
+            "parent: popped Message 1",
+            "parent: popped Message 2",
+            "parent: popped Message 3"
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.contains("queue now holds 0"), "{stdout}");
+}
+
+#[test]
+fn file_queue_example() {
+    let (stdout, out) = run(example("file_queue"));
+    assert!(out.status.success(), "{stdout}");
+    check_file_queue_output(&stdout);
+}
+
 #[test]
 fn shm_example() {
     let (stdout, out) = run(example("shm"));
@@ -197,6 +221,7 @@ fn cli_demo_runs_every_scenario() {
     check_threads_output(&stdout);
     check_pipe_output(&stdout);
     check_shm_output(&stdout);
+    check_file_queue_output(&stdout);
 }
 
 #[test]

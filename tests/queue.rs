@@ -366,6 +366,9 @@ fn a_holder_killed_mid_update_leaves_nothing_half_delivered() {
     let mut group = ChildGroup::new();
     group
         .spawn("dies holding the lock", |_| {
+            // A committed push the parent's handle has not seen: it must not be overwritten.
+            let q = FileQueue::open(&path, QueueConfig::new()).map_err(|e| e.to_string())?;
+            q.push(b"from the child").map_err(|e| e.to_string())?;
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -373,10 +376,10 @@ fn a_holder_killed_mid_update_leaves_nothing_half_delivered() {
                 .map_err(|e| e.to_string())?;
             f.lock().map_err(|e| e.to_string())?;
             let len = f.metadata().map_err(|e| e.to_string())?.len();
-            // The first half of a record for sequence 1, then death.
+            // The first half of a record for sequence 2, then death with the lock held.
             let mut half = vec![0u8; 24];
             half[..4].copy_from_slice(&100u32.to_le_bytes());
-            half[8..16].copy_from_slice(&1u64.to_le_bytes());
+            half[8..16].copy_from_slice(&2u64.to_le_bytes());
             f.write_all_at(&half, len).map_err(|e| e.to_string())?;
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
             Ok(())
@@ -386,10 +389,18 @@ fn a_holder_killed_mid_update_leaves_nothing_half_delivered() {
         group.wait(Duration::from_secs(30))[0].end,
         ChildEnd::Signaled("SIGKILL".into())
     );
-    assert_eq!(q.len().unwrap(), 1);
+    assert_eq!(
+        q.len().unwrap(),
+        2,
+        "the child's push is seen, its torn record is not"
+    );
     q.push(b"after").unwrap();
     assert_eq!(
         q.pop_batch(10).unwrap(),
-        vec![b"before".to_vec(), b"after".to_vec()]
+        vec![
+            b"before".to_vec(),
+            b"from the child".to_vec(),
+            b"after".to_vec()
+        ]
     );
 }

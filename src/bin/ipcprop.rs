@@ -2,7 +2,7 @@
 //! transports.
 //!
 //! ```text
-//! ipcprop demo [fork|threads|pipe|shm|all]
+//! ipcprop demo [fork|threads|pipe|shm|file-queue|all]
 //! ipcprop check [--transport NAME]... [--cases N] [--seed S] [--timeout SECS]
 //! ```
 
@@ -18,6 +18,9 @@ use ipcprop::check::{campaign, CampaignConfig, CampaignReport, RunConfig, Transp
 use ipcprop::pipe::fault::{Fault, FaultSchedule};
 use ipcprop::shm::RingConfig;
 
+#[allow(dead_code)]
+#[path = "../../examples/file_queue.rs"]
+mod file_queue_example;
 #[allow(dead_code)]
 #[path = "../../examples/fork.rs"]
 mod fork_example;
@@ -75,6 +78,7 @@ enum Scenario {
     Threads,
     Pipe,
     Shm,
+    FileQueue,
     All,
 }
 
@@ -106,11 +110,12 @@ fn main() -> ExitCode {
 
 fn demo(scenario: Scenario) -> ExitCode {
     type Run = fn() -> Result<(), Box<dyn std::error::Error>>;
-    let all: [(Scenario, &str, Run); 4] = [
+    let all: [(Scenario, &str, Run); 5] = [
         (Scenario::Fork, "fork", fork_example::run),
         (Scenario::Threads, "threads", threads_example::run),
         (Scenario::Pipe, "pipe", pipe_example::run),
         (Scenario::Shm, "shm", shm_example::run),
+        (Scenario::FileQueue, "file-queue", file_queue_example::run),
     ];
     for (which, name, run) in all {
         if scenario != Scenario::All && scenario != which {
