@@ -65,6 +65,8 @@
 pub mod check;
 mod error;
 pub mod frame;
+#[cfg(not(ipcprop_loom))]
+mod liveness;
 pub mod pipe;
 pub mod queue;
 pub mod shm;

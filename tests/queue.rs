@@ -203,6 +203,13 @@ fn a_drained_queue_gives_its_space_back_and_a_lagging_one_compacts() {
     }
     assert!(std::fs::metadata(&path).unwrap().len() > 1_000_000);
     while q.pop().unwrap().is_some() {}
+    // Drained: what is left is at most the reclaim threshold (256 KiB by default).
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size <= 8192 + 256 * 1024, "drained, yet {size} bytes");
+    // With a threshold of 0, a drained queue is back to its bare header.
+    let tight = FileQueue::open(&path, QueueConfig::new().reclaim_over(0)).unwrap();
+    tight.push(b"one").unwrap();
+    tight.pop().unwrap();
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
         8192,

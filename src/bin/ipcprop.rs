@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use ipcprop::check::broken::{Broken, Defect};
-use ipcprop::check::builtin::{FaultyPipeTransport, PipeTransport, RingTransport};
+use ipcprop::check::builtin::{FaultyPipeTransport, PipeTransport, QueueTransport, RingTransport};
 use ipcprop::check::{campaign, CampaignConfig, CampaignReport, RunConfig, Transport};
 use ipcprop::pipe::fault::{Fault, FaultSchedule};
 use ipcprop::shm::RingConfig;
@@ -90,6 +90,8 @@ enum TransportName {
     PipeFaults,
     /// The shared-memory ring (a 4 KiB ring, so it fills and wraps constantly).
     Ring,
+    /// The file queue as a channel (a fresh, unlinked queue file per case).
+    Queue,
     /// A pipe that silently drops each sender's third message: shows what a failure
     /// report looks like. Not part of the default set.
     BrokenDrop,
@@ -168,6 +170,10 @@ fn check(mut transports: Vec<TransportName>, cases: u32, seed: u64, timeout: u64
                 },
                 &config,
             ),
+            TransportName::Queue => match QueueTransport::new() {
+                Ok(t) => run_one(&t, &config),
+                Err(e) => Err(e),
+            },
             TransportName::BrokenDrop => run_one(
                 &Broken::new(PipeTransport::default(), Defect::Drop(2)),
                 &config,

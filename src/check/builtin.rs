@@ -6,8 +6,11 @@ use crate::error::Result;
 use crate::frame::HEADER_LEN;
 use crate::pipe::fault::{FaultSchedule, FaultyIo};
 use crate::pipe::{self, PipeConfig, PipeReceiver, PipeSender, MAX_SHARED_PAYLOAD, PIPE_BUF};
+use crate::queue::{self, QueueConfig, QueueReceiver, QueueSender};
 use crate::shm::{self, RingConfig, RingReceiver, RingSender};
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Sizes where a pipe channel changes behaviour: a frame filling `PIPE_BUF` exactly (the
 /// atomicity limit), and a frame filling the default 64 KiB pipe buffer; with neighbours.
@@ -151,5 +154,91 @@ impl Transport for RingTransport {
 
     fn pair(&self, _senders: usize) -> Result<(RingSender, RingReceiver)> {
         shm::channel_with(self.config)
+    }
+}
+
+/// The file queue ([`crate::queue`]) as a harness transport: each pair gets a fresh queue
+/// file in a private temporary directory; the file is unlinked as soon as both ends hold it
+/// (they reach it through their descriptors), and the directory is removed when the
+/// transport is dropped, so nothing is left behind, even by killed processes.
+#[derive(Debug)]
+pub struct QueueTransport {
+    /// The configuration of every queue made.
+    pub config: QueueConfig,
+    dir: PathBuf,
+    made: AtomicU64,
+}
+
+impl QueueTransport {
+    /// A queue transport with messages up to 1 MiB (plans stay small) and no fsync.
+    pub fn new() -> Result<Self> {
+        Self::with_config(QueueConfig::new().max_message_len(1024 * 1024))
+    }
+
+    /// A queue transport with `config`.
+    pub fn with_config(config: QueueConfig) -> Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("ipcprop-queue-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| crate::Error::Io {
+            op: "create queue directory",
+            source: e,
+        })?;
+        Ok(QueueTransport {
+            config,
+            dir,
+            made: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Drop for QueueTransport {
+    fn drop(&mut self) {
+        // Only the process that made the directory removes it (a forked child drops a copy
+        // of the transport only if it returns, and children `_exit`).
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sizes where the file queue changes behaviour: records that fill 8-byte alignment exactly,
+/// the 64 KiB read chunk of the recovery scan, and the maximum.
+fn queue_boundaries(max: usize) -> Vec<usize> {
+    let mut v = vec![0, 1, 7, 8, 9, 4080, 4096];
+    for edge in [64 * 1024 - 16, 64 * 1024, max] {
+        v.extend([edge.saturating_sub(1), edge, edge + 1]);
+    }
+    v.retain(|&s| s <= max);
+    v
+}
+
+impl Transport for QueueTransport {
+    type Sender = QueueSender;
+    type Receiver = QueueReceiver;
+
+    fn name(&self) -> String {
+        "queue".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let max = self.config.get_max_message_len();
+        Capabilities {
+            max_message_len: max,
+            multi_sender: Some(max),
+            boundary_sizes: queue_boundaries(max),
+        }
+    }
+
+    fn pair(&self, _senders: usize) -> Result<(QueueSender, QueueReceiver)> {
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{n}.q"));
+        let pair = queue::channel(&path, self.config)?;
+        std::fs::remove_file(&path).map_err(|e| crate::Error::Io {
+            op: "unlink queue file",
+            source: e,
+        })?;
+        Ok(pair)
     }
 }

@@ -45,12 +45,15 @@
 //! Waiting ([`FileQueue::pop_timeout`]) uses inotify: an idle waiter sleeps in `poll` until
 //! the file is written, and uses no CPU.
 
+mod channel;
 mod core;
 mod format;
 pub mod storage;
 
+pub use channel::{channel, QueueReceiver, QueueSender};
+
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -103,6 +106,11 @@ impl QueueConfig {
     pub fn max_message_len(mut self, max: usize) -> Self {
         self.max_message_len = max.min(u32::MAX as usize);
         self
+    }
+
+    /// The configured maximum message length.
+    pub fn get_max_message_len(&self) -> usize {
+        self.max_message_len
     }
 
     /// When a push or pop counts as done.
@@ -226,8 +234,10 @@ impl FileQueue {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.pid != nix::unistd::getpid() {
             // A child after fork: the inherited descriptor shares the parent's open file
-            // description, and with it the parent's flock. Get our own.
-            *inner = Self::open_inner(&self.path, &self.config)?;
+            // description, and with it the parent's flock. Get our own, of the same file
+            // (through /proc/self/fd, so it works even if the path was renamed or unlinked).
+            let fd = inner.core.storage.file().as_raw_fd();
+            *inner = Self::open_inner(Path::new(&format!("/proc/self/fd/{fd}")), &self.config)?;
         }
         let file = inner.core.storage.file();
         file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
@@ -294,13 +304,25 @@ impl FileQueue {
         }
     }
 
+    /// Sleeps until the file is written (by any process) or `timeout` passes. Watch first
+    /// ([`FileQueue::pop_timeout`] shows the order that misses nothing).
+    pub(crate) fn wait_for_push(&self, timeout: Duration) -> Result<()> {
+        self.ensure_watch()?;
+        self.wait_for_write(timeout)
+    }
+
     fn ensure_watch(&self) -> Result<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.inotify.is_none() || inner.pid != nix::unistd::getpid() {
             let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
                 .map_err(|e| Error::sys("inotify_init1", e))?;
-            ino.add_watch(&self.path, AddWatchFlags::IN_MODIFY)
-                .map_err(|e| Error::sys("inotify_add_watch", e))?;
+            // Watch the file we have open, whatever its path is now.
+            let fd = inner.core.storage.file().as_raw_fd();
+            ino.add_watch(
+                Path::new(&format!("/proc/self/fd/{fd}")),
+                AddWatchFlags::IN_MODIFY,
+            )
+            .map_err(|e| Error::sys("inotify_add_watch", e))?;
             inner.inotify = Some(ino);
         }
         Ok(())

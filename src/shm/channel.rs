@@ -12,10 +12,10 @@ use nix::fcntl::{FcntlArg, FdFlag};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags};
 
 use super::layout::{self, MIN_CAPACITY};
-use super::liveness::{self, Liveness};
 use super::region::Region;
 use super::ring::{Consumer, Memory, Producer};
 use crate::error::{Error, Result};
+use crate::liveness::{self, Liveness};
 use crate::transport::{Receiver, Sender, Wait};
 
 /// Configuration of a ring.

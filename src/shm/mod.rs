@@ -44,8 +44,6 @@
 mod channel;
 mod layout;
 #[cfg(not(ipcprop_loom))]
-mod liveness;
-#[cfg(not(ipcprop_loom))]
 mod region;
 pub(crate) mod ring;
 

@@ -69,6 +69,13 @@ pub(crate) trait Peer {
     fn alive(&self) -> bool;
 }
 
+#[cfg(not(ipcprop_loom))]
+impl Peer for crate::liveness::Liveness {
+    fn alive(&self) -> bool {
+        crate::liveness::Liveness::alive(self)
+    }
+}
+
 fn corrupt(what: String) -> Error {
     Error::Corrupt(what)
 }

@@ -1,4 +1,5 @@
-//! Knowing whether the other end still exists, in any process.
+//! Knowing whether the other end of a channel still exists, in any process (used by the
+//! shared-memory ring and the file queue's channel).
 //!
 //! Two pipes nobody writes to. The sender keeps the write end of one (its "I exist" pipe),
 //! the receiver the read end of the other. The kernel counts the copies of each descriptor
@@ -13,7 +14,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::ring::Peer;
 use crate::error::{Error, Result};
 
 /// One end's liveness descriptors.
@@ -61,8 +61,9 @@ impl Liveness {
     }
 }
 
-impl Peer for Liveness {
-    fn alive(&self) -> bool {
+impl Liveness {
+    /// False once every copy of the other end is gone (dropped, or its process exited).
+    pub(crate) fn alive(&self) -> bool {
         let mut fds = [PollFd::new(self.peer.as_fd(), PollFlags::empty())];
         loop {
             match nix::poll::poll(&mut fds, PollTimeout::ZERO) {

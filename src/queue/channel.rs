@@ -1,0 +1,131 @@
+//! The file queue as a channel: [`QueueSender`] and [`QueueReceiver`] implement the crate's
+//! [`Sender`] and [`Receiver`], so the conformance harness and `ipcprop check` run over it.
+//!
+//! The queue itself is persistent and has no ends; the channel adds the one thing a
+//! receiver needs to stop: knowing that every sender is gone. As with the ring, that is a
+//! pair of liveness pipes whose copies the kernel counts across fork and SIGKILL (a
+//! receiver notices within 20 ms). Messages stay in the file whatever happens to either end.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{FileQueue, QueueConfig};
+use crate::error::{Error, Result};
+use crate::liveness::{self, Liveness};
+use crate::transport::{Receiver, Sender, Wait};
+
+/// How long a waiting receiver sleeps before re-checking that a sender exists.
+const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
+
+/// Opens (creating it if needed) the queue at `path` as a channel: any number of processes
+/// may send on copies of the sender; one receives.
+///
+/// ```
+/// use ipcprop::queue::{self, QueueConfig};
+/// use ipcprop::{Receiver, Sender};
+/// # let dir = std::env::temp_dir().join(format!("ipcprop-chan-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let (mut tx, mut rx) = queue::channel(dir.join("c.q"), QueueConfig::new())?;
+/// tx.send(b"persisted")?;
+/// drop(tx);
+/// assert_eq!(rx.recv()?, b"persisted");
+/// assert!(rx.recv().unwrap_err().is_disconnected());
+/// # drop(rx); std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn channel(
+    path: impl AsRef<Path>,
+    config: QueueConfig,
+) -> Result<(QueueSender, QueueReceiver)> {
+    let path = path.as_ref();
+    let (s_live, r_live) = liveness::pair()?;
+    Ok((
+        QueueSender {
+            queue: FileQueue::open(path, config)?,
+            max: config.max_message_len,
+            _live: s_live,
+        },
+        QueueReceiver {
+            queue: FileQueue::open(path, config)?,
+            max: config.max_message_len,
+            live: r_live,
+        },
+    ))
+}
+
+/// The sending end of a file-queue channel.
+#[derive(Debug)]
+pub struct QueueSender {
+    queue: FileQueue,
+    max: usize,
+    /// Held, never read: its existence is what the receiver watches.
+    _live: Liveness,
+}
+
+impl QueueSender {
+    /// The queue under this end.
+    pub fn queue(&self) -> &FileQueue {
+        &self.queue
+    }
+}
+
+impl Sender for QueueSender {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.queue.push(msg)
+    }
+
+    fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
+        self.queue.push_batch(msgs)
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.max
+    }
+}
+
+/// The receiving end of a file-queue channel.
+#[derive(Debug)]
+pub struct QueueReceiver {
+    queue: FileQueue,
+    max: usize,
+    live: Liveness,
+}
+
+impl QueueReceiver {
+    /// The queue under this end.
+    pub fn queue(&self) -> &FileQueue {
+        &self.queue
+    }
+}
+
+impl Receiver for QueueReceiver {
+    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let deadline = wait.deadline_from(Instant::now());
+        loop {
+            // Watch before looking, so a push in between wakes the wait below.
+            self.queue.wait_for_push(Duration::ZERO)?;
+            if let Some(m) = self.queue.pop()? {
+                return Ok(f(&m));
+            }
+            if !self.live.alive() {
+                // The last sender may have pushed just before it went: look once more.
+                return match self.queue.pop()? {
+                    Some(m) => Ok(f(&m)),
+                    None => Err(Error::Disconnected),
+                };
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => LIVENESS_PERIOD,
+            };
+            if left.is_zero() {
+                return Err(wait.expired());
+            }
+            self.queue.wait_for_push(left.min(LIVENESS_PERIOD))?;
+        }
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.max
+    }
+}
