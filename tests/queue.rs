@@ -184,12 +184,20 @@ fn a_file_truncated_anywhere_recovers_to_a_valid_prefix() {
         assert!(got.len() <= msgs.len());
         assert_eq!(&got[..], &msgs[..got.len()], "cut at {cut}");
     }
-    for cut in [0usize, 100, 4096, 8191] {
+    // Cut before the second header slot is whole: not a queue any more, said so.
+    for cut in [0usize, 100, 4096, 4100] {
         std::fs::write(&path, &full[..cut]).unwrap();
+        let err = FileQueue::open(&path, QueueConfig::new()).unwrap_err();
         assert!(
-            FileQueue::open(&path, QueueConfig::new()).is_err(),
-            "cut at {cut} is not a queue"
+            err.to_string().contains("shorter than"),
+            "cut at {cut}: {err}"
         );
+    }
+    // Cut after the slots but before the records: the longest valid prefix is empty.
+    for cut in [4160usize, 8191] {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let q = open(&path);
+        assert_eq!(q.len().unwrap(), 0, "cut at {cut}");
     }
 }
 

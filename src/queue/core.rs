@@ -39,7 +39,10 @@ pub(crate) struct Core<S: Storage> {
     /// Set by a failed write or sync: the handle's view of the file can no longer be
     /// trusted (the kernel may have dropped dirty pages); reopen to re-derive it.
     poisoned: Option<String>,
+    /// Reused for encoding pushes.
     buf: Vec<u8>,
+    /// Reused for reading records (kept at least CHUNK long, so it is zeroed only once).
+    read_buf: Vec<u8>,
 }
 
 fn io(op: &'static str, e: std::io::Error) -> Error {
@@ -69,6 +72,7 @@ impl<S: Storage> Core<S> {
             state: None,
             poisoned: None,
             buf: Vec::new(),
+            read_buf: Vec::new(),
         }
     }
 
@@ -105,16 +109,19 @@ impl<S: Storage> Core<S> {
     /// acquisition: a holder may have died mid-update, others may have pushed or popped.
     pub(crate) fn refresh(&mut self) -> Result<()> {
         self.check_poison()?;
-        let len = self.storage.len().map_err(|e| io("stat queue file", e))?;
-        if len < DATA_START {
+        // Both slots in one read: slot A at 0, slot B at PAGE.
+        let mut both = [0u8; PAGE as usize + SLOT_LEN];
+        let n = self
+            .storage
+            .read_at(&mut both, 0)
+            .map_err(|e| io("read queue header", e))?;
+        if n < both.len() {
             return Err(Error::Corrupt(format!(
-                "queue file is {len} bytes, shorter than its {DATA_START}-byte header"
+                "queue file is {n} bytes, shorter than its two header slots ({} bytes)",
+                both.len()
             )));
         }
-        let mut a = [0u8; SLOT_LEN];
-        let mut b = [0u8; SLOT_LEN];
-        self.read_exact(&mut a, 0)?;
-        self.read_exact(&mut b, PAGE)?;
+        let (a, b) = (&both[..SLOT_LEN], &both[PAGE as usize..]);
         let (slot, slot_index) = match (Slot::decode(&a), Slot::decode(&b)) {
             (Ok(x), Ok(y)) if y.generation > x.generation => (y, 1),
             (Ok(x), _) => (x, 0),
@@ -140,7 +147,7 @@ impl<S: Storage> Core<S> {
             _ => None,
         };
         let (from, seq) = resume.unwrap_or((slot.head_offset, slot.head_seq));
-        let (tail_offset, tail_seq) = self.scan(from, seq, len)?;
+        let (tail_offset, tail_seq) = self.scan(from, seq)?;
         self.state = Some(State {
             slot,
             slot_index,
@@ -162,26 +169,21 @@ impl<S: Storage> Core<S> {
     }
 
     /// Walks valid records from `off` (expected to hold `seq`), stopping at the first that
-    /// is torn, garbage, stale (wrong sequence) or past the end. Returns the tail.
-    fn scan(&mut self, mut off: u64, mut seq: u64, file_len: u64) -> Result<(u64, u64)> {
-        let mut chunk = std::mem::take(&mut self.buf);
-        loop {
-            if off + RECORD_HEADER as u64 > file_len {
-                break;
-            }
-            let want = ((file_len - off) as usize).min(CHUNK.max(RECORD_HEADER));
-            chunk.resize(want, 0);
-            let n = match self.storage.read_at(&mut chunk, off) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf = chunk;
-                    return Err(io("read queue file", e));
-                }
-            };
-            chunk.truncate(n);
+    /// is torn, garbage, stale (wrong sequence) or cut off by the end of the file. Returns
+    /// the tail. Reads in chunks; at the end of the file a read simply comes back short.
+    fn scan(&mut self, mut off: u64, mut seq: u64) -> Result<(u64, u64)> {
+        let mut chunk = std::mem::take(&mut self.read_buf);
+        if chunk.len() < CHUNK {
+            chunk.resize(CHUNK, 0); // once: later reads reuse it without zeroing
+        }
+        let result = (|| loop {
+            let valid = self
+                .storage
+                .read_at(&mut chunk[..CHUNK], off)
+                .map_err(|e| io("read queue file", e))?;
             let mut at = 0usize;
             let mut stop = false;
-            while at + RECORD_HEADER <= chunk.len() {
+            while at + RECORD_HEADER <= valid {
                 let h = RecordHeader::decode(
                     chunk[at..at + RECORD_HEADER]
                         .try_into()
@@ -191,55 +193,37 @@ impl<S: Storage> Core<S> {
                     stop = true;
                     break;
                 }
-                let size = record_size(h.len as usize);
-                if off + at as u64 + size > file_len {
-                    stop = true; // cut short: torn at the end
-                    break;
-                }
-                if at + RECORD_HEADER + h.len as usize > chunk.len() {
-                    if at == 0 {
-                        // One record larger than the chunk: read it whole.
-                        chunk.resize(RECORD_HEADER + h.len as usize, 0);
-                        let n = self
-                            .storage
-                            .read_at(&mut chunk, off)
-                            .map_err(|e| io("read queue file", e));
-                        match n {
-                            Ok(n) if n == chunk.len() => continue,
-                            Ok(_) => {
-                                stop = true;
-                                break;
-                            }
-                            Err(e) => {
-                                self.buf = chunk;
-                                return Err(e);
-                            }
-                        }
-                    }
+                let end = at + RECORD_HEADER + h.len as usize;
+                let payload_ok = if end <= valid {
+                    record_crc(h.seq, h.len, &chunk[at + RECORD_HEADER..end]) == h.crc
+                } else if at == 0 {
+                    // One record larger than the chunk: read it whole.
+                    let mut whole = vec![0u8; RECORD_HEADER + h.len as usize];
+                    let n = self
+                        .storage
+                        .read_at(&mut whole, off)
+                        .map_err(|e| io("read queue file", e))?;
+                    n == whole.len() && record_crc(h.seq, h.len, &whole[RECORD_HEADER..]) == h.crc
+                } else {
                     break; // continue with a chunk starting at this record
-                }
-                let payload = &chunk[at + RECORD_HEADER..at + RECORD_HEADER + h.len as usize];
-                if record_crc(h.seq, h.len, payload) != h.crc {
-                    stop = true;
+                };
+                if !payload_ok {
+                    stop = true; // torn (cut short by the end of the file) or garbage
                     break;
                 }
-                at += size as usize;
+                at += record_size(h.len as usize) as usize;
                 seq += 1;
-                if at > chunk.len() {
-                    // The padding of the last record lies past the chunk; fine.
-                    break;
-                }
             }
             if at == 0 {
-                break;
+                return Ok((off, seq));
             }
             off += at as u64;
             if stop {
-                break;
+                return Ok((off, seq));
             }
-        }
-        self.buf = chunk;
-        Ok((off, seq))
+        })();
+        self.read_buf = chunk;
+        result
     }
 
     fn state(&self) -> Result<State> {
@@ -280,33 +264,67 @@ impl<S: Storage> Core<S> {
         Ok(())
     }
 
-    /// Reads up to `max` messages from the head without consuming them.
+    /// Reads up to `max` messages from the head without consuming them; returns them and
+    /// the offset after the last. Reads many records per call: a batch costs few reads.
     pub(crate) fn peek(&mut self, max: usize) -> Result<(Vec<Vec<u8>>, u64)> {
         let st = self.state()?;
         let mut out = Vec::new();
         let mut off = st.slot.head_offset;
         let mut seq = st.slot.head_seq;
-        while out.len() < max && seq < st.tail_seq {
-            let mut h = [0u8; RECORD_HEADER];
-            self.read_exact(&mut h, off)?;
-            let h = RecordHeader::decode(&h);
-            if h.seq != seq || h.len as usize > self.max_len {
-                return Err(Error::Corrupt(format!(
-                    "record at offset {off} changed under the lock: sequence {} (expected {seq})",
-                    h.seq
-                )));
+        let mut chunk = std::mem::take(&mut self.read_buf);
+        let result = (|| {
+            while out.len() < max && seq < st.tail_seq {
+                let want = ((st.tail_offset - off).min(CHUNK as u64) as usize).max(RECORD_HEADER);
+                if chunk.len() < want {
+                    chunk.resize(want, 0);
+                }
+                self.read_exact(&mut chunk[..want], off)?;
+                let chunk = &chunk[..want];
+                let mut at = 0usize;
+                while out.len() < max && seq < st.tail_seq && at + RECORD_HEADER <= chunk.len() {
+                    let h = RecordHeader::decode(
+                        chunk[at..at + RECORD_HEADER]
+                            .try_into()
+                            .unwrap_or(&[0; RECORD_HEADER]),
+                    );
+                    let here = off + at as u64;
+                    if h.seq != seq || h.len as usize > self.max_len {
+                        return Err(Error::Corrupt(format!(
+                            "record at offset {here} changed under the lock: sequence {} (expected {seq})",
+                            h.seq
+                        )));
+                    }
+                    let end = at + RECORD_HEADER + h.len as usize;
+                    let payload = if end <= chunk.len() {
+                        chunk[at + RECORD_HEADER..end].to_vec()
+                    } else if at == 0 {
+                        // Larger than a chunk: read it on its own.
+                        let mut p = vec![0u8; h.len as usize];
+                        self.read_exact(&mut p, here + RECORD_HEADER as u64)?;
+                        p
+                    } else {
+                        break; // the next chunk starts with it
+                    };
+                    if record_crc(h.seq, h.len, &payload) != h.crc {
+                        return Err(Error::Corrupt(format!(
+                            "record {seq} at offset {here} fails its checksum"
+                        )));
+                    }
+                    out.push(payload);
+                    at += record_size(h.len as usize) as usize;
+                    seq += 1;
+                }
+                if at == 0 {
+                    return Err(Error::Corrupt(format!(
+                        "no whole record at offset {off} before the tail"
+                    )));
+                }
+                off += at as u64;
             }
-            let mut payload = vec![0u8; h.len as usize];
-            self.read_exact(&mut payload, off + RECORD_HEADER as u64)?;
-            if record_crc(h.seq, h.len, &payload) != h.crc {
-                return Err(Error::Corrupt(format!(
-                    "record {seq} at offset {off} fails its checksum"
-                )));
-            }
-            out.push(payload);
-            off += record_size(h.len as usize);
-            seq += 1;
-        }
+            Ok(())
+        })();
+        self.read_buf = chunk;
+        result?;
         Ok((out, off))
     }
 
