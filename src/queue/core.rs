@@ -122,7 +122,7 @@ impl<S: Storage> Core<S> {
             )));
         }
         let (a, b) = (&both[..SLOT_LEN], &both[PAGE as usize..]);
-        let (slot, slot_index) = match (Slot::decode(&a), Slot::decode(&b)) {
+        let (slot, slot_index) = match (Slot::decode(a), Slot::decode(b)) {
             (Ok(x), Ok(y)) if y.generation > x.generation => (y, 1),
             (Ok(x), _) => (x, 0),
             (Err(_), Ok(y)) => (y, 1),
