@@ -50,6 +50,14 @@ pub enum Error {
     /// says what and where. The transport refuses to go on rather than guess.
     #[error("corrupt shared state: {0}")]
     Corrupt(String),
+    /// An acknowledgement named a message whose lease this handle no longer holds: the
+    /// message was already acknowledged, or the lease was given up (the holder was found
+    /// dead, which a live handle never is) and the message went to another consumer.
+    #[error("the lease on message {seq} is not held by this handle")]
+    LeaseLost {
+        /// The message's sequence number.
+        seq: u64,
+    },
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {

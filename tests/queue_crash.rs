@@ -39,6 +39,10 @@ enum Op {
     Push(Vec<usize>),
     /// Pop up to this many.
     Pop(usize),
+    /// Take one under a lease.
+    Take,
+    /// Acknowledge the oldest outstanding lease.
+    Ack,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,6 +50,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => proptest::collection::vec(len, 1..4).prop_map(Op::Push),
         2 => (1usize..4).prop_map(Op::Pop),
+        1 => Just(Op::Take),
+        1 => Just(Op::Ack),
     ]
 }
 
@@ -54,9 +60,13 @@ fn op() -> impl Strategy<Value = Op> {
 struct Run {
     lens: Vec<usize>,
     acked_pushes: Vec<u32>,
+    /// Popped, or acknowledged after a take: gone for good.
     acked_pops: Vec<u32>,
     in_flight_pushes: Vec<u32>,
+    /// How many messages a pop cut short may have consumed.
     in_flight_pop: usize,
+    /// A message whose acknowledgement was cut short: it may or may not be gone.
+    in_flight_ack: Option<u32>,
 }
 
 /// Reclaim space eagerly, so resets and compactions (and crashes inside them) happen
@@ -80,8 +90,29 @@ fn run(disk: &SimDisk, ops: &[Op], durability: Durability) -> Result<Run, String
         return Ok(r);
     };
     let mut next = 0u32;
+    let mut leases = std::collections::VecDeque::new();
     for op in ops {
         match op {
+            Op::Take => match q.take() {
+                Ok(Some(l)) => {
+                    identify(l.message(), &r.lens)?;
+                    leases.push_back(l);
+                }
+                Ok(None) => {}
+                Err(_) => return Ok(r), // a take changes nothing that was promised
+            },
+            Op::Ack => {
+                if let Some(l) = leases.pop_front() {
+                    let id = identify(l.message(), &r.lens)?;
+                    match q.ack(&l) {
+                        Ok(()) => r.acked_pops.push(id),
+                        Err(_) => {
+                            r.in_flight_ack = Some(id);
+                            return Ok(r);
+                        }
+                    }
+                }
+            }
             Op::Push(lens) => {
                 let ids: Vec<u32> = (next..next + lens.len() as u32).collect();
                 next += lens.len() as u32;
@@ -154,16 +185,17 @@ fn check_recovery(image: SimDisk, r: &Run, durability: Durability) -> Result<(),
     if let Some(id) = got.iter().find(|id| !sent.contains(id)) {
         return Err(format!("message {id} was never pushed"));
     }
-    let pending: Vec<u32> = r
+    // Every acknowledged push not gone for good must be there (leases of the crashed
+    // process expire), but for what an interrupted pop or acknowledgement may have taken.
+    let present: HashSet<u32> = got.iter().copied().collect();
+    let missing: Vec<u32> = r
         .acked_pushes
         .iter()
         .copied()
-        .filter(|id| !popped.contains(id))
+        .filter(|id| !popped.contains(id) && !present.contains(id) && Some(*id) != r.in_flight_ack)
         .collect();
-    let must = &pending[r.in_flight_pop.min(pending.len())..];
-    let present: HashSet<u32> = got.iter().copied().collect();
-    if let Some(id) = must.iter().find(|id| !present.contains(id)) {
-        return Err(format!("acknowledged message {id} was lost"));
+    if missing.len() > r.in_flight_pop {
+        return Err(format!("acknowledged messages lost: {missing:?}"));
     }
     Ok(())
 }
@@ -250,6 +282,8 @@ enum ModelOp {
     Pop,
     PopBatch(usize),
     Peek,
+    Take,
+    Ack(usize),
     Reopen,
     ProcessCrash,
 }
@@ -262,43 +296,90 @@ fn model_op() -> impl Strategy<Value = ModelOp> {
         3 => Just(ModelOp::Pop),
         2 => (0usize..6).prop_map(ModelOp::PopBatch),
         1 => Just(ModelOp::Peek),
+        2 => Just(ModelOp::Take),
+        2 => any::<usize>().prop_map(ModelOp::Ack),
         1 => Just(ModelOp::Reopen),
         1 => Just(ModelOp::ProcessCrash),
     ]
 }
 
 proptest! {
-    /// Any sequence of operations, reopens and process crashes behaves like a `VecDeque`.
+    /// Any sequence of operations (pushes, pops, peeks, takes under lease and their
+    /// acknowledgements), reopens and process crashes behaves like a `VecDeque` in which
+    /// leased entries are hidden, and return to their place when their handle goes away.
     #[test]
     fn the_queue_behaves_like_a_vecdeque(ops in proptest::collection::vec(model_op(), 1..120)) {
         let mut disk = SimDisk::new();
         let mut q = StorageQueue::open(disk.clone(), config(Durability::None)).unwrap();
-        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        // (message, leased by the current handle?)
+        let mut model: VecDeque<(Vec<u8>, bool)> = VecDeque::new();
+        let mut leases = Vec::new();
+        let mut stale = Vec::new();
         let mut next = 0u32;
         let mut make = |len: usize| { next += 1; body(next, len) };
+        let first_free = |m: &VecDeque<(Vec<u8>, bool)>| m.iter().position(|(_, leased)| !leased);
         for op in ops {
             match op {
                 ModelOp::Push(len) => {
                     let m = make(len);
                     q.push(&m).unwrap();
-                    model.push_back(m);
+                    model.push_back((m, false));
                 }
                 ModelOp::PushBatch(lens) => {
                     let msgs: Vec<Vec<u8>> = lens.into_iter().map(&mut make).collect();
                     let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
                     q.push_batch(&refs).unwrap();
-                    model.extend(msgs);
+                    model.extend(msgs.into_iter().map(|m| (m, false)));
                 }
-                ModelOp::Pop => prop_assert_eq!(q.pop().unwrap(), model.pop_front()),
+                ModelOp::Pop => {
+                    let want = first_free(&model).and_then(|i| model.remove(i)).map(|(m, _)| m);
+                    prop_assert_eq!(q.pop().unwrap(), want);
+                }
                 ModelOp::PopBatch(n) => {
-                    let want: Vec<Vec<u8>> = (0..n).map_while(|_| model.pop_front()).collect();
+                    let want: Vec<Vec<u8>> = (0..n)
+                        .map_while(|_| first_free(&model).and_then(|i| model.remove(i)).map(|(m, _)| m))
+                        .collect();
                     prop_assert_eq!(q.pop_batch(n).unwrap(), want);
                 }
-                ModelOp::Peek => prop_assert_eq!(q.peek().unwrap(), model.front().cloned()),
-                ModelOp::Reopen => q = StorageQueue::open(disk.clone(), config(Durability::None)).unwrap(),
-                ModelOp::ProcessCrash => {
-                    disk = disk.after_process_crash();
+                ModelOp::Peek => {
+                    let want = first_free(&model).map(|i| model[i].0.clone());
+                    prop_assert_eq!(q.peek().unwrap(), want);
+                }
+                ModelOp::Take => {
+                    let got = q.take().unwrap();
+                    match first_free(&model) {
+                        Some(i) => {
+                            model[i].1 = true;
+                            let got = got.expect("a free message to take");
+                            prop_assert_eq!(got.message(), &model[i].0[..]);
+                            leases.push(got);
+                        }
+                        None => prop_assert!(got.is_none()),
+                    }
+                }
+                ModelOp::Ack(k) => {
+                    if !leases.is_empty() {
+                        let l = leases.remove(k % leases.len());
+                        q.ack(&l).unwrap();
+                        let i = model.iter().position(|(m, leased)| *leased && m[..] == *l.message()).unwrap();
+                        model.remove(i);
+                    } else if let Some(l) = stale.pop() {
+                        // A lease from a handle that is gone is not ours to acknowledge.
+                        let l: ipcprop::queue::Leased = l;
+                        let lost = matches!(q.ack(&l), Err(ipcprop::Error::LeaseLost { .. }));
+                        prop_assert!(lost, "a stale lease was acknowledged");
+                    }
+                }
+                ModelOp::Reopen | ModelOp::ProcessCrash => {
+                    if matches!(op, ModelOp::ProcessCrash) {
+                        disk = disk.after_process_crash();
+                    }
                     q = StorageQueue::open(disk.clone(), config(Durability::None)).unwrap();
+                    // The old handle's leases expire: their messages are free again, in place.
+                    for e in model.iter_mut() {
+                        e.1 = false;
+                    }
+                    stale.append(&mut leases);
                 }
             }
             prop_assert_eq!(q.len().unwrap(), model.len() as u64);

@@ -1,20 +1,21 @@
 //! The queue's logic over a [`Storage`], assuming the caller holds the exclusive lock:
-//! re-validation of the on-disk state, push, pop, compaction. Generic over the storage so
-//! the same code runs on a real file and on the simulated disk of the crash tests.
+//! re-validation of the on-disk state, push, pop, take/ack under leases, compaction.
+//! Generic over the storage so the same code runs on a real file and on the simulated disk
+//! of the crash tests.
 
 use super::format::{
-    encode_record, record_crc, record_size, RecordHeader, Slot, DATA_START, PAGE, RECORD_HEADER,
-    SLOT_LEN,
+    encode_record, record_crc, record_size, Lease, LeaseState, RecordHeader, Slot, DATA_START,
+    MAX_LEASES, PAGE, RECORD_HEADER,
 };
 use super::storage::Storage;
 use super::{Durability, QueueConfig};
 use crate::error::{Error, Result};
 
-/// Records are read in chunks of this size while scanning.
+/// Records are read in chunks of this size.
 const CHUNK: usize = 64 * 1024;
 
 /// What a handle knows of the file, valid while it holds the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
     /// The newest valid header slot.
     slot: Slot,
@@ -24,6 +25,23 @@ struct State {
     tail_offset: u64,
     /// Sequence number the next record gets.
     tail_seq: u64,
+}
+
+/// How a consuming operation treats the messages it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consume {
+    /// Look only.
+    Peek,
+    /// Remove for good.
+    Pop,
+    /// Take under a lease held by this holder; removed when acknowledged.
+    Take(u32),
+}
+
+/// One record met while walking from the head.
+struct Walked {
+    seq: u64,
+    size: u64,
 }
 
 /// The queue over one storage.
@@ -57,8 +75,10 @@ pub(crate) fn initial_image() -> Vec<u8> {
         epoch: 0,
         head_offset: DATA_START,
         head_seq: 0,
+        leases: Vec::new(),
     };
-    image[..SLOT_LEN].copy_from_slice(&slot.encode());
+    let enc = slot.encode();
+    image[..enc.len()].copy_from_slice(&enc);
     image
 }
 
@@ -109,20 +129,34 @@ impl<S: Storage> Core<S> {
     /// acquisition: a holder may have died mid-update, others may have pushed or popped.
     pub(crate) fn refresh(&mut self) -> Result<()> {
         self.check_poison()?;
-        // Both slots in one read: slot A at 0, slot B at PAGE.
-        let mut both = [0u8; PAGE as usize + SLOT_LEN];
-        let n = self
-            .storage
-            .read_at(&mut both, 0)
-            .map_err(|e| io("read queue header", e))?;
-        if n < both.len() {
-            return Err(Error::Corrupt(format!(
-                "queue file is {n} bytes, shorter than its two header slots ({} bytes)",
-                both.len()
-            )));
+        // Both slot pages in one read.
+        let mut both = std::mem::take(&mut self.read_buf);
+        if both.len() < CHUNK {
+            both.resize(CHUNK, 0);
         }
-        let (a, b) = (&both[..SLOT_LEN], &both[PAGE as usize..]);
-        let (slot, slot_index) = match (Slot::decode(a), Slot::decode(b)) {
+        let n = match self.storage.read_at(&mut both[..2 * PAGE as usize], 0) {
+            Ok(n) => n,
+            Err(e) => {
+                self.read_buf = both;
+                return Err(io("read queue header", e));
+            }
+        };
+        let decoded = if n < PAGE as usize + super::format::SLOT_FIXED {
+            Err(n)
+        } else {
+            Ok((
+                Slot::decode(&both[..PAGE as usize]),
+                Slot::decode(&both[PAGE as usize..n]),
+            ))
+        };
+        self.read_buf = both;
+        let (a, b) = decoded.map_err(|n| {
+            Error::Corrupt(format!(
+                "queue file is {n} bytes, shorter than its two header slots ({} bytes)",
+                PAGE as usize + super::format::SLOT_FIXED
+            ))
+        })?;
+        let (slot, slot_index) = match (a, b) {
             (Ok(x), Ok(y)) if y.generation > x.generation => (y, 1),
             (Ok(x), _) => (x, 0),
             (Err(_), Ok(y)) => (y, 1),
@@ -134,7 +168,7 @@ impl<S: Storage> Core<S> {
         };
         // Records have not moved since we last looked (same epoch) and the head is within
         // what we scanned: only new records past our tail need reading.
-        let resume = match self.state {
+        let resume = match &self.state {
             Some(st)
                 if st.slot.epoch == slot.epoch
                     && slot.head_offset >= st.slot.head_offset
@@ -228,13 +262,20 @@ impl<S: Storage> Core<S> {
 
     fn state(&self) -> Result<State> {
         self.state
+            .clone()
             .ok_or_else(|| Error::Corrupt("queue state not loaded".into()))
     }
 
-    /// Number of messages in the queue.
+    /// Messages not yet consumed (leased ones count until acknowledged).
     pub(crate) fn len(&self) -> Result<u64> {
         let st = self.state()?;
-        Ok(st.tail_seq - st.slot.head_seq)
+        let done = st
+            .slot
+            .leases
+            .iter()
+            .filter(|l| l.state == LeaseState::Done)
+            .count() as u64;
+        Ok(st.tail_seq - st.slot.head_seq - done)
     }
 
     /// Appends `msgs` as records in one write (and one fdatasync in sync mode).
@@ -264,26 +305,29 @@ impl<S: Storage> Core<S> {
         Ok(())
     }
 
-    /// Reads up to `max` messages from the head without consuming them; returns them and
-    /// the offset after the last. Reads many records per call: a batch costs few reads.
-    pub(crate) fn peek(&mut self, max: usize) -> Result<(Vec<Vec<u8>>, u64)> {
-        let st = self.state()?;
-        let mut out = Vec::new();
+    /// Walks records from the head, calling `visit` with each record's sequence number and
+    /// payload until it returns false or the tail is reached. Returns what was walked.
+    fn walk(
+        &mut self,
+        st: &State,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<Vec<Walked>> {
+        let mut walked = Vec::new();
         let mut off = st.slot.head_offset;
         let mut seq = st.slot.head_seq;
         let mut chunk = std::mem::take(&mut self.read_buf);
         let result = (|| {
-            while out.len() < max && seq < st.tail_seq {
+            while seq < st.tail_seq {
                 let want = ((st.tail_offset - off).min(CHUNK as u64) as usize).max(RECORD_HEADER);
                 if chunk.len() < want {
                     chunk.resize(want, 0);
                 }
                 self.read_exact(&mut chunk[..want], off)?;
-                let chunk = &chunk[..want];
+                let view = &chunk[..want];
                 let mut at = 0usize;
-                while out.len() < max && seq < st.tail_seq && at + RECORD_HEADER <= chunk.len() {
+                while seq < st.tail_seq && at + RECORD_HEADER <= view.len() {
                     let h = RecordHeader::decode(
-                        chunk[at..at + RECORD_HEADER]
+                        view[at..at + RECORD_HEADER]
                             .try_into()
                             .unwrap_or(&[0; RECORD_HEADER]),
                     );
@@ -295,23 +339,29 @@ impl<S: Storage> Core<S> {
                         )));
                     }
                     let end = at + RECORD_HEADER + h.len as usize;
-                    let payload = if end <= chunk.len() {
-                        chunk[at + RECORD_HEADER..end].to_vec()
+                    let big;
+                    let payload: &[u8] = if end <= view.len() {
+                        &view[at + RECORD_HEADER..end]
                     } else if at == 0 {
                         // Larger than a chunk: read it on its own.
                         let mut p = vec![0u8; h.len as usize];
                         self.read_exact(&mut p, here + RECORD_HEADER as u64)?;
-                        p
+                        big = p;
+                        &big
                     } else {
                         break; // the next chunk starts with it
                     };
-                    if record_crc(h.seq, h.len, &payload) != h.crc {
+                    if record_crc(h.seq, h.len, payload) != h.crc {
                         return Err(Error::Corrupt(format!(
                             "record {seq} at offset {here} fails its checksum"
                         )));
                     }
-                    out.push(payload);
-                    at += record_size(h.len as usize) as usize;
+                    let size = record_size(h.len as usize);
+                    walked.push(Walked { seq, size });
+                    if !visit(seq, payload) {
+                        return Ok(());
+                    }
+                    at += size as usize;
                     seq += 1;
                 }
                 if at == 0 {
@@ -325,37 +375,140 @@ impl<S: Storage> Core<S> {
         })();
         self.read_buf = chunk;
         result?;
-        Ok((out, off))
+        Ok(walked)
     }
 
-    /// Removes up to `max` messages from the head and returns them, after the new head is
-    /// written (and synced in sync mode): a message returned is never delivered again.
-    pub(crate) fn pop(&mut self, max: usize) -> Result<Vec<Vec<u8>>> {
-        let (msgs, new_head) = self.peek(max)?;
-        if msgs.is_empty() {
-            return Ok(msgs);
-        }
+    /// Reads up to `max` available messages from the head (not leased by a live holder, not
+    /// already consumed) and, unless peeking, consumes them as `how` says: the new header
+    /// (head advanced past every consumed message at the front, lease entries for the rest)
+    /// is written, and synced in sync mode, before they are returned, so a message returned
+    /// by a pop is never returned again. Returns `(seq, payload)` pairs.
+    pub(crate) fn consume(
+        &mut self,
+        max: usize,
+        how: Consume,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         let st = self.state()?;
-        let head_seq = st.slot.head_seq + msgs.len() as u64;
-        if new_head == st.tail_offset && st.tail_offset - DATA_START > self.reclaim_over {
-            self.reset(st)?;
-        } else {
-            self.write_slot(
-                st,
-                Slot {
-                    generation: st.slot.generation + 1,
-                    epoch: st.slot.epoch,
-                    head_offset: new_head,
-                    head_seq,
-                },
-            )?;
-            self.maybe_compact()?;
+        let entry = |seq: u64| {
+            st.slot
+                .leases
+                .iter()
+                .find(|l| l.seq == seq)
+                .map(|l| l.state)
+        };
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        let walked = self.walk(&st, |seq, payload| {
+            if out.len() >= max {
+                return false;
+            }
+            let available = match entry(seq) {
+                None => true,
+                Some(LeaseState::Done) => false,
+                Some(LeaseState::Leased { holder }) => !alive(holder),
+            };
+            if available {
+                out.push((seq, payload.to_vec()));
+            }
+            out.len() < max
+        })?;
+        if out.is_empty() || how == Consume::Peek {
+            return Ok(out);
         }
-        Ok(msgs)
+        // The new lease table: the old one, with what we consumed marked.
+        let mut leases = st.slot.leases.clone();
+        for (seq, _) in &out {
+            let state = match how {
+                Consume::Take(holder) => LeaseState::Leased { holder },
+                _ => LeaseState::Done,
+            };
+            match leases.iter_mut().find(|l| l.seq == *seq) {
+                Some(l) => l.state = state,
+                None => {
+                    let at = leases.partition_point(|l| l.seq < *seq);
+                    leases.insert(at, Lease { seq: *seq, state });
+                }
+            }
+        }
+        self.commit(&st, leases, &walked)?;
+        Ok(out)
+    }
+
+    /// Gives back every lease recorded for holder id `holder`: called when a handle has just
+    /// acquired that id, so any lease under it belongs to an earlier holder that is gone
+    /// (ids are reused). Writes the header only if there was something to give back.
+    pub(crate) fn expire_holder(&mut self, holder: u32) -> Result<()> {
+        let st = self.state()?;
+        let before = st.slot.leases.len();
+        let mut leases = st.slot.leases.clone();
+        leases.retain(|l| l.state != (LeaseState::Leased { holder }));
+        if leases.len() == before {
+            return Ok(());
+        }
+        self.commit(&st, leases, &[])
+    }
+
+    /// Acknowledges message `seq` taken under a lease by `holder`: it is removed for good.
+    pub(crate) fn ack(&mut self, seq: u64, holder: u32) -> Result<()> {
+        let st = self.state()?;
+        let mut leases = st.slot.leases.clone();
+        match leases.iter_mut().find(|l| l.seq == seq) {
+            Some(l) if l.state == (LeaseState::Leased { holder }) => l.state = LeaseState::Done,
+            _ => {
+                return Err(Error::LeaseLost { seq });
+            }
+        }
+        // Walk the front of the queue to learn the sizes of what the head may now pass.
+        let done_front = |s: u64| {
+            leases
+                .iter()
+                .any(|l| l.seq == s && l.state == LeaseState::Done)
+        };
+        let walked = self.walk(&st, |s, _| done_front(s))?;
+        self.commit(&st, leases, &walked)
+    }
+
+    /// Writes the header that follows from `leases`: the head advances past the leading
+    /// consumed messages (whose sizes `walked` gives, in order from the head), and their
+    /// entries go. Then reclaims space if that pays.
+    fn commit(&mut self, st: &State, mut leases: Vec<Lease>, walked: &[Walked]) -> Result<()> {
+        let mut head_offset = st.slot.head_offset;
+        let mut head_seq = st.slot.head_seq;
+        for w in walked {
+            let done = leases
+                .iter()
+                .any(|l| l.seq == w.seq && l.state == LeaseState::Done);
+            if w.seq != head_seq || !done {
+                break;
+            }
+            head_offset += w.size;
+            head_seq += 1;
+        }
+        leases.retain(|l| l.seq >= head_seq);
+        if leases.len() > MAX_LEASES {
+            return Err(Error::Corrupt(format!(
+                "more than {MAX_LEASES} messages are leased or consumed out of order; acknowledge some first"
+            )));
+        }
+        if leases.is_empty()
+            && head_offset == st.tail_offset
+            && st.tail_offset - DATA_START > self.reclaim_over
+        {
+            return self.reset(st);
+        }
+        let slot = Slot {
+            generation: st.slot.generation + 1,
+            epoch: st.slot.epoch,
+            head_offset,
+            head_seq,
+            leases,
+        };
+        self.write_slot(st, slot)?;
+        self.maybe_compact()
     }
 
     /// Writes `slot` into the slot not holding the current header, then syncs.
-    fn write_slot(&mut self, st: State, slot: Slot) -> Result<()> {
+    fn write_slot(&mut self, st: &State, slot: Slot) -> Result<()> {
         let index = 1 - st.slot_index;
         let r = self.storage.write_at(&slot.encode(), index * PAGE);
         self.guarded("write queue header", r)?;
@@ -369,12 +522,13 @@ impl<S: Storage> Core<S> {
 
     /// The queue is drained: start over at the beginning of the data area, and give the
     /// space back to the file system.
-    fn reset(&mut self, st: State) -> Result<()> {
+    fn reset(&mut self, st: &State) -> Result<()> {
         let slot = Slot {
             generation: st.slot.generation + 1,
             epoch: st.slot.epoch + 1,
             head_offset: DATA_START,
             head_seq: st.tail_seq,
+            leases: Vec::new(),
         };
         self.write_slot(st, slot)?;
         let r = self.storage.set_len(DATA_START);
@@ -385,7 +539,8 @@ impl<S: Storage> Core<S> {
         Ok(())
     }
 
-    /// Moves the live records to the front when the consumed prefix dwarfs them.
+    /// Moves the live records to the front when the consumed prefix dwarfs them. Lease
+    /// entries name messages by sequence number, so they survive the move.
     fn maybe_compact(&mut self) -> Result<()> {
         let st = self.state()?;
         let consumed = st.slot.head_offset - DATA_START;
@@ -405,8 +560,9 @@ impl<S: Storage> Core<S> {
             epoch: st.slot.epoch + 1,
             head_offset: DATA_START,
             head_seq: st.slot.head_seq,
+            leases: st.slot.leases.clone(),
         };
-        self.write_slot(st, slot)?;
+        self.write_slot(&st, slot)?;
         let r = self.storage.set_len(DATA_START + live);
         self.guarded("truncate queue file", r)?;
         if let Some(s) = self.state.as_mut() {

@@ -21,6 +21,11 @@
 //! - **Exactly once, in order**: a push that returned `Ok` is in the file (in the page cache
 //!   with [`Durability::None`], on disk with [`Durability::Sync`]); a message `pop` returned
 //!   is never returned again. Every process sees one FIFO.
+//! - **At least once, if you prefer**: [`FileQueue::take`] hands out a message under a
+//!   lease; [`FileQueue::ack`] removes it. Until then other consumers skip it; if the taker
+//!   dies (even by SIGKILL) the lease expires and the message is delivered again, in its
+//!   place. A lease lives exactly as long as the taker's open file description: an
+//!   `F_OFD_SETLK` lock on a byte far past the end of the file names its holder.
 //! - **Crash-safe**: a process killed at any instant (SIGKILL) loses no committed message and
 //!   leaves nothing that is delivered corrupt or twice: each record carries its length,
 //!   sequence number and CRC-32C, so a torn record is simply not there; the consumer's
@@ -62,7 +67,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use self::core::{initial_image, Core};
+use self::core::{initial_image, Consume, Core};
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use storage::{FileStorage, Storage};
@@ -135,6 +140,9 @@ struct Inner {
     core: Core<FileStorage>,
     pid: nix::unistd::Pid,
     inotify: Option<Inotify>,
+    /// This handle's lease-holder id: an OFD lock on byte `HOLDER_BASE + id` of the file,
+    /// held while this open file description lives (taken at the first `take`).
+    holder: Option<u32>,
 }
 
 /// A handle on a queue file. Cheap to share between threads (`&self` methods, serialized);
@@ -221,6 +229,7 @@ impl FileQueue {
             core: Core::new(FileStorage::new(file), config),
             pid: nix::unistd::getpid(),
             inotify: None,
+            holder: None,
         })
     }
 
@@ -230,18 +239,19 @@ impl FileQueue {
     }
 
     /// Runs `f` with the exclusive lock held and the state re-validated.
-    fn with_lock<T>(&self, f: impl FnOnce(&mut Core<FileStorage>) -> Result<T>) -> Result<T> {
+    fn with_lock<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.pid != nix::unistd::getpid() {
             // A child after fork: the inherited descriptor shares the parent's open file
-            // description, and with it the parent's flock. Get our own, of the same file
-            // (through /proc/self/fd, so it works even if the path was renamed or unlinked).
+            // description, and with it the parent's flock (and lease-holder lock). Get our
+            // own, of the same file (through /proc/self/fd, so it works even if the path
+            // was renamed or unlinked).
             let fd = inner.core.storage.file().as_raw_fd();
             *inner = Self::open_inner(Path::new(&format!("/proc/self/fd/{fd}")), &self.config)?;
         }
         let file = inner.core.storage.file();
         file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
-        let result = inner.core.refresh().and_then(|()| f(&mut inner.core));
+        let result = inner.core.refresh().and_then(|()| f(&mut inner));
         let unlock = inner.core.storage.file().unlock();
         let value = result?;
         unlock.map_err(|e| io("flock(LOCK_UN)", e))?;
@@ -250,12 +260,12 @@ impl FileQueue {
 
     /// Appends one message.
     pub fn push(&self, msg: &[u8]) -> Result<()> {
-        self.with_lock(|c| c.push(&[msg]))
+        self.with_lock(|i| i.core.push(&[msg]))
     }
 
     /// Appends several messages with one write (and one fdatasync in sync mode).
     pub fn push_batch(&self, msgs: &[&[u8]]) -> Result<()> {
-        self.with_lock(|c| c.push(msgs))
+        self.with_lock(|i| i.core.push(msgs))
     }
 
     /// Removes and returns the oldest message, or `None` if the queue is empty.
@@ -265,17 +275,32 @@ impl FileQueue {
 
     /// Removes and returns up to `max` of the oldest messages, in order.
     pub fn pop_batch(&self, max: usize) -> Result<Vec<Vec<u8>>> {
-        self.with_lock(|c| c.pop(max))
+        self.with_lock(|i| {
+            let (fd, me) = (i.core.storage.file().as_raw_fd(), i.holder);
+            let alive = |h| holder_alive(fd, me, h);
+            Ok(i.core
+                .consume(max, Consume::Pop, &alive)?
+                .into_iter()
+                .map(|(_, m)| m)
+                .collect())
+        })
     }
 
     /// Returns the oldest message without removing it.
     pub fn peek(&self) -> Result<Option<Vec<u8>>> {
-        self.with_lock(|c| Ok(c.peek(1)?.0.pop()))
+        self.with_lock(|i| {
+            let (fd, me) = (i.core.storage.file().as_raw_fd(), i.holder);
+            let alive = |h| holder_alive(fd, me, h);
+            Ok(i.core
+                .consume(1, Consume::Peek, &alive)?
+                .pop()
+                .map(|(_, m)| m))
+        })
     }
 
     /// How many messages are queued.
     pub fn len(&self) -> Result<u64> {
-        self.with_lock(|c| c.len())
+        self.with_lock(|i| i.core.len())
     }
 
     /// True if no message is queued.
@@ -302,6 +327,73 @@ impl FileQueue {
             }
             self.wait_for_write(left)?;
         }
+    }
+
+    /// Takes the oldest available message under a lease (at-least-once delivery): it stays
+    /// in the queue, invisible to other consumers, until [`FileQueue::ack`] removes it. If
+    /// this handle's process dies (or the handle is dropped) before acknowledging, the
+    /// message becomes available again and is delivered to the next consumer. `None` if no
+    /// message is available.
+    ///
+    /// ```
+    /// use ipcprop::queue::{FileQueue, QueueConfig};
+    /// # let dir = std::env::temp_dir().join(format!("ipcprop-lease-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let q = FileQueue::open(dir.join("jobs.q"), QueueConfig::new())?;
+    /// q.push_batch(&[b"job 1", b"job 2"])?;
+    /// let job = q.take()?.expect("a job");
+    /// assert_eq!(job.message(), b"job 1");
+    /// assert_eq!(q.pop()?.as_deref(), Some(&b"job 2"[..])); // job 1 is leased: skipped
+    /// q.ack(&job)?; // done: job 1 is gone for good
+    /// assert!(q.is_empty()?);
+    /// # drop(q); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take(&self) -> Result<Option<Leased>> {
+        self.with_lock(|i| {
+            let me = match i.holder {
+                Some(h) => h,
+                None => {
+                    let h = acquire_holder(i.core.storage.file())?;
+                    i.holder = Some(h);
+                    // Leases still recorded under this id are an earlier holder's, now gone.
+                    i.core.expire_holder(h)?;
+                    h
+                }
+            };
+            let fd = i.core.storage.file().as_raw_fd();
+            let alive = |h| holder_alive(fd, Some(me), h);
+            let mut got = i.core.consume(1, Consume::Take(me), &alive)?;
+            Ok(got.pop().map(|(seq, msg)| Leased { seq, msg }))
+        })
+    }
+
+    /// Like [`FileQueue::take`], waiting up to `timeout` for a message (on inotify).
+    pub fn take_timeout(&self, timeout: Duration) -> Result<Option<Leased>> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            self.ensure_watch()?;
+            if let Some(m) = self.take()? {
+                return Ok(Some(m));
+            }
+            let left = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.wait_for_write(left)?;
+        }
+    }
+
+    /// Acknowledges a message taken with [`FileQueue::take`]: it is removed for good (and
+    /// on disk before this returns, in sync mode). [`Error::LeaseLost`] if this handle does
+    /// not hold that lease (already acknowledged, or taken by another handle).
+    pub fn ack(&self, leased: &Leased) -> Result<()> {
+        self.with_lock(|i| match i.holder {
+            Some(h) => i.core.ack(leased.seq, h),
+            None => Err(Error::LeaseLost { seq: leased.seq }),
+        })
     }
 
     /// Sleeps until the file is written (by any process) or `timeout` passes. Watch first
@@ -366,6 +458,9 @@ impl FileQueue {
 #[derive(Debug)]
 pub struct StorageQueue<S: Storage> {
     core: Core<S>,
+    /// This handle's lease-holder id. With no locking there is no other live handle: every
+    /// other id belongs to a handle that is gone.
+    holder: u32,
 }
 
 impl<S: Storage> StorageQueue<S> {
@@ -377,10 +472,15 @@ impl<S: Storage> StorageQueue<S> {
                 .map_err(|e| io("write queue header", e))?;
             storage.sync_data().map_err(|e| io("fdatasync", e))?;
         }
+        static NEXT_HOLDER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         let mut q = StorageQueue {
             core: Core::new(storage, &config),
+            holder: NEXT_HOLDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         q.core.refresh()?;
+        // Leases recorded under this id belong to an earlier handle (ids restart with the
+        // process): give them back.
+        q.core.expire_holder(q.holder)?;
         Ok(q)
     }
 
@@ -403,13 +503,35 @@ impl<S: Storage> StorageQueue<S> {
     /// Removes and returns up to `max` of the oldest messages.
     pub fn pop_batch(&mut self, max: usize) -> Result<Vec<Vec<u8>>> {
         self.core.refresh()?;
-        self.core.pop(max)
+        let me = self.holder;
+        let got = self.core.consume(max, Consume::Pop, &|h| h == me)?;
+        Ok(got.into_iter().map(|(_, m)| m).collect())
+    }
+
+    /// Takes the oldest available message under a lease (see [`FileQueue::take`]). Leases
+    /// of any other handle (an earlier one, now gone) count as expired.
+    pub fn take(&mut self) -> Result<Option<Leased>> {
+        self.core.refresh()?;
+        let me = self.holder;
+        let mut got = self.core.consume(1, Consume::Take(me), &|h| h == me)?;
+        Ok(got.pop().map(|(seq, msg)| Leased { seq, msg }))
+    }
+
+    /// Acknowledges a message taken with [`StorageQueue::take`].
+    pub fn ack(&mut self, leased: &Leased) -> Result<()> {
+        self.core.refresh()?;
+        self.core.ack(leased.seq, self.holder)
     }
 
     /// Returns the oldest message without removing it.
     pub fn peek(&mut self) -> Result<Option<Vec<u8>>> {
         self.core.refresh()?;
-        Ok(self.core.peek(1)?.0.pop())
+        let me = self.holder;
+        Ok(self
+            .core
+            .consume(1, Consume::Peek, &|h| h == me)?
+            .pop()
+            .map(|(_, m)| m))
     }
 
     /// How many messages are queued.
@@ -426,5 +548,81 @@ impl<S: Storage> StorageQueue<S> {
     /// Gives the storage back.
     pub fn into_storage(self) -> S {
         self.core.storage
+    }
+}
+
+/// A message taken under a lease ([`FileQueue::take`]), to acknowledge with
+/// [`FileQueue::ack`] once processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    seq: u64,
+    msg: Vec<u8>,
+}
+
+impl Leased {
+    /// The message.
+    pub fn message(&self) -> &[u8] {
+        &self.msg
+    }
+
+    /// The message's sequence number in the queue.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The message, owned.
+    pub fn into_message(self) -> Vec<u8> {
+        self.msg
+    }
+}
+
+/// Lease-holder locks live on bytes far past any real file size (locks may lie beyond the
+/// end of a file), one byte per holder id.
+const HOLDER_BASE: i64 = 1 << 40;
+/// How many holder ids exist (concurrent taking handles per queue).
+const HOLDERS: u32 = 4096;
+
+fn holder_flock(kind: i32, id: u32) -> nix::libc::flock {
+    nix::libc::flock {
+        l_type: kind as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: HOLDER_BASE + i64::from(id),
+        l_len: 1,
+        l_pid: 0, // required for OFD locks
+    }
+}
+
+/// Takes the first free holder id: a non-blocking OFD write lock on its byte. OFD locks
+/// belong to this handle's open file description, are released when it closes (or its
+/// process dies), and are independent of flock.
+fn acquire_holder(file: &File) -> Result<u32> {
+    for id in 0..HOLDERS {
+        let fl = holder_flock(nix::libc::F_WRLCK, id);
+        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+            Ok(_) => return Ok(id),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => continue,
+            Err(e) => return Err(Error::sys("fcntl(F_OFD_SETLK)", e)),
+        }
+    }
+    Err(Error::Io {
+        op: "acquire a lease-holder id",
+        source: std::io::Error::other(format!("all {HOLDERS} holder ids are in use")),
+    })
+}
+
+/// Whether lease holder `id` still exists: ours, or someone holds its lock byte. `fd` is
+/// the queue file's descriptor, open for the duration of the call.
+fn holder_alive(fd: std::os::fd::RawFd, me: Option<u32>, id: u32) -> bool {
+    if me == Some(id) {
+        return true;
+    }
+    // SAFETY: callers pass the descriptor of the file their handle owns and keeps open
+    // across this call (it is only borrowed for one fcntl).
+    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut fl = holder_flock(nix::libc::F_WRLCK, id);
+    match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)) {
+        Ok(_) => i32::from(fl.l_type) != nix::libc::F_UNLCK,
+        // Cannot tell: assume alive, so nothing is delivered twice.
+        Err(_) => true,
     }
 }
