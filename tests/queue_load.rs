@@ -71,8 +71,14 @@ fn four_producers_two_consumers_nothing_lost_or_duplicated() {
                             None => continue,
                         }
                     }
-                    for m in batch {
+                    let n = batch.len();
+                    for (k, m) in batch.into_iter().enumerate() {
                         if m == STOP {
+                            // Everything after a STOP is another consumer's STOP (they are
+                            // pushed last): put those back, or that consumer waits forever.
+                            for _ in k + 1..n {
+                                q.push(STOP).map_err(|e| e.to_string())?;
+                            }
                             rep.record(&seen);
                             return Ok(());
                         }
@@ -123,13 +129,13 @@ fn four_producers_two_consumers_nothing_lost_or_duplicated() {
             })
             .unwrap();
     }
-    for r in producers.wait(Duration::from_secs(600)) {
+    for r in producers.wait(Duration::from_secs(120)) {
         assert_eq!(r.end, ChildEnd::Returned, "{}", r.name);
     }
     for _ in 0..CONSUMERS {
         q.push(STOP).unwrap();
     }
-    let reports = consumers.wait(Duration::from_secs(600));
+    let reports = consumers.wait(Duration::from_secs(120));
     let mut union = vec![0u8; (PRODUCERS * per_producer).div_ceil(8) as usize];
     for r in &reports {
         assert_eq!(r.end, ChildEnd::Returned, "{}", r.name);
