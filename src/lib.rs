@@ -65,7 +65,6 @@
 pub mod check;
 mod error;
 pub mod frame;
-#[cfg(not(ipcprop_loom))]
 mod liveness;
 pub mod pipe;
 pub mod queue;

@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 /// One end's liveness descriptors.
 #[derive(Debug)]
 pub(crate) struct Liveness {
-    /// Our "I exist" descriptor; `None` once given up (on drop).
+    /// Our "I exist" descriptor; `None` once given up (on drop). Held, not read, by ends
+    /// that let it close with them (the queue channel); the ring gives it up explicitly.
+    #[cfg_attr(ipcprop_loom, allow(dead_code))]
     pub(crate) own: Option<OwnedFd>,
     /// The descriptor that tells whether the peer exists.
     pub(crate) peer: OwnedFd,

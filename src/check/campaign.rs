@@ -88,6 +88,18 @@ pub fn campaign<T: Transport>(
     config: &CampaignConfig,
     on_case: &mut dyn FnMut(&CaseOutcome),
 ) -> Result<CampaignReport> {
+    campaign_with(transport, config, &|_| {}, on_case)
+}
+
+/// [`campaign`], with every generated plan passed through `adjust` before it runs (to force
+/// a fault into every case, say). Shrinking works on the generated plan; the failure
+/// reported is the adjusted one that ran.
+pub(crate) fn campaign_with<T: Transport>(
+    transport: &T,
+    config: &CampaignConfig,
+    adjust: &dyn Fn(&mut Plan),
+    on_case: &mut dyn FnMut(&CaseOutcome),
+) -> Result<CampaignReport> {
     let start = Instant::now();
     let strategy = plan_strategy(&transport.capabilities(), &config.limits);
     let mut runner = TestRunner::new_with_rng(
@@ -107,7 +119,8 @@ pub fn campaign<T: Transport>(
     let last_failure: RefCell<Option<CaseOutcome>> = RefCell::new(None);
     let setup_error = RefCell::new(None);
     let on_case = RefCell::new(on_case);
-    let result = runner.run(&strategy, |plan: Plan| {
+    let result = runner.run(&strategy, |mut plan: Plan| {
+        adjust(&mut plan);
         let outcome = match run_case(transport, &plan, &config.run) {
             Ok(o) => o,
             Err(e) => {

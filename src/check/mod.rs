@@ -13,6 +13,8 @@
 //! - [`campaign()`]: many generated cases with shrinking to a minimal failing plan.
 //! - [`builtin`]: adapters for the transports of this crate.
 //! - [`broken`]: deliberately broken transports, to prove the harness catches each fault.
+//! - [`battery`]: the conformance checks, and [`conformance_tests!`](crate::conformance_tests)
+//!   to generate them as `#[test]`s for a transport of yours.
 //!
 //! This module depends on the transports only through the public traits in
 //! [`crate::transport`].
@@ -27,9 +29,11 @@
 //! # Ok::<(), ipcprop::Error>(())
 //! ```
 
+pub mod battery;
 pub mod broken;
 pub mod builtin;
 mod campaign;
+pub mod foreign;
 pub mod fork;
 pub mod history;
 pub mod plan;

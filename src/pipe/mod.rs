@@ -316,7 +316,8 @@ impl<I: PipeIo> PipeSender<I> {
                         break Err(e);
                     }
                 }
-                Err(Errno::EPIPE) => {
+                // ECONNRESET: the same over a socket whose reader closed with data unread.
+                Err(Errno::EPIPE | Errno::ECONNRESET) => {
                     guard.consume_raised();
                     break Err(Error::Disconnected);
                 }

@@ -1,0 +1,385 @@
+//! The conformance battery: every property the harness checks, as functions over any
+//! [`Transport`], each returning what it found. [`crate::conformance_tests!`] turns them
+//! into ordinary `#[test]`s; [`run_battery`] runs them all and reports.
+//!
+//! | check | what it proves |
+//! | --- | --- |
+//! | `fifo_and_integrity` | generated plans across real forks: in order, once, intact |
+//! | `boundary_sizes` | every size the transport declares as a boundary, twice in a row |
+//! | `disconnect_on_drop` | the receiver drains, then gets Disconnected, when senders exit |
+//! | `disconnect_on_sigkill` | the same when a sender is SIGKILLed at a chosen step |
+//! | `receiver_gone` | senders get an error or succeed, never hang or die, when the receiver leaves or is killed |
+//! | `timeouts_honoured` | `try_recv` is Empty, `recv_timeout` waits at least its timeout |
+//! | `several_senders` | where declared: each sender's order kept, nothing mixed |
+//! | `hostile_sizes_refused` | a message over the declared maximum is refused, nothing sent |
+//!
+//! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
+//! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::plan::PlanLimits;
+use super::run::{run_case, RunConfig};
+use super::{campaign, CampaignConfig, Plan, Transport};
+use crate::error::Error;
+use crate::transport::{Receiver, Sender};
+
+/// A check that found a problem: what it was, readable.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// The check's name.
+    pub check: &'static str,
+    /// What went wrong: the minimal failing plan, its violations and timeline, or a
+    /// description.
+    pub report: String,
+    /// The violation kinds found, for tests that assert what was caught.
+    pub kinds: Vec<super::ViolationKind>,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "conformance check `{}` failed:\n{}",
+            self.check, self.report
+        )
+    }
+}
+
+/// How the battery runs.
+#[derive(Debug, Clone)]
+pub struct BatteryConfig {
+    /// Generated cases per generated check.
+    pub cases: u32,
+    /// Seed of the plan generator.
+    pub seed: u64,
+    /// How each case runs (the watchdog).
+    pub run: RunConfig,
+    /// No generated message longer than this.
+    pub size_cap: usize,
+}
+
+impl Default for BatteryConfig {
+    fn default() -> Self {
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+        BatteryConfig {
+            cases: env("IPCPROP_CASES").map_or(32, |v: u64| v as u32),
+            seed: env("IPCPROP_SEED").unwrap_or(0),
+            run: RunConfig {
+                timeout: Duration::from_secs(20),
+            },
+            size_cap: 256 * 1024,
+        }
+    }
+}
+
+type CheckResult = Result<(), Finding>;
+
+fn generated<T: Transport>(
+    check: &'static str,
+    t: &T,
+    cfg: &BatteryConfig,
+    limits: PlanLimits,
+    adjust: impl Fn(&mut Plan),
+) -> CheckResult {
+    let config = CampaignConfig {
+        cases: cfg.cases,
+        seed: cfg.seed,
+        limits,
+        run: cfg.run.clone(),
+        // Enough to reach a small plan; a failure that hangs costs a watchdog per step.
+        max_shrink_iters: 64,
+    };
+    let report =
+        campaign::campaign_with(t, &config, &adjust, &mut |_| {}).map_err(|e| Finding {
+            check,
+            report: format!("could not run: {e}"),
+            kinds: Vec::new(),
+        })?;
+    match report.failure {
+        None => Ok(()),
+        Some(f) => Err(Finding {
+            check,
+            kinds: f.minimal.violations.iter().map(|v| v.kind()).collect(),
+            report: format!(
+                "seed {} (IPCPROP_SEED to replay)\n{}",
+                f.seed,
+                f.minimal.report()
+            ),
+        }),
+    }
+}
+
+fn base_limits(cfg: &BatteryConfig) -> PlanLimits {
+    PlanLimits {
+        size_cap: cfg.size_cap,
+        kills: false,
+        early_close: false,
+        ..PlanLimits::default()
+    }
+}
+
+/// Generated plans (one or several senders as declared, pacing, batches) across real forks.
+pub fn fifo_and_integrity<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    generated("fifo_and_integrity", t, cfg, base_limits(cfg), |_| {})
+}
+
+/// Every declared boundary size (and 0, 1 and the maximum), each twice, one sender.
+pub fn boundary_sizes<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    let caps = t.capabilities();
+    let mut sizes: Vec<usize> = caps.boundary_sizes.clone();
+    sizes.extend([0, 1, caps.max_message_len]);
+    sizes.retain(|&s| s <= caps.max_message_len);
+    sizes.sort_unstable();
+    sizes.dedup();
+    let plan = Plan::simple(cfg.seed, sizes.iter().flat_map(|&s| [s, s]).collect());
+    one_plan("boundary_sizes", t, cfg, &plan)
+}
+
+fn one_plan<T: Transport>(
+    check: &'static str,
+    t: &T,
+    cfg: &BatteryConfig,
+    plan: &Plan,
+) -> CheckResult {
+    let outcome = run_case(t, plan, &cfg.run).map_err(|e| Finding {
+        check,
+        report: format!("could not run: {e}"),
+        kinds: Vec::new(),
+    })?;
+    if outcome.passed() {
+        Ok(())
+    } else {
+        Err(Finding {
+            check,
+            kinds: outcome.violations.iter().map(|v| v.kind()).collect(),
+            report: outcome.report(),
+        })
+    }
+}
+
+/// Senders exit normally (dropping their ends): the receiver drains, then Disconnected.
+pub fn disconnect_on_drop<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    let plan = Plan::simple(cfg.seed ^ 1, vec![10, 0, 100, 1, 33]);
+    one_plan("disconnect_on_drop", t, cfg, &plan)?;
+    one_plan(
+        "disconnect_on_drop",
+        t,
+        cfg,
+        &Plan::simple(cfg.seed ^ 2, Vec::new()),
+    )
+}
+
+/// A sender SIGKILLed at a generated step: an intact prefix, then Disconnected.
+pub fn disconnect_on_sigkill<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    generated("disconnect_on_sigkill", t, cfg, base_limits(cfg), |p| {
+        let n = p.senders[0].sizes.len();
+        p.senders[0].kill_after = Some((p.seed as usize) % (n + 1));
+    })
+}
+
+/// The receiver leaves early, or is SIGKILLed: senders get an error or succeed, and never
+/// hang or die.
+pub fn receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    generated("receiver_gone", t, cfg, base_limits(cfg), |p| {
+        let k = (p.seed as usize) % 6;
+        if p.seed % 2 == 0 {
+            p.receiver.close_after = Some(k);
+        } else {
+            p.receiver.kill_after = Some(k);
+        }
+    })
+}
+
+/// In one process: `try_recv` on an empty transport is Empty, `recv_timeout` waits at least
+/// its timeout, and a message sent is then received.
+pub fn timeouts_honoured<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResult {
+    let fail = |report: String| Finding {
+        check: "timeouts_honoured",
+        report,
+        kinds: vec![super::ViolationKind::Hung],
+    };
+    let (mut tx, mut rx) = t.pair(1).map_err(|e| fail(format!("pair: {e}")))?;
+    match rx.try_recv() {
+        Err(Error::Empty) => {}
+        other => {
+            return Err(fail(format!(
+                "try_recv on an empty transport returned {other:?}, not Empty"
+            )))
+        }
+    }
+    let wait = Duration::from_millis(30);
+    let start = Instant::now();
+    match rx.recv_timeout(wait) {
+        Err(Error::Timeout(_)) if start.elapsed() >= wait => {}
+        Err(Error::Timeout(_)) => {
+            return Err(fail(format!(
+                "recv_timeout({wait:?}) gave up after {:?}",
+                start.elapsed()
+            )))
+        }
+        other => {
+            return Err(fail(format!(
+                "recv_timeout on an empty transport returned {other:?}"
+            )))
+        }
+    }
+    tx.send(b"after the timeout")
+        .map_err(|e| fail(format!("send: {e}")))?;
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(m) if m == b"after the timeout" => Ok(()),
+        other => Err(fail(format!(
+            "a message sent after a timeout came back as {other:?}"
+        ))),
+    }
+}
+
+/// Where several senders are declared: generated plans with 2 to 4 sender processes.
+pub fn several_senders<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    if t.capabilities().multi_sender.is_none() {
+        return Ok(());
+    }
+    let limits = PlanLimits {
+        max_senders: 4,
+        ..base_limits(cfg)
+    };
+    let strategy_has_several = |p: &mut Plan| {
+        // Generated plans may have one sender; give those a second one with the same script.
+        if p.senders.len() == 1 {
+            let mut second = p.senders[0].clone();
+            let max = t.capabilities().multi_sender.unwrap_or(0);
+            for s in &mut second.sizes {
+                *s = (*s).min(max);
+            }
+            for s in &mut p.senders[0].sizes {
+                *s = (*s).min(max);
+            }
+            p.senders.push(second);
+        }
+    };
+    generated("several_senders", t, cfg, limits, strategy_has_several)
+}
+
+/// A message one byte over the declared maximum is refused with an error, and nothing of it
+/// is delivered.
+pub fn hostile_sizes_refused<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResult {
+    let fail = |report: String| Finding {
+        check: "hostile_sizes_refused",
+        report,
+        kinds: vec![super::ViolationKind::Unexpected],
+    };
+    let max = t.capabilities().max_message_len;
+    let (mut tx, mut rx) = t.pair(1).map_err(|e| fail(format!("pair: {e}")))?;
+    let too_big = vec![0x5a; max.saturating_add(1)];
+    match tx.send(&too_big) {
+        Err(Error::MessageTooLarge { .. }) => {}
+        other => {
+            return Err(fail(format!(
+                "send of {} bytes (max {max}) returned {other:?}",
+                too_big.len()
+            )))
+        }
+    }
+    drop(tx);
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Err(Error::Disconnected) => Ok(()),
+        other => Err(fail(format!(
+            "after a refused send, the receiver got {other:?} instead of Disconnected"
+        ))),
+    }
+}
+
+/// Every check's name, in order.
+pub const CHECKS: [&str; 8] = [
+    "fifo_and_integrity",
+    "boundary_sizes",
+    "disconnect_on_drop",
+    "disconnect_on_sigkill",
+    "receiver_gone",
+    "timeouts_honoured",
+    "several_senders",
+    "hostile_sizes_refused",
+];
+
+/// Runs every check over `t`; returns what each found (empty: all passed).
+pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 8] = [
+        fifo_and_integrity,
+        boundary_sizes,
+        disconnect_on_drop,
+        disconnect_on_sigkill,
+        receiver_gone,
+        timeouts_honoured,
+        several_senders,
+        hostile_sizes_refused,
+    ];
+    checks.iter().filter_map(|c| c(t, cfg).err()).collect()
+}
+
+/// Generates the conformance battery for a transport as ordinary `#[test]`s, one per check
+/// (see [`check::battery`](crate::check::battery)). The expression is evaluated afresh in
+/// each test and must give a value implementing [`Transport`](crate::check::Transport).
+///
+/// In `tests/conformance.rs` of your crate, with `MyTransport` implementing
+/// [`Transport`](crate::check::Transport):
+///
+/// ```
+/// # use ipcprop::check::builtin::PipeTransport as MyTransport;
+/// ipcprop::conformance_tests!(my_transport, MyTransport::default());
+/// # fn main() {}
+/// ```
+///
+/// gives `my_transport::fifo_and_integrity`, `my_transport::boundary_sizes`, ... as tests.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::check::battery as b;
+
+            fn run<T: $crate::check::Transport>(
+                check: fn(&T, &b::BatteryConfig) -> ::std::result::Result<(), b::Finding>,
+                t: T,
+            ) {
+                if let Err(finding) = check(&t, &b::BatteryConfig::default()) {
+                    panic!("{finding}");
+                }
+            }
+
+            #[test]
+            fn fifo_and_integrity() {
+                run(b::fifo_and_integrity, $make)
+            }
+            #[test]
+            fn boundary_sizes() {
+                run(b::boundary_sizes, $make)
+            }
+            #[test]
+            fn disconnect_on_drop() {
+                run(b::disconnect_on_drop, $make)
+            }
+            #[test]
+            fn disconnect_on_sigkill() {
+                run(b::disconnect_on_sigkill, $make)
+            }
+            #[test]
+            fn receiver_gone() {
+                run(b::receiver_gone, $make)
+            }
+            #[test]
+            fn timeouts_honoured() {
+                run(b::timeouts_honoured, $make)
+            }
+            #[test]
+            fn several_senders() {
+                run(b::several_senders, $make)
+            }
+            #[test]
+            fn hostile_sizes_refused() {
+                run(b::hostile_sizes_refused, $make)
+            }
+        }
+    };
+}

@@ -1,0 +1,170 @@
+//! Adapters for transports this crate did not write, to run the battery over them:
+//! a `UnixStream` socketpair carrying this crate's frames, and a `SOCK_SEQPACKET`
+//! socketpair carrying one message per packet. What the battery finds in them is a result
+//! about those transports (see `tests/foreign.rs`), not a failure of the harness.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use super::plan::Capabilities;
+use super::Transport;
+use crate::error::{Error, Result};
+use crate::frame::DEFAULT_MAX_FRAME_LEN;
+use crate::pipe::{PipeConfig, PipeReceiver, PipeSender};
+use crate::transport::{Receiver, Sender, Wait};
+
+fn pair_of(kind: SockType) -> Result<(OwnedFd, OwnedFd)> {
+    socketpair(AddressFamily::Unix, kind, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| Error::sys("socketpair", e))
+}
+
+/// A `SOCK_STREAM` Unix socketpair carrying frames (the pipe channel's code over a socket).
+/// Stream writes from several processes may interleave, so it declares one sender.
+#[derive(Debug, Clone, Default)]
+pub struct UnixStreamTransport;
+
+impl Transport for UnixStreamTransport {
+    type Sender = PipeSender;
+    type Receiver = PipeReceiver;
+
+    fn name(&self) -> String {
+        "unix-stream".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let max = DEFAULT_MAX_FRAME_LEN;
+        Capabilities {
+            max_message_len: max,
+            multi_sender: None,
+            boundary_sizes: vec![0, 1, 212_992 - 8, 212_992, 212_992 + 1, max - 1, max],
+        }
+    }
+
+    fn pair(&self, _senders: usize) -> Result<(PipeSender, PipeReceiver)> {
+        let (a, b) = pair_of(SockType::Stream)?;
+        Ok((
+            PipeSender::with_io(a, PipeConfig::new()),
+            PipeReceiver::with_io(b, PipeConfig::new()),
+        ))
+    }
+}
+
+/// The largest packet the seqpacket adapter sends (under the default socket buffer).
+pub const SEQPACKET_MAX: usize = 64 * 1024;
+
+/// A `SOCK_SEQPACKET` Unix socketpair: one message per packet, no framing of ours. Packets
+/// are atomic, so several sender processes may share the sending end.
+#[derive(Debug, Clone, Default)]
+pub struct SeqpacketTransport;
+
+/// The sending end of [`SeqpacketTransport`].
+#[derive(Debug)]
+pub struct SeqpacketSender(OwnedFd);
+
+/// The receiving end of [`SeqpacketTransport`].
+#[derive(Debug)]
+pub struct SeqpacketReceiver {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl Transport for SeqpacketTransport {
+    type Sender = SeqpacketSender;
+    type Receiver = SeqpacketReceiver;
+
+    fn name(&self) -> String {
+        "unix-seqpacket".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_len: SEQPACKET_MAX,
+            multi_sender: Some(SEQPACKET_MAX),
+            boundary_sizes: vec![0, 1, 4095, 4096, 4097, SEQPACKET_MAX - 1, SEQPACKET_MAX],
+        }
+    }
+
+    fn pair(&self, _senders: usize) -> Result<(SeqpacketSender, SeqpacketReceiver)> {
+        let (a, b) = pair_of(SockType::SeqPacket)?;
+        Ok((
+            SeqpacketSender(a),
+            SeqpacketReceiver {
+                fd: b,
+                buf: vec![0; SEQPACKET_MAX + 1],
+            },
+        ))
+    }
+}
+
+impl Sender for SeqpacketSender {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if msg.len() > SEQPACKET_MAX {
+            return Err(Error::MessageTooLarge {
+                len: msg.len(),
+                max: SEQPACKET_MAX,
+                why: "the seqpacket adapter's packet size",
+            });
+        }
+        loop {
+            // MSG_NOSIGNAL: a gone receiver is EPIPE, not a SIGPIPE death.
+            match nix::sys::socket::send(
+                std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                msg,
+                MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
+                Err(e) => return Err(Error::sys("send(SOCK_SEQPACKET)", e)),
+            }
+        }
+    }
+
+    fn max_message_len(&self) -> usize {
+        SEQPACKET_MAX
+    }
+}
+
+impl Receiver for SeqpacketReceiver {
+    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let deadline = wait.deadline_from(Instant::now());
+        loop {
+            if let Some(d) = deadline {
+                let ms = d
+                    .saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000);
+                let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+                match nix::poll::poll(
+                    &mut fds,
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+                ) {
+                    Ok(0) => return Err(wait.expired()),
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(Error::sys("poll", e)),
+                }
+            }
+            match nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                &mut self.buf,
+                MsgFlags::empty(),
+            ) {
+                // Zero bytes: end of stream, or an empty packet. The socket API cannot tell
+                // them apart; this adapter, like most code, reads it as end of stream.
+                Ok(0) => return Err(Error::Disconnected),
+                Ok(n) => return Ok(f(&self.buf[..n])),
+                Err(Errno::EINTR | Errno::EAGAIN) => continue,
+                Err(e) => return Err(Error::sys("recv(SOCK_SEQPACKET)", e)),
+            }
+        }
+    }
+
+    fn max_message_len(&self) -> usize {
+        SEQPACKET_MAX
+    }
+}
