@@ -10,8 +10,8 @@
 //! | transport | module | status |
 //! | --- | --- | --- |
 //! | framed channel over an anonymous pipe | [`pipe`] | here |
-//! | shared-memory ring (memfd, futex wait/wake) | `shm` | planned |
-//! | crash-safe file queue under `flock` | `queue` | planned |
+//! | shared-memory ring (memfd, futex wait/wake) | [`shm`] | here |
+//! | crash-safe file queue under `flock` | [`queue`] | here |
 //!
 //! All of them implement [`Sender`] and [`Receiver`], so the conformance harness in
 //! [`check`] (fork runner, proptest plans, history checker, campaigns) runs over each, and

@@ -251,10 +251,14 @@ fn cli_check_prints_the_table_and_exits_zero() {
             .any(|l| l.starts_with("pipe ") && l.contains(" 10 ")),
         "{stdout}"
     );
-    assert!(
-        stdout.lines().any(|l| l.starts_with("pipe-faults")),
-        "{stdout}"
-    );
+    for name in ["pipe-faults", "ring", "queue"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) && l.contains(" 10 ")),
+            "{name} missing from the default set: {stdout}"
+        );
+    }
 }
 
 #[test]
@@ -264,4 +268,79 @@ fn cli_refuses_bad_arguments() {
     let out = cmd.output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cases"));
+}
+
+#[test]
+fn cli_check_json_names_each_transport_and_the_failure() {
+    let mut cmd = cli();
+    cmd.args([
+        "check",
+        "--cases",
+        "4",
+        "--json",
+        "--transport",
+        "pipe",
+        "--transport",
+        "broken-drop",
+    ]);
+    let (stdout, out) = run(cmd);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = stdout.trim();
+    assert!(
+        line.starts_with("{\"passed\":false,\"transports\":[{\"transport\":\"pipe\""),
+        "{line}"
+    );
+    assert!(line.contains("\"failure\":null"), "{line}");
+    assert!(line.contains("\"kind\":\"lost\""), "{line}");
+    assert_eq!(
+        line.matches('{').count(),
+        line.matches('}').count(),
+        "unbalanced JSON: {line}"
+    );
+}
+
+#[test]
+fn cli_check_time_runs_rounds_and_save_keeps_the_failure() {
+    let dir = std::env::temp_dir().join(format!("ipcprop-cli-save-{}", std::process::id()));
+    let mut cmd = cli();
+    cmd.args([
+        "check",
+        "--cases",
+        "3",
+        "--time",
+        "1",
+        "--transport",
+        "ring",
+    ]);
+    let (stdout, out) = run(cmd);
+    assert!(out.status.success(), "{stdout}");
+    let ring = stdout
+        .lines()
+        .find(|l| l.starts_with("ring "))
+        .expect(&stdout);
+    let cases: u32 = ring.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(cases >= 3, "{stdout}");
+    let mut cmd = cli();
+    cmd.args([
+        "check",
+        "--cases",
+        "5",
+        "--transport",
+        "broken-drop",
+        "--save",
+    ])
+    .arg(&dir);
+    let (_, out) = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let saved: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    let text = std::fs::read_to_string(saved[0].as_ref().unwrap().path()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        text.starts_with("replay: ipcprop check --transport pipe+drop(2) --seed 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[lost]") && text.contains("plan as data:"),
+        "{text}"
+    );
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! ipcprop demo [fork|threads|pipe|shm|file-queue|all]
-//! ipcprop check [--transport NAME]... [--cases N] [--seed S] [--timeout SECS]
+//! ipcprop check [--transport NAME]... [--cases N] [--seed S] [--timeout SECS] [--time SECS] [--json] [--save DIR]
 //! ```
 
 use std::process::ExitCode;
@@ -69,6 +69,17 @@ enum Command {
         /// Watchdog: seconds before a case's processes count as hung.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Run each transport for this many seconds (rounds of --cases with successive
+        /// seeds) instead of one round; stops at the first failure.
+        #[arg(long, value_name = "SECS")]
+        time: Option<u64>,
+        /// Print one JSON object instead of progress bars and the table.
+        #[arg(long)]
+        json: bool,
+        /// Write each minimal failing case (replay command, plan, violations, timeline) to
+        /// DIR/<transport>-seed<seed>.txt.
+        #[arg(long, value_name = "DIR")]
+        save: Option<std::path::PathBuf>,
     },
 }
 
@@ -106,7 +117,18 @@ fn main() -> ExitCode {
             cases,
             seed,
             timeout,
-        } => check(transports, cases, seed, timeout),
+            time,
+            json,
+            save,
+        } => check(CheckArgs {
+            transports,
+            cases,
+            seed,
+            timeout,
+            time,
+            json,
+            save,
+        }),
     }
 }
 
@@ -132,27 +154,39 @@ fn demo(scenario: Scenario) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn check(mut transports: Vec<TransportName>, cases: u32, seed: u64, timeout: u64) -> ExitCode {
+struct CheckArgs {
+    transports: Vec<TransportName>,
+    cases: u32,
+    seed: u64,
+    timeout: u64,
+    time: Option<u64>,
+    json: bool,
+    save: Option<std::path::PathBuf>,
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let mut transports = args.transports.clone();
     if transports.is_empty() {
         transports = vec![
             TransportName::Pipe,
             TransportName::PipeFaults,
             TransportName::Ring,
+            TransportName::Queue,
         ];
     }
     transports.dedup();
     let config = CampaignConfig {
-        cases,
-        seed,
+        cases: args.cases,
+        seed: args.seed,
         run: RunConfig {
-            timeout: Duration::from_secs(timeout.max(1)),
+            timeout: Duration::from_secs(args.timeout.max(1)),
         },
         ..CampaignConfig::default()
     };
     let mut reports = Vec::new();
     for t in transports {
         let result = match t {
-            TransportName::Pipe => run_one(&PipeTransport::default(), &config),
+            TransportName::Pipe => run_one(&PipeTransport::default(), &config, &args),
             TransportName::PipeFaults => {
                 let schedule = FaultSchedule::new(vec![
                     Fault::Short(1),
@@ -162,21 +196,23 @@ fn check(mut transports: Vec<TransportName>, cases: u32, seed: u64, timeout: u64
                     Fault::WouldBlock,
                     Fault::Short(4093),
                 ]);
-                run_one(&FaultyPipeTransport::new(schedule), &config)
+                run_one(&FaultyPipeTransport::new(schedule), &config, &args)
             }
             TransportName::Ring => run_one(
                 &RingTransport {
                     config: RingConfig::new().capacity(4096),
                 },
                 &config,
+                &args,
             ),
             TransportName::Queue => match QueueTransport::new() {
-                Ok(t) => run_one(&t, &config),
+                Ok(t) => run_one(&t, &config, &args),
                 Err(e) => Err(e),
             },
             TransportName::BrokenDrop => run_one(
                 &Broken::new(PipeTransport::default(), Defect::Drop(2)),
                 &config,
+                &args,
             ),
         };
         match result {
@@ -187,17 +223,29 @@ fn check(mut transports: Vec<TransportName>, cases: u32, seed: u64, timeout: u64
             }
         }
     }
-    print_table(&reports);
-    let mut failed = false;
-    for r in &reports {
-        if let Some(f) = &r.failure {
-            failed = true;
-            println!();
-            println!(
-                "minimal failing case for {} (reproduce with --seed {}):",
-                r.transport, f.seed
+    if let Some(dir) = &args.save {
+        if let Err(e) = save_failures(dir, &reports) {
+            eprintln!(
+                "error: could not save the failing cases in {}: {e}",
+                dir.display()
             );
-            print!("{}", f.minimal.report());
+            return ExitCode::from(2);
+        }
+    }
+    let failed = reports.iter().any(|r| r.failure.is_some());
+    if args.json {
+        println!("{}", to_json(&reports));
+    } else {
+        print_table(&reports);
+        for r in &reports {
+            if let Some(f) = &r.failure {
+                println!();
+                println!(
+                    "minimal failing case for {} (reproduce with --seed {}):",
+                    r.transport, f.seed
+                );
+                print!("{}", f.minimal.report());
+            }
         }
     }
     if failed {
@@ -207,25 +255,149 @@ fn check(mut transports: Vec<TransportName>, cases: u32, seed: u64, timeout: u64
     }
 }
 
+/// One transport's campaign: one round of `--cases`, or rounds with successive seeds for
+/// `--time` seconds (stopping at the first failure), with a progress bar unless `--json`.
 fn run_one<T: Transport>(
     transport: &T,
     config: &CampaignConfig,
+    args: &CheckArgs,
 ) -> ipcprop::Result<CampaignReport> {
-    let bar = ProgressBar::new(u64::from(config.cases));
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else if args.time.is_some() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::new(u64::from(config.cases))
+    };
     bar.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} cases {per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     bar.set_prefix(transport.name());
-    let result = campaign(transport, config, &mut |outcome| {
-        bar.inc(1);
-        if !outcome.passed() {
-            bar.set_message("violation found, shrinking");
+    let until = args
+        .time
+        .map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    let mut total: Option<CampaignReport> = None;
+    let mut round = 0u64;
+    loop {
+        let cfg = CampaignConfig {
+            seed: config.seed.wrapping_add(round),
+            ..config.clone()
+        };
+        let r = campaign(transport, &cfg, &mut |outcome| {
+            bar.inc(1);
+            if !outcome.passed() {
+                bar.set_message("violation found, shrinking");
+            }
+        })?;
+        round += 1;
+        let done = r.failure.is_some() || until.is_none_or(|u| std::time::Instant::now() >= u);
+        total = Some(match total {
+            None => r,
+            Some(t) => CampaignReport {
+                transport: t.transport,
+                cases: t.cases + r.cases,
+                messages: t.messages + r.messages,
+                bytes: t.bytes + r.bytes,
+                violations: r.violations,
+                elapsed: t.elapsed + r.elapsed,
+                failure: r.failure,
+            },
+        });
+        if done {
+            break;
         }
-    });
+    }
     bar.finish_and_clear();
-    result
+    total.ok_or_else(|| ipcprop::Error::Corrupt("no campaign round ran".into()))
+}
+
+/// Writes each minimal failing case to `dir`, with the command that replays it.
+fn save_failures(dir: &std::path::Path, reports: &[CampaignReport]) -> std::io::Result<()> {
+    for r in reports {
+        if let Some(f) = &r.failure {
+            std::fs::create_dir_all(dir)?;
+            let path = dir.join(format!("{}-seed{}.txt", r.transport, f.seed));
+            let text = format!(
+                "replay: ipcprop check --transport {} --seed {}\n\n{}\nplan as data: {:?}\n",
+                r.transport,
+                f.seed,
+                f.minimal.report(),
+                f.minimal.plan
+            );
+            std::fs::write(&path, text)?;
+            eprintln!("saved {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The campaign results as one JSON object.
+fn to_json(reports: &[CampaignReport]) -> String {
+    let items: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let failure = match &r.failure {
+                None => "null".to_string(),
+                Some(f) => {
+                    let violations: Vec<String> = f
+                        .minimal
+                        .violations
+                        .iter()
+                        .map(|v| {
+                            format!(
+                                "{{\"kind\":{},\"text\":{}}}",
+                                json_str(&v.kind().to_string()),
+                                json_str(&v.to_string())
+                            )
+                        })
+                        .collect();
+                    format!(
+                        "{{\"seed\":{},\"violations\":[{}],\"report\":{}}}",
+                        f.seed,
+                        violations.join(","),
+                        json_str(&f.minimal.report())
+                    )
+                }
+            };
+            format!(
+                "{{\"transport\":{},\"cases\":{},\"messages\":{},\"bytes\":{},\"violations\":{},\"cases_per_sec\":{:.1},\"seconds\":{:.3},\"failure\":{}}}",
+                json_str(&r.transport),
+                r.cases,
+                r.messages,
+                r.bytes,
+                r.violations,
+                r.cases_per_sec(),
+                r.elapsed.as_secs_f64(),
+                failure
+            )
+        })
+        .collect();
+    let passed = reports.iter().all(|r| r.failure.is_none());
+    format!(
+        "{{\"passed\":{passed},\"transports\":[{}]}}",
+        items.join(",")
+    )
 }
 
 fn print_table(reports: &[CampaignReport]) {
