@@ -28,7 +28,8 @@ fn each_broken_transport_is_caught_and_named(
         Defect::Truncate(2),
         Defect::HangAfter(2),
         Defect::IgnoreClose,
-        Defect::PanicOn(2)
+        Defect::PanicOn(2),
+        Defect::LoseUnflushed
     )]
     defect: Defect,
     // Long messages, and short ones without room for an identity. (A defect that turns one
@@ -64,7 +65,7 @@ fn each_broken_transport_is_caught_and_named(
 #[test]
 fn every_defect_is_in_the_table_above() {
     // A defect added to `Defect::ALL` must be added to the rstest values too.
-    assert_eq!(Defect::ALL.len(), 8);
+    assert_eq!(Defect::ALL.len(), 9);
 }
 
 #[test]
@@ -188,13 +189,14 @@ fn the_battery_catches_each_broken_transport(
         Defect::Swap(2),
         Defect::FlipBit(2),
         Defect::Truncate(2),
-        Defect::PanicOn(2)
+        Defect::PanicOn(2),
+        Defect::LoseUnflushed
     )]
     defect: Defect,
 ) {
     use ipcprop::check::battery::{run_battery, BatteryConfig};
     let cfg = BatteryConfig {
-        cases: 8,
+        cases: 4,
         run: quick(),
         ..BatteryConfig::default()
     };

@@ -19,8 +19,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::case::{run_case, RunConfig};
 use super::plan::PlanLimits;
-use super::run::{run_case, RunConfig};
 use super::{campaign, CampaignConfig, Plan, Transport};
 use crate::error::Error;
 use crate::transport::{Receiver, Sender};

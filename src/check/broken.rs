@@ -41,6 +41,9 @@ pub enum Defect {
     IgnoreClose,
     /// The sender panics on message `n`.
     PanicOn(usize),
+    /// The sender acknowledges messages at once but writes them only in groups of 4; what
+    /// it holds is lost when its process dies (SIGKILL, or an exit without a flush).
+    LoseUnflushed,
 }
 
 impl Defect {
@@ -54,11 +57,12 @@ impl Defect {
             Defect::FlipBit(_) | Defect::Truncate(_) => K::Corrupted,
             Defect::HangAfter(_) | Defect::IgnoreClose => K::Hung,
             Defect::PanicOn(_) => K::Crashed,
+            Defect::LoseUnflushed => K::Lost,
         }
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 8] = [
+    pub const ALL: [Defect; 9] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -67,6 +71,7 @@ impl Defect {
         Defect::HangAfter(2),
         Defect::IgnoreClose,
         Defect::PanicOn(2),
+        Defect::LoseUnflushed,
     ];
 }
 
@@ -104,6 +109,7 @@ impl<T: Transport> Transport for Broken<T> {
                 defect: self.defect,
                 count: 0,
                 held: None,
+                unflushed: Vec::new(),
             },
             BrokenReceiver {
                 inner: r,
@@ -122,6 +128,8 @@ pub struct BrokenSender<S> {
     count: usize,
     /// A message held back to be sent after the next one ([`Defect::Swap`]).
     held: Option<Vec<u8>>,
+    /// Acknowledged messages not yet written ([`Defect::LoseUnflushed`]).
+    unflushed: Vec<Vec<u8>>,
 }
 
 impl<S: Sender> Sender for BrokenSender<S> {
@@ -155,6 +163,15 @@ impl<S: Sender> Sender for BrokenSender<S> {
             }
             Defect::Truncate(k) if k == n => self.inner.send(&msg[..msg.len() / 2]),
             Defect::PanicOn(k) if k == n => panic!("deliberate panic on message {n}"),
+            Defect::LoseUnflushed => {
+                self.unflushed.push(msg.to_vec());
+                if self.unflushed.len() == 4 {
+                    for m in std::mem::take(&mut self.unflushed) {
+                        self.inner.send(&m)?;
+                    }
+                }
+                Ok(())
+            }
             _ => self.inner.send(msg),
         }
     }

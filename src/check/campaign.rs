@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
+use super::case::{run_case, CaseOutcome, RunConfig};
 use super::plan::{plan_strategy, Plan, PlanLimits};
-use super::run::{run_case, CaseOutcome, RunConfig};
 use super::Transport;
 use crate::error::Result;
 

@@ -7,12 +7,14 @@
 //!   the boundaries, counts, several senders, pacing and faults.
 //! - [`fork`]: running closures in forked children safely from a multi-threaded test
 //!   binary, with a watchdog.
-//! - [`run`]: one plan across real processes ([`run_case`]), recording what each did.
+//! - [`case`]: one plan across real processes ([`run_case`]), recording what each did.
 //! - [`history`]: the checker, naming violations as lost, unexpected, duplicated,
 //!   reordered, corrupted (plus hung and crashed from the runner).
-//! - [`campaign()`]: many generated cases with shrinking to a minimal failing plan.
+//! - [`campaign()`] and [`run()`]: many generated cases with shrinking to a minimal failing
+//!   plan, returning a [`CampaignReport`].
 //! - [`builtin`]: adapters for the transports of this crate.
 //! - [`broken`]: deliberately broken transports, to prove the harness catches each fault.
+//! - [`foreign`]: adapters for transports this crate did not write.
 //! - [`battery`]: the conformance checks, and [`conformance_tests!`](crate::conformance_tests)
 //!   to generate them as `#[test]`s for a transport of yours.
 //!
@@ -33,16 +35,16 @@ pub mod battery;
 pub mod broken;
 pub mod builtin;
 mod campaign;
+pub mod case;
 pub mod foreign;
 pub mod fork;
 pub mod history;
 pub mod plan;
-pub mod run;
 
 pub use campaign::{campaign, CampaignConfig, CampaignReport, Failure};
+pub use case::{run_case, CaseOutcome, RunConfig};
 pub use history::{Violation, ViolationKind};
 pub use plan::{plan_strategy, Capabilities, Plan, PlanLimits};
-pub use run::{run_case, CaseOutcome, RunConfig};
 
 use crate::error::Result;
 use crate::transport::{Receiver, Sender};
@@ -68,4 +70,19 @@ pub trait Transport {
     /// Makes a connected pair. `senders` is how many processes will share the sending end
     /// (at most 1 unless [`Capabilities::multi_sender`] is `Some`).
     fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)>;
+}
+
+/// Runs a campaign over `transport` (generated plans, shrinking the first failure) and
+/// returns its report: the programmatic form of `ipcprop check`.
+///
+/// ```
+/// use ipcprop::check::{self, builtin::RingTransport, CampaignConfig};
+///
+/// let report = check::run(&RingTransport::default(), &CampaignConfig { cases: 4, ..CampaignConfig::default() })?;
+/// assert!(report.failure.is_none(), "{}", report.failure.unwrap().minimal.report());
+/// assert_eq!(report.cases, 4);
+/// # Ok::<(), ipcprop::Error>(())
+/// ```
+pub fn run<T: Transport>(transport: &T, config: &CampaignConfig) -> Result<CampaignReport> {
+    campaign(transport, config, &mut |_| {})
 }
