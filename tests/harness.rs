@@ -117,7 +117,7 @@ fn a_hang_report_says_what_each_process_was_doing() {
         "{report}"
     );
     assert!(
-        report.contains("timeline:") && report.contains("sent s0#3"),
+        report.contains("timeline (") && report.contains("sent s0#3"),
         "{report}"
     );
 }

@@ -224,6 +224,8 @@ pub struct ProcessHistory {
     pub pid: i32,
     /// Its events, in order.
     pub events: Vec<Event>,
+    /// When each event happened (`CLOCK_MONOTONIC` ns, one clock for all processes).
+    pub times: Vec<u64>,
     /// How it ended.
     pub end: ChildEnd,
 }
@@ -266,21 +268,54 @@ impl CaseOutcome {
             let _ = writeln!(s, "  [{}] {v}", v.kind());
         }
         let _ = writeln!(s, "{}", self.plan);
-        let _ = writeln!(s, "timeline:");
+        s.push_str(&self.timeline());
+        s
+    }
+
+    /// What each process did, side by side: one column per process, one row per event, in
+    /// the order they happened (milliseconds since the first event), with how each ended.
+    pub fn timeline(&self) -> String {
+        const WIDTH: usize = 34;
+        const SHOW: usize = 60;
+        let cell = |text: &str| {
+            let t: String = text.chars().take(WIDTH).collect();
+            format!("{t:<WIDTH$}")
+        };
+        let mut s = String::from("timeline (ms since the first event; a column per process):\n");
+        let _ = write!(s, "  {:>9} ", "");
         for p in &self.processes {
-            let _ = writeln!(s, "  {} (pid {}): {}", p.name, p.pid, p.end);
-            const SHOW: usize = 40;
-            let n = p.events.len();
+            let _ = write!(s, "| {} ", cell(&format!("{} (pid {})", p.name, p.pid)));
+        }
+        s.push('\n');
+        let mut rows: Vec<(u64, usize, String)> = Vec::new();
+        for (col, p) in self.processes.iter().enumerate() {
             for (i, e) in p.events.iter().enumerate() {
-                if n > SHOW && i == SHOW / 2 {
-                    let _ = writeln!(s, "    ... {} more ...", n - SHOW);
-                }
-                if n <= SHOW || i < SHOW / 2 || i >= n - SHOW / 2 {
-                    let _ = writeln!(s, "    {i:>4}  {e}");
-                }
+                rows.push((p.times.get(i).copied().unwrap_or(0), col, e.to_string()));
             }
         }
-        s
+        rows.sort_by_key(|r| (r.0, r.1));
+        let start = rows.first().map_or(0, |r| r.0);
+        let n = rows.len();
+        for (k, (t, col, text)) in rows.iter().enumerate() {
+            if n > SHOW && k == SHOW / 2 {
+                let _ = writeln!(s, "  {:>9} ... {} more rows ...", "", n - SHOW);
+            }
+            if n > SHOW && k >= SHOW / 2 && k < n - SHOW / 2 {
+                continue;
+            }
+            let ms = t.saturating_sub(start) as f64 / 1e6;
+            let _ = write!(s, "  {ms:>9.3} ");
+            for c in 0..self.processes.len() {
+                let _ = write!(s, "| {} ", cell(if c == *col { text } else { "" }));
+            }
+            s.push('\n');
+        }
+        let _ = write!(s, "  {:>9} ", "end");
+        for p in &self.processes {
+            let _ = write!(s, "| {} ", cell(&p.end.to_string()));
+        }
+        s.push('\n');
+        s.lines().map(|l| format!("{}\n", l.trim_end())).collect()
     }
 }
 
@@ -441,11 +476,20 @@ fn judge(
 ) -> CaseOutcome {
     let processes: Vec<ProcessHistory> = reports
         .into_iter()
-        .map(|r| ProcessHistory {
-            name: r.name,
-            pid: r.pid,
-            events: r.records.iter().filter_map(|b| Event::decode(b)).collect(),
-            end: r.end,
+        .map(|r| {
+            let (times, events) = r
+                .record_times
+                .iter()
+                .zip(&r.records)
+                .filter_map(|(&t, b)| Event::decode(b).map(|e| (t, e)))
+                .unzip();
+            ProcessHistory {
+                name: r.name,
+                pid: r.pid,
+                events,
+                times,
+                end: r.end,
+            }
         })
         .collect();
     let mut violations = Vec::new();

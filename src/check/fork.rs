@@ -86,7 +86,10 @@ impl Reporter {
     /// Sends one record (arbitrary bytes) to the parent. Blocks while the report pipe is
     /// full; ignores errors (the parent is gone, and the child dies with it).
     pub fn record(&mut self, bytes: &[u8]) {
-        self.send(TAG_RECORD, bytes);
+        let mut stamped = Vec::with_capacity(8 + bytes.len());
+        stamped.extend_from_slice(&monotonic_ns().to_le_bytes());
+        stamped.extend_from_slice(bytes);
+        self.send(TAG_RECORD, &stamped);
     }
 
     fn send(&mut self, tag: u8, bytes: &[u8]) {
@@ -147,6 +150,9 @@ pub struct ChildReport {
     pub pid: i32,
     /// Every record the child sent with [`Reporter::record`].
     pub records: Vec<Vec<u8>>,
+    /// When each record was made: `CLOCK_MONOTONIC` nanoseconds, comparable across the
+    /// processes of one machine ([`monotonic_ns`]).
+    pub record_times: Vec<u64>,
     /// How it ended.
     pub end: ChildEnd,
 }
@@ -159,6 +165,7 @@ struct Running {
     report: Option<OwnedFd>,
     decoder: FrameDecoder,
     records: Vec<Vec<u8>>,
+    record_times: Vec<u64>,
     outcome: Option<ChildEnd>,
     /// The exit status, once reaped.
     status: Option<WaitStatus>,
@@ -185,7 +192,12 @@ impl Running {
         loop {
             match self.decoder.next_frame() {
                 Ok(Some(f)) => match f.split_first() {
-                    Some((&TAG_RECORD, rest)) => self.records.push(rest.to_vec()),
+                    Some((&TAG_RECORD, rest)) if rest.len() >= 8 => {
+                        let (at, bytes) = rest.split_at(8);
+                        self.record_times
+                            .push(u64::from_le_bytes(at.try_into().unwrap_or_default()));
+                        self.records.push(bytes.to_vec());
+                    }
                     Some((&TAG_RETURNED, _)) => self.outcome = Some(ChildEnd::Returned),
                     Some((&TAG_FAILED, m)) => {
                         self.outcome = Some(ChildEnd::Failed(String::from_utf8_lossy(m).into()))
@@ -245,9 +257,10 @@ impl Running {
             }
         };
         ChildReport {
-            name: self.name.clone(),
             pid: self.pid.as_raw(),
-            records: std::mem::take(&mut { self.records }),
+            name: self.name,
+            records: self.records,
+            record_times: self.record_times,
             end,
         }
     }
@@ -314,6 +327,7 @@ impl ChildGroup {
                     report: Some(report_r),
                     decoder: FrameDecoder::new(),
                     records: Vec::new(),
+                    record_times: Vec::new(),
                     outcome: None,
                     status: None,
                     hung: false,
@@ -474,6 +488,18 @@ where
         }
     }
     exit_now(0)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process of the machine, so the
+/// records of different children can be put on one timeline.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            (t.tv_sec() as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(t.tv_nsec() as u64)
+        })
+        .unwrap_or(0)
 }
 
 /// `_exit(2)`: leaves at once, running no destructor, `atexit` handler or stdio flush.
