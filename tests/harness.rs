@@ -228,3 +228,17 @@ fn the_battery_catches_hangs(#[values(Defect::HangAfter(2), Defect::IgnoreClose)
         disconnect_on_drop(&Broken::new(PipeTransport::default(), defect), &cfg).unwrap_err();
     assert!(finding.kinds.contains(&ViolationKind::Hung), "{finding}");
 }
+
+/// The crash-recovery check of persistent transports can fail: a queue that drops a
+/// message, or acknowledges before writing, loses acknowledged messages across the kills.
+#[rstest]
+fn crash_recovery_catches_losses_in_a_persistent_transport(
+    #[values(Defect::Drop(2), Defect::LoseUnflushed)] defect: Defect,
+) {
+    use ipcprop::check::battery::{crash_recovery, BatteryConfig};
+    use ipcprop::check::builtin::QueueTransport;
+    let t = Broken::new(QueueTransport::new().unwrap(), defect);
+    let finding = crash_recovery(&t, &BatteryConfig::default())
+        .expect_err("a lossy queue passed crash recovery");
+    assert!(finding.kinds.contains(&ViolationKind::Lost), "{finding}");
+}

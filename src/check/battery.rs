@@ -12,6 +12,7 @@
 //! | `timeouts_honoured` | `try_recv` is Empty, `recv_timeout` waits at least its timeout |
 //! | `several_senders` | where declared: each sender's order kept, nothing mixed |
 //! | `hostile_sizes_refused` | a message over the declared maximum is refused, nothing sent |
+//! | `crash_recovery` | where persistent: after SIGKILL of both sides, a re-attached receiver finds every acknowledged message not received, once, in order |
 //!
 //! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
 //! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed.
@@ -291,7 +292,7 @@ pub fn hostile_sizes_refused<T: Transport>(t: &T, _cfg: &BatteryConfig) -> Check
 }
 
 /// Every check's name, in order.
-pub const CHECKS: [&str; 8] = [
+pub const CHECKS: [&str; 9] = [
     "fifo_and_integrity",
     "boundary_sizes",
     "disconnect_on_drop",
@@ -300,11 +301,12 @@ pub const CHECKS: [&str; 8] = [
     "timeouts_honoured",
     "several_senders",
     "hostile_sizes_refused",
+    "crash_recovery",
 ];
 
 /// Runs every check over `t`; returns what each found (empty: all passed).
 pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
-    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 8] = [
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 9] = [
         fifo_and_integrity,
         boundary_sizes,
         disconnect_on_drop,
@@ -313,6 +315,7 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
         timeouts_honoured,
         several_senders,
         hostile_sizes_refused,
+        crash_recovery,
     ];
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
@@ -380,6 +383,187 @@ macro_rules! conformance_tests {
             fn hostile_sizes_refused() {
                 run(b::hostile_sizes_refused, $make)
             }
+            #[test]
+            fn crash_recovery() {
+                run(b::crash_recovery, $make)
+            }
         }
     };
+}
+
+/// Where declared persistent: a sender and a receiver process are SIGKILLed at generated
+/// steps (the receiver between receives); afterwards a receiver re-attached to the same
+/// storage must find every acknowledged message not received, once and in order, and
+/// nothing received before, corrupt or never sent.
+pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    use super::fork::ChildGroup;
+    use super::history::{fill_message, Delivery, MsgId};
+    use crate::transport::Wait;
+
+    if !t.capabilities().persistent {
+        return Ok(());
+    }
+    let fail = |report: String, kind| Finding {
+        check: "crash_recovery",
+        report,
+        kinds: vec![kind],
+    };
+    let max = t.capabilities().max_message_len.clamp(8, 4096);
+    let n = 24usize;
+    for round in 0..u64::from(cfg.cases.clamp(1, 16)) {
+        let seed = cfg.seed.wrapping_add(round);
+        let kill_sender = (seed.wrapping_mul(7) % (n as u64 + 1)) as usize;
+        let kill_receiver = (seed.wrapping_mul(13) % (n as u64 + 1)) as usize;
+        let len = |q: usize| 8 + (q * 37 + seed as usize) % (max - 7);
+        let (s, r) = t
+            .pair(1)
+            .map_err(|e| fail(format!("pair: {e}"), super::ViolationKind::Crashed))?;
+        let (mut s, mut r) = (Some(s), Some(r));
+        let mut group = ChildGroup::new();
+        let spawned = group.spawn("sender", |rep| {
+            drop(r.take());
+            let tx = s.as_mut().ok_or("no sender")?;
+            let mut buf = Vec::new();
+            for q in 0..n {
+                if q == kill_sender {
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                }
+                fill_message(
+                    seed,
+                    MsgId {
+                        sender: 0,
+                        seq: q as u32,
+                    },
+                    len(q),
+                    &mut buf,
+                );
+                tx.send(&buf).map_err(|e| e.to_string())?;
+                rep.record(&(q as u32).to_le_bytes());
+            }
+            Ok(())
+        });
+        spawned.map_err(|e| fail(format!("fork: {e}"), super::ViolationKind::Crashed))?;
+        // The receiver is forked from the parent's copy of `r`, which the parent keeps to
+        // re-attach later.
+        let spawned = group.spawn("receiver", |rep| {
+            drop(s.take());
+            let rx = r.as_mut().ok_or("no receiver")?;
+            let mut got = 0usize;
+            loop {
+                if got == kill_receiver {
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                }
+                match rx.recv_with(Wait::For(Duration::from_millis(50)), Delivery::of) {
+                    Ok(d) => {
+                        let id = d.label().map_or(u32::MAX, |l| l.seq);
+                        rep.record(&id.to_le_bytes());
+                        got += 1;
+                    }
+                    Err(Error::Timeout(_)) => {}
+                    Err(_) => return Ok(()),
+                }
+            }
+        });
+        spawned.map_err(|e| fail(format!("fork: {e}"), super::ViolationKind::Crashed))?;
+        drop(s.take());
+        let reports = group.wait(cfg.run.timeout);
+        let ids = |i: usize| -> Vec<u32> {
+            reports[i]
+                .records
+                .iter()
+                .filter_map(|b| Some(u32::from_le_bytes(b.as_slice().try_into().ok()?)))
+                .collect()
+        };
+        let (acked, received) = (ids(0), ids(1));
+        let keep = r.take().ok_or_else(|| {
+            fail(
+                "the receiver vanished".into(),
+                super::ViolationKind::Crashed,
+            )
+        })?;
+        let mut again = match t.reattach(&keep) {
+            Ok(Some(rx)) => rx,
+            Ok(None) => {
+                return Err(fail(
+                    "declared persistent, but reattach gave nothing".into(),
+                    super::ViolationKind::Lost,
+                ))
+            }
+            Err(e) => {
+                return Err(fail(
+                    format!("reattach: {e}"),
+                    super::ViolationKind::Crashed,
+                ))
+            }
+        };
+        drop(keep);
+        let mut recovered = Vec::new();
+        loop {
+            match again.recv_with(Wait::For(Duration::from_millis(200)), |m| m.to_vec()) {
+                Ok(m) => recovered.push(m),
+                Err(Error::Disconnected | Error::Timeout(_)) => break,
+                Err(e) => {
+                    return Err(fail(
+                        format!("receive after reattach: {e}"),
+                        super::ViolationKind::Crashed,
+                    ))
+                }
+            }
+        }
+        let context = format!(
+            "round {round} (seed {seed}): sender killed before message {kill_sender}, receiver after {kill_receiver}; acknowledged sent {acked:?}, received {received:?}"
+        );
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        for m in &recovered {
+            let id = Delivery::of(m).label().map(|l| l.seq);
+            let ok = id.is_some_and(|q| {
+                let q = q as usize;
+                q < n && {
+                    fill_message(
+                        seed,
+                        MsgId {
+                            sender: 0,
+                            seq: q as u32,
+                        },
+                        len(q),
+                        &mut buf,
+                    );
+                    buf == *m
+                }
+            });
+            let Some(q) = id.filter(|_| ok) else {
+                return Err(fail(
+                    format!("{context}: a corrupt or unknown message was recovered"),
+                    super::ViolationKind::Corrupted,
+                ));
+            };
+            if received.contains(&q) {
+                return Err(fail(
+                    format!("{context}: message {q} came back after it was received"),
+                    super::ViolationKind::Duplicated,
+                ));
+            }
+            if seen.last().is_some_and(|&l| l >= q) {
+                return Err(fail(
+                    format!("{context}: recovered out of order: {q} after {seen:?}"),
+                    super::ViolationKind::Reordered,
+                ));
+            }
+            seen.push(q);
+        }
+        // The receiver kills itself between receives, never inside one: nothing may miss.
+        let missing: Vec<u32> = acked
+            .iter()
+            .copied()
+            .filter(|q| !received.contains(q) && !seen.contains(q))
+            .collect();
+        if !missing.is_empty() {
+            return Err(fail(
+                format!("{context}: acknowledged messages lost: {missing:?}"),
+                super::ViolationKind::Lost,
+            ));
+        }
+    }
+    Ok(())
 }

@@ -101,6 +101,14 @@ impl<T: Transport> Transport for Broken<T> {
         self.inner.capabilities()
     }
 
+    fn reattach(&self, rx: &Self::Receiver) -> Result<Option<Self::Receiver>> {
+        Ok(self.inner.reattach(&rx.inner)?.map(|inner| BrokenReceiver {
+            inner,
+            defect: self.defect,
+            count: 0,
+        }))
+    }
+
     fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)> {
         let (s, r) = self.inner.pair(senders)?;
         Ok((

@@ -52,6 +52,7 @@ impl Transport for PipeTransport {
             max_message_len: max,
             multi_sender: Some(MAX_SHARED_PAYLOAD.min(max)),
             boundary_sizes: pipe_boundaries(max),
+            persistent: false,
         }
     }
 
@@ -149,6 +150,7 @@ impl Transport for RingTransport {
             max_message_len: self.config.max_message_len(),
             multi_sender: None,
             boundary_sizes: ring_boundaries(self.config.get_capacity()),
+            persistent: false,
         }
     }
 
@@ -228,7 +230,12 @@ impl Transport for QueueTransport {
             max_message_len: max,
             multi_sender: Some(max),
             boundary_sizes: queue_boundaries(max),
+            persistent: true,
         }
+    }
+
+    fn reattach(&self, rx: &QueueReceiver) -> Result<Option<QueueReceiver>> {
+        rx.reattach().map(Some)
     }
 
     fn pair(&self, _senders: usize) -> Result<(QueueSender, QueueReceiver)> {

@@ -41,6 +41,7 @@ impl Transport for UnixStreamTransport {
             max_message_len: max,
             multi_sender: None,
             boundary_sizes: vec![0, 1, 212_992 - 8, 212_992, 212_992 + 1, max - 1, max],
+            persistent: false,
         }
     }
 
@@ -85,6 +86,7 @@ impl Transport for SeqpacketTransport {
             max_message_len: SEQPACKET_MAX,
             multi_sender: Some(SEQPACKET_MAX),
             boundary_sizes: vec![0, 1, 4095, 4096, 4097, SEQPACKET_MAX - 1, SEQPACKET_MAX],
+            persistent: false,
         }
     }
 

@@ -70,6 +70,15 @@ pub trait Transport {
     /// Makes a connected pair. `senders` is how many processes will share the sending end
     /// (at most 1 unless [`Capabilities::multi_sender`] is `Some`).
     fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)>;
+
+    /// For a persistent transport ([`Capabilities::persistent`]): a new receiving end on
+    /// the same storage as `rx`, as a restarted consumer would open it, after every process
+    /// that used the pair is gone. It must find every acknowledged message not yet received.
+    /// `None` (the default) for transports whose messages do not outlive their processes.
+    fn reattach(&self, rx: &Self::Receiver) -> Result<Option<Self::Receiver>> {
+        let _ = rx;
+        Ok(None)
+    }
 }
 
 /// Runs a campaign over `transport` (generated plans, shrinking the first failure) and

@@ -23,6 +23,10 @@ pub struct Capabilities {
     /// Message sizes where this transport changes behaviour (a buffer size, an atomicity
     /// limit, a wrap point) and their neighbours; plans pick them often.
     pub boundary_sizes: Vec<usize>,
+    /// Messages outlive the processes: after every user of a pair is gone (killed, even),
+    /// [`Transport::reattach`](super::Transport::reattach) gives a receiver that finds every
+    /// acknowledged message not yet received. The battery then checks crash recovery.
+    pub persistent: bool,
 }
 
 /// Bounds on the plans generated, to keep cases fast.

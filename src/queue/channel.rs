@@ -96,6 +96,18 @@ impl QueueReceiver {
     pub fn queue(&self) -> &FileQueue {
         &self.queue
     }
+
+    /// A new receiving end on the same queue file, for a consumer that restarts after every
+    /// sender is gone: it drains what is there, then reports Disconnected.
+    pub fn reattach(&self) -> Result<QueueReceiver> {
+        let (senders, live) = liveness::pair()?;
+        drop(senders); // no sender of this new pair will ever exist
+        Ok(QueueReceiver {
+            queue: self.queue.open_again()?,
+            max: self.max,
+            live,
+        })
+    }
 }
 
 impl Receiver for QueueReceiver {

@@ -233,9 +233,31 @@ impl FileQueue {
         })
     }
 
-    /// The file's path.
+    /// The file's path (as opened; it may since have been renamed or unlinked).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Another handle on the same queue file, with its own open file description (as a
+    /// second process would have), found through this handle's descriptor, so it works
+    /// even if the path was renamed or unlinked.
+    pub fn open_again(&self) -> Result<FileQueue> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = inner.core.storage.file().as_raw_fd();
+        let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let fresh = Self::open_inner(&path, &self.config)?;
+        drop(inner);
+        let q = FileQueue {
+            path,
+            config: self.config,
+            inner: Mutex::new(fresh),
+        };
+        q.with_lock(|_| Ok(()))?;
+        // Keep the original path for messages; the descriptor path served to open it.
+        Ok(FileQueue {
+            path: self.path.clone(),
+            ..q
+        })
     }
 
     /// Runs `f` with the exclusive lock held and the state re-validated.
