@@ -4,27 +4,18 @@
 //! `EINTR` and `EAGAIN`. A failure shrinks to a minimal plan and is persisted in
 //! `proptest-regressions/pipe_props.txt`.
 
+mod common;
+
 use ipcprop::check::builtin::{FaultyPipeTransport, PipeTransport};
 use ipcprop::check::plan::{plan_strategy, Capabilities, PlanLimits};
 use ipcprop::check::{run_case, Plan, RunConfig, Transport};
 use ipcprop::pipe::fault::FaultSchedule;
 use ipcprop::pipe::PipeConfig;
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use rstest::rstest;
 
-/// `cases` unless `PROPTEST_CASES` asks for more (or fewer).
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cases),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/pipe_props.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    common::prop_config(cases, "pipe_props")
 }
 
 /// Limits that keep a case to a few milliseconds; the maximum size has its own test below.

@@ -1,8 +1,10 @@
 //! The file queue through its public API: operations, persistence, recovery from torn and
 //! truncated files, space reclamation, waiting, and the flock traps of DESIGN section 4.
 
+mod common;
+
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,29 +12,7 @@ use ipcprop::check::fork::{ChildEnd, ChildGroup};
 use ipcprop::queue::{Durability, FileQueue, QueueConfig};
 use ipcprop::Error;
 
-/// A directory removed when the test ends, pass or fail.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!("ipcprop-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::TempDir;
 
 fn open(path: &Path) -> FileQueue {
     FileQueue::open(path, QueueConfig::new()).unwrap()

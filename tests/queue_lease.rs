@@ -1,30 +1,15 @@
 //! At-least-once delivery: messages taken under a lease stay until acknowledged, are hidden
 //! from other consumers meanwhile, and come back when their holder dies (even by SIGKILL).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use ipcprop::check::fork::{ChildEnd, ChildGroup};
 use ipcprop::queue::{FileQueue, QueueConfig};
 use ipcprop::Error;
 
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!("ipcprop-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::TempDir;
 
 fn open(dir: &TempDir) -> FileQueue {
     FileQueue::open(dir.0.join("q"), QueueConfig::new()).unwrap()

@@ -3,7 +3,9 @@
 //! each consumer sees each producer's messages in the order they were pushed.
 //! (`QUEUE_LOAD_MESSAGES=N` changes the total.)
 
-use std::path::PathBuf;
+mod common;
+use common::TempDir;
+
 use std::time::Duration;
 
 use ipcprop::check::fork::{ChildEnd, ChildGroup};
@@ -34,20 +36,8 @@ fn four_producers_two_consumers_nothing_lost_or_duplicated() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let per_producer = total / PRODUCERS;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("ipcprop-load-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
-    let path = dir.join("load.q");
+    let dir = TempDir::new("load");
+    let path = dir.file("load.q");
     let q = FileQueue::open(&path, QueueConfig::new()).unwrap();
 
     let mut consumers = ChildGroup::new();

@@ -3,23 +3,15 @@
 //! chosen step, a receiver that leaves early), checked for loss, duplication, reordering,
 //! corruption and hangs. Failures shrink and are kept in proptest-regressions/queue_props.txt.
 
+mod common;
+
 use ipcprop::check::builtin::QueueTransport;
 use ipcprop::check::plan::{plan_strategy, PlanLimits};
 use ipcprop::check::{run_case, Plan, RunConfig, Transport};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cases),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/queue_props.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    common::prop_config(cases, "queue_props")
 }
 
 fn limits() -> PlanLimits {

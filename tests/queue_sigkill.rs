@@ -5,6 +5,9 @@
 //! (except what a pop cut short may have taken), no acknowledged pop comes back, and
 //! nothing corrupt or unsent appears.
 
+mod common;
+use common::TempDir;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -34,13 +37,6 @@ fn id_of(m: &[u8]) -> Result<u32, String> {
     Ok(id)
 }
 
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -50,9 +46,7 @@ proptest! {
         consumer_ms in 0u64..40,
         batch in 1u32..6,
     ) {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let dir = TempDir(std::env::temp_dir().join(format!("ipcprop-kill-{}-{nanos}", std::process::id())));
-        std::fs::create_dir_all(&dir.0).unwrap();
+        let dir = TempDir::new("kill");
         let path = dir.0.join("q");
         FileQueue::open(&path, QueueConfig::new()).unwrap();
         let mut group = ChildGroup::new();

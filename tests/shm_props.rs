@@ -3,6 +3,8 @@
 //! exactly on the wrap point, slow and fast sides, SIGKILL of either side at a chosen step,
 //! a receiver that leaves early, and a peer process that scribbles over the memory.
 
+mod common;
+
 use std::time::Duration;
 
 use ipcprop::check::builtin::RingTransport;
@@ -12,19 +14,9 @@ use ipcprop::check::{run_case, Plan, RunConfig, Transport};
 use ipcprop::shm::{self, RingConfig};
 use ipcprop::{Error, Receiver};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cases),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/shm_props.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
+    common::prop_config(cases, "shm_props")
 }
 
 fn small_ring() -> RingTransport {
