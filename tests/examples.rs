@@ -344,3 +344,17 @@ fn cli_check_time_runs_rounds_and_save_keeps_the_failure() {
         "{text}"
     );
 }
+
+#[test]
+fn custom_transport_example_runs_the_battery_on_a_users_transport() {
+    let (stdout, out) = run(example("custom_transport"));
+    assert!(out.status.success(), "{stdout}");
+    for check in ipcprop::check::battery::CHECKS {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(check) && l.ends_with("pass")),
+            "{check}: {stdout}"
+        );
+    }
+}
