@@ -358,3 +358,38 @@ fn custom_transport_example_runs_the_battery_on_a_users_transport() {
         );
     }
 }
+
+#[test]
+fn cli_check_jobs_splits_the_cases_over_worker_processes() {
+    let mut cmd = cli();
+    cmd.args([
+        "check",
+        "--cases",
+        "9",
+        "--jobs",
+        "3",
+        "--transport",
+        "ring",
+        "--transport",
+        "broken-drop",
+    ]);
+    let (stdout, out) = run(cmd);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let ring = stdout
+        .lines()
+        .find(|l| l.starts_with("ring "))
+        .expect(&stdout);
+    assert_eq!(
+        ring.split_whitespace().nth(1),
+        Some("9"),
+        "all cases of the 3 workers counted: {stdout}"
+    );
+    assert!(
+        stdout.contains("minimal failing case for pipe+drop(2)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[lost]") && stdout.contains("timeline ("),
+        "{stdout}"
+    );
+}

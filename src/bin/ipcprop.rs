@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! ipcprop demo [fork|threads|pipe|shm|file-queue|all]
-//! ipcprop check [--transport NAME]... [--cases N] [--seed S] [--timeout SECS] [--time SECS] [--json] [--save DIR]
+//! ipcprop check [--transport NAME]... [--cases N] [--seed S] [--timeout SECS] [--time SECS]
+//!               [--jobs N] [--json] [--save DIR]
 //! ```
 
 use std::process::ExitCode;
@@ -80,6 +81,13 @@ enum Command {
         /// DIR/<transport>-seed<seed>.txt.
         #[arg(long, value_name = "DIR")]
         save: Option<std::path::PathBuf>,
+        /// Split each transport's cases over this many worker processes (each with its own
+        /// seed), to use several cores.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        jobs: usize,
+        /// Internal: run as a worker of --jobs and print results for the parent.
+        #[arg(long, hide = true)]
+        worker: bool,
     },
 }
 
@@ -120,6 +128,8 @@ fn main() -> ExitCode {
             time,
             json,
             save,
+            jobs,
+            worker,
         } => check(CheckArgs {
             transports,
             cases,
@@ -128,6 +138,8 @@ fn main() -> ExitCode {
             time,
             json,
             save,
+            jobs,
+            worker,
         }),
     }
 }
@@ -162,6 +174,127 @@ struct CheckArgs {
     time: Option<u64>,
     json: bool,
     save: Option<std::path::PathBuf>,
+    jobs: usize,
+    worker: bool,
+}
+
+/// One transport's results, however they were obtained (here or from worker processes).
+struct Row {
+    transport: String,
+    cases: u32,
+    messages: u64,
+    bytes: u64,
+    seconds: f64,
+    failure: Option<RowFailure>,
+}
+
+struct RowFailure {
+    seed: u64,
+    /// (kind, text) of each violation of the minimal failing case.
+    violations: Vec<(String, String)>,
+    /// The readable report: plan, violations, timeline.
+    report: String,
+    /// The plan, as data.
+    plan: String,
+}
+
+impl Row {
+    fn from_report(r: &CampaignReport) -> Row {
+        Row {
+            transport: r.transport.clone(),
+            cases: r.cases,
+            messages: r.messages,
+            bytes: r.bytes,
+            seconds: r.elapsed.as_secs_f64(),
+            failure: r.failure.as_ref().map(|f| RowFailure {
+                seed: f.seed,
+                violations: f
+                    .minimal
+                    .violations
+                    .iter()
+                    .map(|v| (v.kind().to_string(), v.to_string()))
+                    .collect(),
+                report: f.minimal.report(),
+                plan: format!("{:?}", f.minimal.plan),
+            }),
+        }
+    }
+
+    fn cases_per_sec(&self) -> f64 {
+        f64::from(self.cases) / self.seconds.max(1e-9)
+    }
+
+    /// The line protocol a worker process prints for its parent (`--jobs`).
+    fn to_worker_output(&self) -> String {
+        let one_line = |s: &str| s.replace(['\t', '\n'], " ");
+        let mut out = format!(
+            "IPCPROP-ROW\t{}\t{}\t{}\t{}\t{}\n",
+            one_line(&self.transport),
+            self.cases,
+            self.messages,
+            self.bytes,
+            self.seconds
+        );
+        if let Some(f) = &self.failure {
+            out.push_str(&format!(
+                "IPCPROP-FAIL\t{}\t{}\n",
+                f.seed,
+                one_line(&f.plan)
+            ));
+            for (k, t) in &f.violations {
+                out.push_str(&format!("IPCPROP-V\t{}\t{}\n", one_line(k), one_line(t)));
+            }
+            out.push_str("IPCPROP-REPORT\n");
+            out.push_str(&f.report);
+        }
+        out
+    }
+
+    fn from_worker_output(text: &str) -> Option<Row> {
+        let mut lines = text.lines();
+        let head: Vec<&str> = lines.next()?.split('\t').collect();
+        if head.first() != Some(&"IPCPROP-ROW") || head.len() != 6 {
+            return None;
+        }
+        let mut row = Row {
+            transport: head[1].to_string(),
+            cases: head[2].parse().ok()?,
+            messages: head[3].parse().ok()?,
+            bytes: head[4].parse().ok()?,
+            seconds: head[5].parse().ok()?,
+            failure: None,
+        };
+        let mut report = None::<String>;
+        for line in lines {
+            if let Some(r) = report.as_mut() {
+                r.push_str(line);
+                r.push('\n');
+                continue;
+            }
+            let parts: Vec<&str> = line.splitn(3, '\t').collect();
+            match parts.as_slice() {
+                ["IPCPROP-FAIL", seed, plan] => {
+                    row.failure = Some(RowFailure {
+                        seed: seed.parse().ok()?,
+                        violations: Vec::new(),
+                        report: String::new(),
+                        plan: plan.to_string(),
+                    })
+                }
+                ["IPCPROP-V", kind, text] => row
+                    .failure
+                    .as_mut()?
+                    .violations
+                    .push((kind.to_string(), text.to_string())),
+                ["IPCPROP-REPORT"] => report = Some(String::new()),
+                _ => return None,
+            }
+        }
+        if let (Some(f), Some(r)) = (row.failure.as_mut(), report) {
+            f.report = r;
+        }
+        Some(row)
+    }
 }
 
 fn check(args: CheckArgs) -> ExitCode {
@@ -183,48 +316,29 @@ fn check(args: CheckArgs) -> ExitCode {
         },
         ..CampaignConfig::default()
     };
-    let mut reports = Vec::new();
+    let mut rows = Vec::new();
     for t in transports {
-        let result = match t {
-            TransportName::Pipe => run_one(&PipeTransport::default(), &config, &args),
-            TransportName::PipeFaults => {
-                let schedule = FaultSchedule::new(vec![
-                    Fault::Short(1),
-                    Fault::Pass,
-                    Fault::Interrupted,
-                    Fault::Short(7),
-                    Fault::WouldBlock,
-                    Fault::Short(4093),
-                ]);
-                run_one(&FaultyPipeTransport::new(schedule), &config, &args)
-            }
-            TransportName::Ring => run_one(
-                &RingTransport {
-                    config: RingConfig::new().capacity(4096),
-                },
-                &config,
-                &args,
-            ),
-            TransportName::Queue => match QueueTransport::new() {
-                Ok(t) => run_one(&t, &config, &args),
-                Err(e) => Err(e),
-            },
-            TransportName::BrokenDrop => run_one(
-                &Broken::new(PipeTransport::default(), Defect::Drop(2)),
-                &config,
-                &args,
-            ),
+        let result = if args.jobs > 1 && !args.worker {
+            run_sharded(t, &args)
+        } else {
+            run_named(t, &config, &args).map(|r| Row::from_report(&r))
         };
         match result {
-            Ok(r) => reports.push(r),
+            Ok(r) => rows.push(r),
             Err(e) => {
                 eprintln!("error: could not run the campaign: {e}");
                 return ExitCode::from(2);
             }
         }
     }
+    if args.worker {
+        for r in &rows {
+            print!("{}", r.to_worker_output());
+        }
+        return ExitCode::SUCCESS;
+    }
     if let Some(dir) = &args.save {
-        if let Err(e) = save_failures(dir, &reports) {
+        if let Err(e) = save_failures(dir, &rows) {
             eprintln!(
                 "error: could not save the failing cases in {}: {e}",
                 dir.display()
@@ -232,19 +346,19 @@ fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let failed = reports.iter().any(|r| r.failure.is_some());
+    let failed = rows.iter().any(|r| r.failure.is_some());
     if args.json {
-        println!("{}", to_json(&reports));
+        println!("{}", to_json(&rows));
     } else {
-        print_table(&reports);
-        for r in &reports {
+        print_table(&rows);
+        for r in &rows {
             if let Some(f) = &r.failure {
                 println!();
                 println!(
                     "minimal failing case for {} (reproduce with --seed {}):",
                     r.transport, f.seed
                 );
-                print!("{}", f.minimal.report());
+                print!("{}", f.report);
             }
         }
     }
@@ -255,6 +369,111 @@ fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
+fn run_named(
+    t: TransportName,
+    config: &CampaignConfig,
+    args: &CheckArgs,
+) -> ipcprop::Result<CampaignReport> {
+    match t {
+        TransportName::Pipe => run_one(&PipeTransport::default(), config, args),
+        TransportName::PipeFaults => {
+            let schedule = FaultSchedule::new(vec![
+                Fault::Short(1),
+                Fault::Pass,
+                Fault::Interrupted,
+                Fault::Short(7),
+                Fault::WouldBlock,
+                Fault::Short(4093),
+            ]);
+            run_one(&FaultyPipeTransport::new(schedule), config, args)
+        }
+        TransportName::Ring => run_one(
+            &RingTransport {
+                config: RingConfig::new().capacity(4096),
+            },
+            config,
+            args,
+        ),
+        TransportName::Queue => run_one(&QueueTransport::new()?, config, args),
+        TransportName::BrokenDrop => run_one(
+            &Broken::new(PipeTransport::default(), Defect::Drop(2)),
+            config,
+            args,
+        ),
+    }
+}
+
+/// `--jobs N`: the cases of one transport split over N worker processes (this program
+/// again, `--worker`), each with its own seed; cases are serialized within a process, so
+/// processes are how a campaign uses several cores.
+fn run_sharded(t: TransportName, args: &CheckArgs) -> ipcprop::Result<Row> {
+    let name = t
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let exe = std::env::current_exe().map_err(|e| ipcprop::Error::Io {
+        op: "find this program",
+        source: e,
+    })?;
+    let jobs = args.jobs.max(1);
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(jobs as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} workers {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(name.clone());
+    let start = std::time::Instant::now();
+    let mut children = Vec::new();
+    for i in 0..jobs {
+        let cases = args.cases / jobs as u32 + u32::from((i as u32) < args.cases % jobs as u32);
+        let seed = args
+            .seed
+            .wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["check", "--worker", "--transport", &name])
+            .args(["--cases", &cases.to_string(), "--seed", &seed.to_string()])
+            .args(["--timeout", &args.timeout.to_string()])
+            .stdout(std::process::Stdio::piped());
+        if let Some(t) = args.time {
+            cmd.args(["--time", &t.to_string()]);
+        }
+        children.push(cmd.spawn().map_err(|e| ipcprop::Error::Io {
+            op: "start a worker",
+            source: e,
+        })?);
+    }
+    let mut rows = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().map_err(|e| ipcprop::Error::Io {
+            op: "wait for a worker",
+            source: e,
+        })?;
+        bar.inc(1);
+        let text = String::from_utf8_lossy(&out.stdout);
+        rows.push(
+            Row::from_worker_output(&text).ok_or_else(|| ipcprop::Error::Io {
+                op: "read a worker's results",
+                source: std::io::Error::other(format!("unexpected output: {text}")),
+            })?,
+        );
+    }
+    bar.finish_and_clear();
+    let failure = rows.iter_mut().find_map(|r| r.failure.take());
+    Ok(Row {
+        transport: rows.first().map_or(name, |r| r.transport.clone()),
+        cases: rows.iter().map(|r| r.cases).sum(),
+        messages: rows.iter().map(|r| r.messages).sum(),
+        bytes: rows.iter().map(|r| r.bytes).sum(),
+        seconds: start.elapsed().as_secs_f64(),
+        failure,
+    })
+}
+
 /// One transport's campaign: one round of `--cases`, or rounds with successive seeds for
 /// `--time` seconds (stopping at the first failure), with a progress bar unless `--json`.
 fn run_one<T: Transport>(
@@ -262,7 +481,7 @@ fn run_one<T: Transport>(
     config: &CampaignConfig,
     args: &CheckArgs,
 ) -> ipcprop::Result<CampaignReport> {
-    let bar = if args.json {
+    let bar = if args.json || args.worker {
         ProgressBar::hidden()
     } else if args.time.is_some() {
         ProgressBar::new_spinner()
@@ -314,17 +533,14 @@ fn run_one<T: Transport>(
 }
 
 /// Writes each minimal failing case to `dir`, with the command that replays it.
-fn save_failures(dir: &std::path::Path, reports: &[CampaignReport]) -> std::io::Result<()> {
-    for r in reports {
+fn save_failures(dir: &std::path::Path, rows: &[Row]) -> std::io::Result<()> {
+    for r in rows {
         if let Some(f) = &r.failure {
             std::fs::create_dir_all(dir)?;
             let path = dir.join(format!("{}-seed{}.txt", r.transport, f.seed));
             let text = format!(
-                "replay: ipcprop check --transport {} --seed {}\n\n{}\nplan as data: {:?}\n",
-                r.transport,
-                f.seed,
-                f.minimal.report(),
-                f.minimal.plan
+                "replay: ipcprop check --transport {} --seed {}\n\n{}\nplan as data: {}\n",
+                r.transport, f.seed, f.report, f.plan
             );
             std::fs::write(&path, text)?;
             eprintln!("saved {}", path.display());
@@ -352,31 +568,24 @@ fn json_str(s: &str) -> String {
     out
 }
 
-/// The campaign results as one JSON object.
-fn to_json(reports: &[CampaignReport]) -> String {
-    let items: Vec<String> = reports
+/// The results as one JSON object.
+fn to_json(rows: &[Row]) -> String {
+    let items: Vec<String> = rows
         .iter()
         .map(|r| {
             let failure = match &r.failure {
                 None => "null".to_string(),
                 Some(f) => {
                     let violations: Vec<String> = f
-                        .minimal
                         .violations
                         .iter()
-                        .map(|v| {
-                            format!(
-                                "{{\"kind\":{},\"text\":{}}}",
-                                json_str(&v.kind().to_string()),
-                                json_str(&v.to_string())
-                            )
-                        })
+                        .map(|(k, t)| format!("{{\"kind\":{},\"text\":{}}}", json_str(k), json_str(t)))
                         .collect();
                     format!(
                         "{{\"seed\":{},\"violations\":[{}],\"report\":{}}}",
                         f.seed,
                         violations.join(","),
-                        json_str(&f.minimal.report())
+                        json_str(&f.report)
                     )
                 }
             };
@@ -386,33 +595,33 @@ fn to_json(reports: &[CampaignReport]) -> String {
                 r.cases,
                 r.messages,
                 r.bytes,
-                r.violations,
+                r.failure.as_ref().map_or(0, |f| f.violations.len()),
                 r.cases_per_sec(),
-                r.elapsed.as_secs_f64(),
+                r.seconds,
                 failure
             )
         })
         .collect();
-    let passed = reports.iter().all(|r| r.failure.is_none());
+    let passed = rows.iter().all(|r| r.failure.is_none());
     format!(
         "{{\"passed\":{passed},\"transports\":[{}]}}",
         items.join(",")
     )
 }
 
-fn print_table(reports: &[CampaignReport]) {
+fn print_table(rows: &[Row]) {
     println!(
         "{:<14} {:>7} {:>10} {:>14} {:>10} {:>9}",
         "transport", "cases", "messages", "bytes", "violations", "cases/s"
     );
-    for r in reports {
+    for r in rows {
         println!(
             "{:<14} {:>7} {:>10} {:>14} {:>10} {:>9.1}",
             r.transport,
             r.cases,
             r.messages,
             r.bytes,
-            r.violations,
+            r.failure.as_ref().map_or(0, |f| f.violations.len()),
             r.cases_per_sec()
         );
     }
