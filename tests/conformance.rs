@@ -22,3 +22,99 @@ ipcprop::conformance_tests!(
     }
 );
 ipcprop::conformance_tests!(queue, QueueTransport::new().unwrap());
+
+/// Ends that work only in the process that made them, or re-attached them in
+/// `in_child_sender`/`in_child_receiver`: the battery calls those hooks in every child.
+mod per_process_ends {
+    use ipcprop::check::builtin::PipeTransport;
+    use ipcprop::check::{Capabilities, Transport};
+    use ipcprop::pipe::{PipeReceiver, PipeSender};
+    use ipcprop::{Error, Receiver, Result, Sender, Wait};
+
+    pub struct End<E> {
+        inner: E,
+        pid: u32,
+    }
+
+    fn here(pid: u32) -> Result<()> {
+        if pid == std::process::id() {
+            Ok(())
+        } else {
+            Err(Error::Io {
+                op: "use an end",
+                source: std::io::Error::other("this end was not re-attached in this process"),
+            })
+        }
+    }
+
+    impl Sender for End<PipeSender> {
+        fn send(&mut self, msg: &[u8]) -> Result<()> {
+            here(self.pid)?;
+            self.inner.send(msg)
+        }
+        fn max_message_len(&self) -> usize {
+            self.inner.max_message_len()
+        }
+    }
+
+    impl Receiver for End<PipeReceiver> {
+        fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+            here(self.pid)?;
+            self.inner.recv_with(wait, f)
+        }
+        fn max_message_len(&self) -> usize {
+            Receiver::max_message_len(&self.inner)
+        }
+    }
+
+    /// `reattach`: whether the hooks re-attach the ends (the correct transport) or not.
+    pub struct PerProcess {
+        pub reattach: bool,
+    }
+
+    impl Transport for PerProcess {
+        type Sender = End<PipeSender>;
+        type Receiver = End<PipeReceiver>;
+        fn name(&self) -> String {
+            "per-process pipe".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            PipeTransport::default().capabilities()
+        }
+        fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)> {
+            let (s, r) = PipeTransport::default().pair(senders)?;
+            let pid = std::process::id();
+            Ok((End { inner: s, pid }, End { inner: r, pid }))
+        }
+        fn in_child_sender(&self, tx: &mut Self::Sender) -> Result<()> {
+            if self.reattach {
+                tx.pid = std::process::id();
+            }
+            Ok(())
+        }
+        fn in_child_receiver(&self, rx: &mut Self::Receiver) -> Result<()> {
+            if self.reattach {
+                rx.pid = std::process::id();
+            }
+            Ok(())
+        }
+    }
+}
+
+ipcprop::conformance_tests!(per_process, per_process_ends::PerProcess { reattach: true });
+
+#[test]
+fn ends_that_need_reattaching_fail_without_it() {
+    use ipcprop::check::battery::{fifo_and_integrity, BatteryConfig};
+    let finding = fifo_and_integrity(
+        &per_process_ends::PerProcess { reattach: false },
+        &BatteryConfig::default(),
+    )
+    .expect_err("ends used unattached in a child must fail");
+    assert!(
+        finding
+            .kinds
+            .contains(&ipcprop::check::ViolationKind::Crashed),
+        "{finding}"
+    );
+}

@@ -423,6 +423,7 @@ pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
         let spawned = group.spawn("sender", |rep| {
             drop(r.take());
             let tx = s.as_mut().ok_or("no sender")?;
+            t.in_child_sender(tx).map_err(|e| e.to_string())?;
             let mut buf = Vec::new();
             for q in 0..n {
                 if q == kill_sender {
@@ -448,6 +449,7 @@ pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
         let spawned = group.spawn("receiver", |rep| {
             drop(s.take());
             let rx = r.as_mut().ok_or("no receiver")?;
+            t.in_child_receiver(rx).map_err(|e| e.to_string())?;
             let mut got = 0usize;
             loop {
                 if got == kill_receiver {

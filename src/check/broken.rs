@@ -101,6 +101,14 @@ impl<T: Transport> Transport for Broken<T> {
         self.inner.capabilities()
     }
 
+    fn in_child_sender(&self, tx: &mut Self::Sender) -> Result<()> {
+        self.inner.in_child_sender(&mut tx.inner)
+    }
+
+    fn in_child_receiver(&self, rx: &mut Self::Receiver) -> Result<()> {
+        self.inner.in_child_receiver(&mut rx.inner)
+    }
+
     fn reattach(&self, rx: &Self::Receiver) -> Result<Option<Self::Receiver>> {
         Ok(self.inner.reattach(&rx.inner)?.map(|inner| BrokenReceiver {
             inner,

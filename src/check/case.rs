@@ -338,6 +338,9 @@ pub fn run_case<T: Transport>(
         // open.
         drop(s.take());
         let mut rx = r.take().ok_or("no receiver")?;
+        transport
+            .in_child_receiver(&mut rx)
+            .map_err(|e| format!("re-attaching the receiver: {e}"))?;
         receive(&mut rx, &plan.receiver, rep);
         Ok(())
     })?;
@@ -345,6 +348,9 @@ pub fn run_case<T: Transport>(
         group.spawn(format!("sender {i}"), |rep| {
             drop(r.take());
             let mut tx = s.take().ok_or("no sender")?;
+            transport
+                .in_child_sender(&mut tx)
+                .map_err(|e| format!("re-attaching the sender: {e}"))?;
             send(&mut tx, i as u32, sp, plan.seed, rep);
             Ok(())
         })?;

@@ -53,8 +53,9 @@ use crate::transport::{Receiver, Sender};
 ///
 /// The ends are made in the parent and inherited by forked children; each child drops the
 /// end it does not use. So an end must stay usable after `fork` in the child that keeps
-/// it, and dropping it in a process that never used it must not close the channel for the
-/// others (DESIGN section 3).
+/// it (or re-attach in [`Transport::in_child_sender`] / [`Transport::in_child_receiver`],
+/// say from its descriptor), and dropping it in a process that never used it must not
+/// close the channel for the others (DESIGN section 3).
 pub trait Transport {
     /// The sending end.
     type Sender: Sender;
@@ -70,6 +71,21 @@ pub trait Transport {
     /// Makes a connected pair. `senders` is how many processes will share the sending end
     /// (at most 1 unless [`Capabilities::multi_sender`] is `Some`).
     fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)>;
+
+    /// Called in a forked child on the sending end it inherited, before its first use. An
+    /// end that does not survive `fork` as it is (a mapping to redo, a per-process handle
+    /// to reopen from its descriptor) re-attaches here. The default does nothing: the end
+    /// works in the child as inherited.
+    fn in_child_sender(&self, tx: &mut Self::Sender) -> Result<()> {
+        let _ = tx;
+        Ok(())
+    }
+
+    /// Like [`Transport::in_child_sender`], for the receiving end.
+    fn in_child_receiver(&self, rx: &mut Self::Receiver) -> Result<()> {
+        let _ = rx;
+        Ok(())
+    }
 
     /// For a persistent transport ([`Capabilities::persistent`]): a new receiving end on
     /// the same storage as `rx`, as a restarted consumer would open it, after every process
