@@ -242,3 +242,25 @@ fn crash_recovery_catches_losses_in_a_persistent_transport(
         .expect_err("a lossy queue passed crash recovery");
     assert!(finding.kinds.contains(&ViolationKind::Lost), "{finding}");
 }
+
+/// `IPCPROP_SAVE` keeps a failure's report in a file, for the record and for replay.
+#[test]
+fn a_finding_can_be_saved_for_replay() {
+    use ipcprop::check::battery::{disconnect_on_drop, save_finding, BatteryConfig};
+    let finding = disconnect_on_drop(
+        &Broken::new(PipeTransport::default(), Defect::Drop(2)),
+        &BatteryConfig::default(),
+    )
+    .expect_err("a dropped message is a finding");
+    let dir = std::env::temp_dir().join(format!("ipcprop-save-finding-{}", std::process::id()));
+    // No other test in this binary reads IPCPROP_SAVE.
+    std::env::set_var("IPCPROP_SAVE", &dir);
+    save_finding("broken pipe", &finding);
+    std::env::remove_var("IPCPROP_SAVE");
+    let text = std::fs::read_to_string(dir.join("broken pipe-disconnect_on_drop.txt")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        text.contains("[lost]") && text.contains("timeline ("),
+        "{text}"
+    );
+}

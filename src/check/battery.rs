@@ -15,7 +15,8 @@
 //! | `crash_recovery` | where persistent: after SIGKILL of both sides, a re-attached receiver finds every acknowledged message not received, once, in order |
 //!
 //! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
-//! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed.
+//! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed; with
+//! `IPCPROP_SAVE=dir`, each failure is also written to a file there.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -291,6 +292,23 @@ pub fn hostile_sizes_refused<T: Transport>(t: &T, _cfg: &BatteryConfig) -> Check
     }
 }
 
+/// If `IPCPROP_SAVE` names a directory, writes `finding` there as
+/// `<transport>-<check>.txt` (the seed, minimal plan and timeline, to keep and replay with
+/// `IPCPROP_SEED`), and says so on stderr.
+pub fn save_finding(transport: &str, finding: &Finding) {
+    let Some(dir) = std::env::var_os("IPCPROP_SAVE") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let path = dir.join(format!("{transport}-{}.txt", finding.check));
+    let written =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, finding.to_string()));
+    match written {
+        Ok(()) => eprintln!("saved {}", path.display()),
+        Err(e) => eprintln!("could not save {}: {e}", path.display()),
+    }
+}
+
 /// Every check's name, in order.
 pub const CHECKS: [&str; 9] = [
     "fifo_and_integrity",
@@ -347,6 +365,7 @@ macro_rules! conformance_tests {
                 t: T,
             ) {
                 if let Err(finding) = check(&t, &b::BatteryConfig::default()) {
+                    b::save_finding(&t.name(), &finding);
                     panic!("{finding}");
                 }
             }
