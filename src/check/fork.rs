@@ -377,8 +377,9 @@ impl ChildGroup {
                         .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
                         .collect(),
                     Err(Errno::EINTR) => continue,
-                    // Cannot poll: fall back to reading each in turn (blocking).
-                    Err(_) => vec![true; open.len()],
+                    // Cannot poll (ENOMEM): stop collecting; `reap` then kills what still
+                    // runs and keeps what was reported. A blocking read here could hang.
+                    Err(_) => return,
                 }
             };
             for (k, &i) in open.iter().enumerate() {
