@@ -65,6 +65,9 @@
 pub mod check;
 mod error;
 pub mod frame;
+#[cfg(not(ipcprop_loom))]
+#[doc(hidden)]
+pub mod fuzz;
 mod liveness;
 pub mod pipe;
 pub mod queue;
