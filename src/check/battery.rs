@@ -197,6 +197,9 @@ pub fn receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
 /// In one process: `try_recv` on an empty transport is Empty, `recv_timeout` waits at least
 /// its timeout, and a message sent is then received.
 pub fn timeouts_honoured<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResult {
+    // A pair open in this process while another thread forks a case would leak into that
+    // case's children (and keep this pair open): one case at a time.
+    let _serial = super::case::lock_cases();
     let fail = |report: String| Finding {
         check: "timeouts_honoured",
         report,
@@ -266,6 +269,9 @@ pub fn several_senders<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult 
 /// A message one byte over the declared maximum is refused with an error, and nothing of it
 /// is delivered.
 pub fn hostile_sizes_refused<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResult {
+    // A pair open in this process while another thread forks a case would leak into that
+    // case's children (and keep this pair open): one case at a time.
+    let _serial = super::case::lock_cases();
     let fail = |report: String| Finding {
         check: "hostile_sizes_refused",
         report,
@@ -430,6 +436,8 @@ pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
     let max = t.capabilities().max_message_len.clamp(8, 4096);
     let n = 24usize;
     for round in 0..u64::from(cfg.cases.clamp(1, 16)) {
+        // One case at a time per process (see `run_case`): this one forks too.
+        let _serial = super::case::lock_cases();
         let seed = cfg.seed.wrapping_add(round);
         let kill_sender = (seed.wrapping_mul(7) % (n as u64 + 1)) as usize;
         let kill_receiver = (seed.wrapping_mul(13) % (n as u64 + 1)) as usize;

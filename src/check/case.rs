@@ -22,6 +22,13 @@ use crate::transport::{Receiver, Sender, Wait};
 /// stream would wait on an unrelated process.
 static CASE_LOCK: Mutex<()> = Mutex::new(());
 
+/// Holds the process-wide case lock: anything that makes a pair and forks around it (or
+/// keeps a pair open while others fork) takes this, so no child inherits another case's
+/// descriptors. Not reentrant: do not call [`run_case`] while holding it.
+pub(crate) fn lock_cases() -> std::sync::MutexGuard<'static, ()> {
+    CASE_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How to run cases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
@@ -327,7 +334,7 @@ pub fn run_case<T: Transport>(
     plan: &Plan,
     config: &RunConfig,
 ) -> Result<CaseOutcome> {
-    let _serial = CASE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = lock_cases();
     let start = Instant::now();
     let (s, r) = transport.pair(plan.senders.len().max(1))?;
     let mut s = Some(s);
