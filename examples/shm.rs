@@ -3,7 +3,7 @@
 //!
 //! What the tutorial got wrong, and this version fixes:
 //! 1. It mapped anonymous memory *privately* (`mmap.mmap(-1, ...)` is `MAP_PRIVATE` for
-//!    the copy-on-write it does after fork, as is Rust's `memmap2::MmapMut::map_anon`), so
+//!    the copy-on-write it does after fork, as is an anonymous `memmap2::MmapMut`), so
 //!    the child wrote into its own copy and the parent read zeros. The ring maps a sealed
 //!    `memfd` with `MAP_SHARED`.
 //! 2. It had no length or boundary: the parent read a fixed number of bytes and got a
