@@ -2,10 +2,10 @@
 //! shared memory, the parent reads them.
 //!
 //! What the tutorial got wrong, and this version fixes:
-//! 1. It mapped anonymous memory *privately* (`mmap.mmap(-1, ...)` is `MAP_PRIVATE` for
-//!    the copy-on-write it does after fork, as is an anonymous `memmap2::MmapMut`), so
-//!    the child wrote into its own copy and the parent read zeros. The ring maps a sealed
-//!    `memfd` with `MAP_SHARED`.
+//! 1. Its memory was not shared: a private mapping (`MAP_PRIVATE`, which is what an
+//!    anonymous `memmap2::MmapMut` gives) is copied on write after fork, so the child
+//!    wrote into its own copy and the parent read zeros. The ring maps a sealed `memfd`
+//!    with `MAP_SHARED`.
 //! 2. It had no length or boundary: the parent read a fixed number of bytes and got a
 //!    message glued to garbage. Each message here is a record with its length.
 //! 3. It polled a flag in a busy loop to wait for the child. The receiver here sleeps on a
