@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use ipcprop::check::broken::{Broken, Defect};
@@ -57,38 +57,7 @@ enum Command {
     /// Run a conformance campaign: generated plans across real forked processes, checked
     /// for lost, unexpected, duplicated, reordered and corrupted messages and for hangs.
     /// Exits 1 if any violation is found, after printing the minimal failing plan.
-    Check {
-        /// Transports to check (repeat the option for several); all by default.
-        #[arg(long = "transport", value_enum)]
-        transports: Vec<TransportName>,
-        /// Generated cases per transport.
-        #[arg(long, default_value_t = 200)]
-        cases: u32,
-        /// Seed of the plan generator (the same seed gives the same plans).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Watchdog: seconds before a case's processes count as hung.
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
-        /// Run each transport for this many seconds (rounds of --cases with successive
-        /// seeds) instead of one round; stops at the first failure.
-        #[arg(long, value_name = "SECS")]
-        time: Option<u64>,
-        /// Print one JSON object instead of progress bars and the table.
-        #[arg(long)]
-        json: bool,
-        /// Write each minimal failing case (replay command, plan, violations, timeline) to
-        /// DIR/<transport>-seed<seed>.txt.
-        #[arg(long, value_name = "DIR")]
-        save: Option<std::path::PathBuf>,
-        /// Split each transport's cases over this many worker processes (each with its own
-        /// seed), to use several cores.
-        #[arg(long, default_value_t = 1, value_name = "N")]
-        jobs: usize,
-        /// Internal: run as a worker of --jobs and print results for the parent.
-        #[arg(long, hide = true)]
-        worker: bool,
-    },
+    Check(CheckArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,27 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { scenario } => demo(scenario),
-        Command::Check {
-            transports,
-            cases,
-            seed,
-            timeout,
-            time,
-            json,
-            save,
-            jobs,
-            worker,
-        } => check(CheckArgs {
-            transports,
-            cases,
-            seed,
-            timeout,
-            time,
-            json,
-            save,
-            jobs,
-            worker,
-        }),
+        Command::Check(args) => check(args),
     }
 }
 
@@ -166,15 +115,38 @@ fn demo(scenario: Scenario) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The options of `ipcprop check`.
+#[derive(Args)]
 struct CheckArgs {
+    /// Transports to check (repeat the option for several); all by default.
+    #[arg(long = "transport", value_enum)]
     transports: Vec<TransportName>,
+    /// Generated cases per transport.
+    #[arg(long, default_value_t = 200)]
     cases: u32,
+    /// Seed of the plan generator (the same seed gives the same plans).
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Watchdog: seconds before a case's processes count as hung.
+    #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Run each transport for this many seconds (rounds of --cases with successive
+    /// seeds) instead of one round; stops at the first failure.
+    #[arg(long, value_name = "SECS")]
     time: Option<u64>,
+    /// Print one JSON object instead of progress bars and the table.
+    #[arg(long)]
     json: bool,
+    /// Write each minimal failing case (replay command, plan, violations, timeline) to
+    /// DIR/<transport>-seed<seed>.txt.
+    #[arg(long, value_name = "DIR")]
     save: Option<std::path::PathBuf>,
+    /// Split each transport's cases over this many worker processes (each with its own
+    /// seed), to use several cores.
+    #[arg(long, default_value_t = 1, value_name = "N")]
     jobs: usize,
+    /// Internal: run as a worker of --jobs and print results for the parent.
+    #[arg(long, hide = true)]
     worker: bool,
 }
 
