@@ -60,6 +60,8 @@ pub struct BatteryConfig {
     pub run: RunConfig,
     /// No generated message longer than this.
     pub size_cap: usize,
+    /// Most shrinking steps per failure (a failure that hangs costs a watchdog per step).
+    pub max_shrink_iters: u32,
 }
 
 impl Default for BatteryConfig {
@@ -72,6 +74,7 @@ impl Default for BatteryConfig {
                 timeout: Duration::from_secs(20),
             },
             size_cap: 256 * 1024,
+            max_shrink_iters: 64,
         }
     }
 }
@@ -90,8 +93,7 @@ fn generated<T: Transport>(
         seed: cfg.seed,
         limits,
         run: cfg.run.clone(),
-        // Enough to reach a small plan; a failure that hangs costs a watchdog per step.
-        max_shrink_iters: 64,
+        max_shrink_iters: cfg.max_shrink_iters,
     };
     let report =
         campaign::campaign_with(t, &config, &adjust, &mut |_| {}).map_err(|e| Finding {
@@ -268,7 +270,7 @@ pub fn several_senders<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult 
 
 /// A message one byte over the declared maximum is refused with an error, and nothing of it
 /// is delivered.
-pub fn hostile_sizes_refused<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResult {
+pub fn hostile_sizes_refused<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
     // A pair open in this process while another thread forks a case would leak into that
     // case's children (and keep this pair open): one case at a time.
     let _serial = super::case::lock_cases();
@@ -278,18 +280,37 @@ pub fn hostile_sizes_refused<T: Transport>(t: &T, _cfg: &BatteryConfig) -> Check
         kinds: vec![super::ViolationKind::Unexpected],
     };
     let max = t.capabilities().max_message_len;
-    let (mut tx, mut rx) = t.pair(1).map_err(|e| fail(format!("pair: {e}")))?;
-    let too_big = vec![0x5a; max.saturating_add(1)];
-    match tx.send(&too_big) {
-        Err(Error::MessageTooLarge { .. }) => {}
-        other => {
+    let (tx, mut rx) = t.pair(1).map_err(|e| fail(format!("pair: {e}")))?;
+    let mut tx = Some(tx);
+    // The send happens in a child: a transport that wrongly accepts the message may block
+    // in it (nobody reads yet), and the watchdog must be able to stop that.
+    let mut group = super::fork::ChildGroup::new();
+    group
+        .spawn("sender", |_| {
+            let tx = tx.as_mut().ok_or("no sender")?;
+            t.in_child_sender(tx).map_err(|e| e.to_string())?;
+            let too_big = vec![0x5a; max.saturating_add(1)];
+            match tx.send(&too_big) {
+                Err(Error::MessageTooLarge { .. }) => Ok(()),
+                other => Err(format!(
+                    "send of {} bytes (max {max}) returned {other:?}",
+                    too_big.len()
+                )),
+            }
+        })
+        .map_err(|e| fail(format!("fork: {e}")))?;
+    drop(tx.take());
+    let reports = group.wait(cfg.run.timeout);
+    match &reports[0].end {
+        super::fork::ChildEnd::Returned => {}
+        super::fork::ChildEnd::Hung => {
             return Err(fail(format!(
-                "send of {} bytes (max {max}) returned {other:?}",
-                too_big.len()
+                "a send of {} bytes (max {max}) was not refused: it blocked until the watchdog",
+                max.saturating_add(1)
             )))
         }
+        other => return Err(fail(other.to_string())),
     }
-    drop(tx);
     match rx.recv_timeout(Duration::from_secs(10)) {
         Err(Error::Disconnected) => Ok(()),
         other => Err(fail(format!(
