@@ -44,6 +44,13 @@ pub enum Defect {
     /// The sender acknowledges messages at once but writes them only in groups of 4; what
     /// it holds is lost when its process dies (SIGKILL, or an exit without a flush).
     LoseUnflushed,
+    /// A receive with a timeout gives up at once instead of waiting.
+    EarlyTimeout,
+    /// The transport declares a maximum one byte below what its sender really accepts,
+    /// so a message over the declared maximum is sent instead of refused.
+    WrongLimit,
+    /// A sender whose receiver is gone blocks forever instead of returning Disconnected.
+    HangWhenReceiverGone,
 }
 
 impl Defect {
@@ -58,11 +65,23 @@ impl Defect {
             Defect::HangAfter(_) | Defect::IgnoreClose => K::Hung,
             Defect::PanicOn(_) => K::Crashed,
             Defect::LoseUnflushed => K::Lost,
+            Defect::EarlyTimeout | Defect::HangWhenReceiverGone => K::Hung,
+            Defect::WrongLimit => K::Unexpected,
         }
     }
 
+    /// True for defects a plain plan (one sender, a blocking receiver that stays) shows;
+    /// the others break a contract only a specific battery check exercises (timeouts,
+    /// size limits, a receiver that leaves).
+    pub fn shows_in_a_plain_plan(&self) -> bool {
+        !matches!(
+            self,
+            Defect::EarlyTimeout | Defect::WrongLimit | Defect::HangWhenReceiverGone
+        )
+    }
+
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 9] = [
+    pub const ALL: [Defect; 12] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -72,6 +91,9 @@ impl Defect {
         Defect::IgnoreClose,
         Defect::PanicOn(2),
         Defect::LoseUnflushed,
+        Defect::EarlyTimeout,
+        Defect::WrongLimit,
+        Defect::HangWhenReceiverGone,
     ];
 }
 
@@ -98,7 +120,13 @@ impl<T: Transport> Transport for Broken<T> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let mut caps = self.inner.capabilities();
+        if self.defect == Defect::WrongLimit {
+            caps.max_message_len = caps.max_message_len.saturating_sub(1);
+            let max = caps.max_message_len;
+            caps.boundary_sizes.retain(|&s| s <= max);
+        }
+        caps
     }
 
     fn in_child_sender(&self, tx: &mut Self::Sender) -> Result<()> {
@@ -188,12 +216,21 @@ impl<S: Sender> Sender for BrokenSender<S> {
                 }
                 Ok(())
             }
+            Defect::HangWhenReceiverGone => match self.inner.send(msg) {
+                Err(Error::Disconnected) => block_forever(),
+                other => other,
+            },
             _ => self.inner.send(msg),
         }
     }
 
     fn max_message_len(&self) -> usize {
-        self.inner.max_message_len()
+        let max = self.inner.max_message_len();
+        if self.defect == Defect::WrongLimit {
+            max.saturating_sub(1)
+        } else {
+            max
+        }
     }
 }
 
@@ -215,6 +252,12 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
     fn recv_with<T>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
         if self.defect == Defect::HangAfter(self.count) {
             block_forever();
+        }
+        if let (Defect::EarlyTimeout, Wait::For(d)) = (self.defect, wait) {
+            return match self.inner.recv_with(Wait::Never, f) {
+                Err(Error::Empty) => Err(Error::Timeout(d)),
+                other => other,
+            };
         }
         match self.inner.recv_with(wait, f) {
             Ok(v) => {
