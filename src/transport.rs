@@ -37,6 +37,16 @@ impl Wait {
         }
     }
 
+    /// The absolute deadline this wait implies, from the clock now: `None` for
+    /// [`Wait::Forever`], which does not read the clock (a receive loop calls this once per
+    /// message, and a clock read costs as much as the rest of a shared-memory receive).
+    pub fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::Forever => None,
+            other => other.deadline_from(Instant::now()),
+        }
+    }
+
     /// The error to return when the deadline passes without a message.
     pub fn expired(self) -> Error {
         match self {

@@ -362,3 +362,89 @@ fn from_fd_refuses_what_is_not_a_pipe() {
     let err = PipeReceiver::from_fd(OwnedFd::from(file), PipeConfig::new()).unwrap_err();
     assert!(err.to_string().contains("not a pipe"), "{err}");
 }
+
+#[test]
+fn the_sigpipe_promise_is_refused_when_sigpipe_is_not_ignored() {
+    let end = with_default_sigpipe(|| {
+        match pipe::channel_with(PipeConfig::new().sigpipe_ignored(true)) {
+            Err(Error::Io { op, source }) if source.kind() == std::io::ErrorKind::InvalidInput => {
+                if op.contains("sigpipe_ignored")
+                    && source.to_string().contains("SIGPIPE is not ignored")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("unclear error: {op}: {source}"))
+                }
+            }
+            other => Err(format!("expected the promise to be refused, got {other:?}")),
+        }
+    });
+    assert_eq!(end, ChildEnd::Returned);
+}
+
+#[test]
+fn with_sigpipe_ignored_a_send_without_receiver_is_disconnected_and_nothing_is_pending() {
+    // This test binary ignores SIGPIPE, as every Rust program does, so the promise holds.
+    let (mut tx, rx) = pipe::channel_with(PipeConfig::new().sigpipe_ignored(true)).unwrap();
+    tx.send(b"before").unwrap();
+    drop(rx);
+    assert!(tx.send(b"small").unwrap_err().is_disconnected());
+    assert!(tx.send(&[7u8; 70_000]).unwrap_err().is_disconnected());
+    assert!(tx.send_batch(&[b"a", b"b"]).unwrap_err().is_disconnected());
+    // SAFETY: an all-zero sigset_t is a valid (empty) set; sigpending fills it and
+    // sigismember only reads it.
+    unsafe {
+        let mut pending: nix::libc::sigset_t = std::mem::zeroed();
+        assert_eq!(nix::libc::sigpending(&mut pending), 0);
+        assert_eq!(nix::libc::sigismember(&pending, nix::libc::SIGPIPE), 0);
+    }
+}
+
+#[rstest]
+#[case(1 << 20)]
+#[case(256 * 1024)]
+fn a_larger_pipe_buffer_takes_a_large_message_in_one_write(#[case] bytes: usize) {
+    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().capacity(bytes)).unwrap();
+    // Without a reader: only a pipe of at least this size can take it without blocking.
+    let msg = vec![0x33u8; bytes / 2];
+    tx.send(&msg).unwrap();
+    assert_eq!(rx.recv().unwrap(), msg);
+}
+
+#[test]
+fn an_impossible_pipe_buffer_is_an_error_not_a_silent_default() {
+    match pipe::channel_with(PipeConfig::new().capacity(1 << 40)) {
+        Err(Error::Io { op, .. }) => assert!(op.contains("F_SETPIPE_SZ"), "{op}"),
+        other => panic!("expected an F_SETPIPE_SZ error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_message_larger_than_the_pipe_buffer_grows_it_and_goes_in_one_write() {
+    // 200 KB does not fit the default 64 KiB buffer: without growing, the send would wait
+    // for a reader that only reads after it returns.
+    let (mut tx, mut rx) = pipe::channel().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        let r = tx.send(&vec![0x44u8; 200_000]);
+        done_tx.send(r.is_ok()).unwrap();
+        tx
+    });
+    let finished_alone = done_rx.recv_timeout(Duration::from_secs(20));
+    // Unblock the sender whatever happened, then judge.
+    assert_eq!(rx.recv().unwrap().len(), 200_000);
+    let tx = sender.join().unwrap();
+    assert_eq!(finished_alone, Ok(true), "the send waited for the reader");
+    let size = nix::fcntl::fcntl(tx.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+    assert_eq!(size, 256 * 1024);
+}
+
+#[test]
+fn an_explicit_capacity_is_kept() {
+    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().capacity(128 * 1024)).unwrap();
+    let reader = std::thread::spawn(move || rx.recv().unwrap().len());
+    tx.send(&vec![1u8; 300_000]).unwrap();
+    assert_eq!(reader.join().unwrap(), 300_000);
+    let size = nix::fcntl::fcntl(tx.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+    assert_eq!(size, 128 * 1024);
+}

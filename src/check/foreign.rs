@@ -133,7 +133,7 @@ impl Sender for SeqpacketSender {
 
 impl Receiver for SeqpacketReceiver {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let deadline = wait.deadline_from(Instant::now());
+        let deadline = wait.deadline();
         loop {
             if let Some(d) = deadline {
                 let ms = d

@@ -18,6 +18,10 @@ pub trait PipeIo: AsFd {
     fn read(&mut self, buf: &mut [u8]) -> nix::Result<usize>;
     /// `writev(2)` of `bufs`; may write any prefix of them.
     fn writev(&mut self, bufs: &[IoSlice<'_>]) -> nix::Result<usize>;
+    /// `write(2)` of `buf`; may write any prefix of it. By default a one-part `writev`.
+    fn write(&mut self, buf: &[u8]) -> nix::Result<usize> {
+        self.writev(&[IoSlice::new(buf)])
+    }
 }
 
 impl PipeIo for OwnedFd {
@@ -27,6 +31,10 @@ impl PipeIo for OwnedFd {
 
     fn writev(&mut self, bufs: &[IoSlice<'_>]) -> nix::Result<usize> {
         nix::sys::uio::writev(&*self, bufs)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> nix::Result<usize> {
+        nix::unistd::write(&*self, buf)
     }
 }
 
@@ -102,6 +110,22 @@ impl Drop for SigpipeGuard {
             );
         }
     }
+}
+
+/// True if this process's `SIGPIPE` disposition is `SIG_IGN`.
+pub(crate) fn sigpipe_ignored() -> Result<bool, crate::Error> {
+    let mut old = std::mem::MaybeUninit::<nix::libc::sigaction>::zeroed();
+    // SAFETY: with a null new action, sigaction only writes the current disposition into
+    // `old`, which points to (zeroed) storage of the right type; nix only wraps the form
+    // that installs an action.
+    let rc =
+        unsafe { nix::libc::sigaction(nix::libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(crate::Error::sys("sigaction(SIGPIPE)", Errno::last()));
+    }
+    // SAFETY: sigaction returned 0, so it filled `old` (and it was zeroed before anyway).
+    let old = unsafe { old.assume_init() };
+    Ok(old.sa_sigaction == nix::libc::SIG_IGN)
 }
 
 fn sigpipe_pending() -> bool {

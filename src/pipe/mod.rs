@@ -81,11 +81,21 @@ const BATCH_WRITE_BYTES: usize = 64 * 1024;
 /// How many bytes a receive asks the kernel for at once, at least.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The largest pipe buffer a sender grows its pipe to on its own (see
+/// [`PipeConfig::capacity`]); 1 MiB is also the kernel's default `pipe-max-size`.
+pub const AUTO_PIPE_MAX: usize = 1 << 20;
+
+/// Messages up to this long are copied behind their header and written with one `write`;
+/// longer ones go out as a two-part `writev` without a copy.
+const SMALL_COPY: usize = 1024;
+
 /// Configuration of a pipe channel, shared by both ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipeConfig {
     max_frame_len: usize,
     shared_senders: bool,
+    sigpipe_ignored: bool,
+    capacity: Option<usize>,
 }
 
 impl Default for PipeConfig {
@@ -93,6 +103,8 @@ impl Default for PipeConfig {
         PipeConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             shared_senders: false,
+            sigpipe_ignored: false,
+            capacity: None,
         }
     }
 }
@@ -115,6 +127,48 @@ impl PipeConfig {
     /// refused.
     pub fn shared_senders(mut self, shared: bool) -> Self {
         self.shared_senders = shared;
+        self
+    }
+
+    /// Promise that this process ignores `SIGPIPE` (`SIG_IGN`, which is what the Rust
+    /// runtime sets before `main` in every Rust binary) and will keep ignoring it while the
+    /// sender exists. Each write then skips the guard that otherwise blocks and unblocks
+    /// `SIGPIPE` around it: two `rt_sigprocmask` calls per `send`, which cost more than the
+    /// `write` of a small message (see the README's benchmark table).
+    ///
+    /// The promise is checked when a sender is made ([`channel_with`],
+    /// [`PipeSender::from_fd`]): if `SIGPIPE` is not ignored then, that fails with an
+    /// `InvalidInput` error. Breaking it later (setting `SIGPIPE` back to its default while
+    /// the sender is in use) means a send to a pipe whose receiver is gone kills the process,
+    /// as a plain `write` would, instead of returning [`Error::Disconnected`].
+    ///
+    /// ```
+    /// use ipcprop::pipe::{self, PipeConfig};
+    /// use ipcprop::{Receiver, Sender};
+    ///
+    /// // A Rust binary (and this doc-test) ignores SIGPIPE from the start.
+    /// let (mut tx, rx) = pipe::channel_with(PipeConfig::new().sigpipe_ignored(true))?;
+    /// drop(rx);
+    /// assert!(tx.send(b"nobody reads this").unwrap_err().is_disconnected());
+    /// # Ok::<(), ipcprop::Error>(())
+    /// ```
+    pub fn sigpipe_ignored(mut self, ignored: bool) -> Self {
+        self.sigpipe_ignored = ignored;
+        self
+    }
+
+    /// Asks the kernel for a pipe buffer of at least `bytes` (`F_SETPIPE_SZ`; the default
+    /// is 64 KiB). A buffer larger than the messages lets a large message go in one write
+    /// without waiting for the reader.
+    ///
+    /// Without this setting a sender grows the buffer by itself, the first time a frame
+    /// does not fit, to the next power of two up to [`AUTO_PIPE_MAX`] (best effort: if the
+    /// kernel refuses, frames go in pieces as they always can). With it, the size is fixed. Unprivileged processes may ask up to
+    /// `/proc/sys/fs/pipe-max-size` (1 MiB by default), and big buffers count against the
+    /// per-user `pipe-user-pages-soft` limit; [`channel_with`] fails with the kernel's error
+    /// (`EPERM`, `EINVAL`) rather than silently keep the default.
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = Some(bytes);
         self
     }
 
@@ -145,11 +199,32 @@ pub fn channel() -> Result<(PipeSender, PipeReceiver)> {
 
 /// Makes a pipe channel with `config`.
 pub fn channel_with(config: PipeConfig) -> Result<(PipeSender, PipeReceiver)> {
+    check_sigpipe_promise(&config)?;
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+    if let Some(bytes) = config.capacity {
+        let size = i32::try_from(bytes).unwrap_or(i32::MAX);
+        nix::fcntl::fcntl(&w, FcntlArg::F_SETPIPE_SZ(size))
+            .map_err(|e| Error::sys("fcntl(F_SETPIPE_SZ)", e))?;
+    }
     Ok((
         PipeSender::with_io(w, config),
         PipeReceiver::with_io(r, config),
     ))
+}
+
+/// With [`PipeConfig::sigpipe_ignored`], checks that `SIGPIPE` is ignored now.
+fn check_sigpipe_promise(config: &PipeConfig) -> Result<()> {
+    if config.sigpipe_ignored && !io::sigpipe_ignored()? {
+        return Err(Error::Io {
+            op: "PipeConfig::sigpipe_ignored",
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "SIGPIPE is not ignored in this process (its disposition is not SIG_IGN), so \
+                 the per-write SIGPIPE guard cannot be skipped",
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `fd` is a pipe (or FIFO) and sets `FD_CLOEXEC` on it again.
@@ -227,6 +302,9 @@ pub struct PipeSender<I: PipeIo = OwnedFd> {
     /// Set after a failed write: the stream may hold a partial frame, so nothing more may be
     /// written after it.
     broken: bool,
+    /// The pipe buffer size as last seen or set (0: not asked yet), for growing it to fit
+    /// large frames; `usize::MAX` once growing has failed (the kernel's limit is reached).
+    pipe_size: usize,
 }
 
 impl PipeSender<OwnedFd> {
@@ -234,6 +312,7 @@ impl PipeSender<OwnedFd> {
     /// [`PipeSender::inherit_in`]). Fails if `fd` is not a pipe; sets `FD_CLOEXEC` on it.
     pub fn from_fd(fd: OwnedFd, config: PipeConfig) -> Result<Self> {
         adopt(&fd)?;
+        check_sigpipe_promise(&config)?;
         Ok(Self::with_io(fd, config))
     }
 
@@ -254,7 +333,41 @@ impl<I: PipeIo> PipeSender<I> {
             config,
             batch: Vec::new(),
             broken: false,
+            pipe_size: 0,
         }
+    }
+
+    /// Before a frame of `len` bytes: if it would not fit the pipe buffer, grows the buffer
+    /// (`F_SETPIPE_SZ`) to the next power of two up to [`AUTO_PIPE_MAX`], so the frame goes
+    /// in one write instead of in pieces, each waiting for the reader. Best effort: if the
+    /// kernel refuses (the per-user pipe memory limit), the sender stops trying and writes
+    /// in pieces as before. Not done with an explicit [`PipeConfig::capacity`].
+    fn fit(&mut self, len: usize) {
+        if self.config.capacity.is_some() || len <= self.pipe_size {
+            return;
+        }
+        let fd = self.io.as_fd();
+        if self.pipe_size == 0 {
+            match nix::fcntl::fcntl(fd, FcntlArg::F_GETPIPE_SZ) {
+                Ok(n) if n > 0 => self.pipe_size = n as usize,
+                _ => {
+                    self.pipe_size = usize::MAX;
+                    return;
+                }
+            }
+            if len <= self.pipe_size {
+                return;
+            }
+        }
+        let want = len.next_power_of_two().min(AUTO_PIPE_MAX);
+        if want <= self.pipe_size {
+            // Already at the ceiling: this frame goes in pieces.
+            return;
+        }
+        self.pipe_size = match nix::fcntl::fcntl(fd, FcntlArg::F_SETPIPE_SZ(want as i32)) {
+            Ok(n) if n > 0 => n as usize,
+            _ => usize::MAX,
+        };
     }
 
     /// This end's configuration.
@@ -295,13 +408,25 @@ impl<I: PipeIo> PipeSender<I> {
                 ),
             });
         }
-        let guard = SigpipeGuard::new().map_err(|e| Error::sys("pthread_sigmask", e))?;
+        let guard = if self.config.sigpipe_ignored {
+            // The caller promised (and creation checked) that SIGPIPE is ignored: a write
+            // to a pipe without reader just fails with EPIPE.
+            None
+        } else {
+            Some(SigpipeGuard::new().map_err(|e| Error::sys("pthread_sigmask", e))?)
+        };
         let mut bufs = bufs;
         let result = loop {
             if bufs.iter().all(|b| b.is_empty()) {
                 break Ok(());
             }
-            match self.io.writev(bufs) {
+            let written = match bufs {
+                // One part (a small frame, a gathered batch): plain write(2), which skips
+                // the kernel's iovec import.
+                [one] => self.io.write(one),
+                _ => self.io.writev(bufs),
+            };
+            match written {
                 Ok(0) => {
                     break Err(Error::Io {
                         op: "write to pipe",
@@ -318,7 +443,9 @@ impl<I: PipeIo> PipeSender<I> {
                 }
                 // ECONNRESET: the same over a socket whose reader closed with data unread.
                 Err(Errno::EPIPE | Errno::ECONNRESET) => {
-                    guard.consume_raised();
+                    if let Some(g) = &guard {
+                        g.consume_raised();
+                    }
                     break Err(Error::Disconnected);
                 }
                 Err(e) => break Err(Error::sys("write to pipe", e)),
@@ -347,7 +474,21 @@ impl<I: PipeIo> PipeSender<I> {
 impl<I: PipeIo> Sender for PipeSender<I> {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.check_len(msg.len())?;
+        if msg.len() <= SMALL_COPY {
+            // Small: one contiguous write; copying the bytes costs less than the kernel's
+            // handling of a second iovec.
+            let mut buf = std::mem::take(&mut self.batch);
+            buf.clear();
+            let encoded = frame::encode_into(msg, &mut buf);
+            let result = match encoded {
+                Ok(()) => self.write_all(&mut [IoSlice::new(&buf)]),
+                Err(e) => Err(e.into()),
+            };
+            self.batch = buf;
+            return result;
+        }
         let header = frame::header(msg)?;
+        self.fit(HEADER_LEN + msg.len());
         // One writev: header and payload leave together, without a copy.
         self.write_all(&mut [IoSlice::new(&header), IoSlice::new(msg)])
     }
@@ -373,6 +514,7 @@ impl<I: PipeIo> Sender for PipeSender<I> {
                 }
                 if len > limit {
                     let header = frame::header(m)?;
+                    self.fit(len);
                     self.write_all(&mut [IoSlice::new(&header), IoSlice::new(m)])?;
                 } else {
                     frame::encode_into(m, &mut self.batch)?;
@@ -474,7 +616,7 @@ impl<I: PipeIo> PipeReceiver<I> {
 
 impl<I: PipeIo> Receiver for PipeReceiver<I> {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let deadline = wait.deadline_from(Instant::now());
+        let deadline = wait.deadline();
         loop {
             if let Some(msg) = self.decoder.next_frame()? {
                 return Ok(f(msg));

@@ -112,7 +112,7 @@ impl QueueReceiver {
 
 impl Receiver for QueueReceiver {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let deadline = wait.deadline_from(Instant::now());
+        let deadline = wait.deadline();
         loop {
             // Watch before looking, so a push in between wakes the wait below.
             self.queue.wait_for_push(Duration::ZERO)?;

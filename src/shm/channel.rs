@@ -406,7 +406,7 @@ impl RingReceiver {
     /// # Ok::<(), ipcprop::Error>(())
     /// ```
     pub fn recv_many(&mut self, max: usize, wait: Wait, mut f: impl FnMut(&[u8])) -> Result<usize> {
-        let deadline = wait.deadline_from(Instant::now());
+        let deadline = wait.deadline();
         let RingReceiver { region, cons, live } = self;
         match cons.drain(region, live, max, &mut f, deadline)? {
             Some(n) => Ok(n),
@@ -445,7 +445,7 @@ impl RingReceiver {
 
 impl Receiver for RingReceiver {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let deadline = wait.deadline_from(Instant::now());
+        let deadline = wait.deadline();
         let RingReceiver { region, cons, live } = self;
         match cons.recv(region, live, f, deadline)? {
             Some(r) => Ok(r),
