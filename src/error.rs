@@ -78,6 +78,12 @@ impl Error {
         }
     }
 
+    /// Wraps a `std::io::Error` with the name of the operation that failed.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
+    pub(crate) fn io(op: &'static str, source: std::io::Error) -> Self {
+        Error::Io { op, source }
+    }
+
     /// True for [`Error::Disconnected`].
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected)

@@ -61,6 +61,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(all(feature = "bench", not(ipcprop_loom)))]
+pub mod bench;
 #[cfg(not(ipcprop_loom))]
 pub mod check;
 mod error;

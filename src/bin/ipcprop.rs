@@ -5,6 +5,8 @@
 //! ipcprop demo [fork|threads|pipe|shm|file-queue|all]
 //! ipcprop check [--transport NAME]... [--cases N] [--seed S] [--timeout SECS] [--time SECS]
 //!               [--jobs N] [--json] [--save DIR]
+//! ipcprop bench [--only pipe|ring|queue|fork]... [--sizes 0,64,4096,65536] [--budget-ms MS]
+//!               [--plot FILE] [--markdown] [--queue-dir DIR]
 //! ```
 
 use std::process::ExitCode;
@@ -58,6 +60,11 @@ enum Command {
     /// for lost, unexpected, duplicated, reordered and corrupted messages and for hangs.
     /// Exits 1 if any violation is found, after printing the minimal failing plan.
     Check(CheckArgs),
+    /// Measure every transport side by side with the raw syscall, the peer crates and the
+    /// physical floor, at message sizes 0, 64, 4096 and 65536 bytes (about 40 s): a table
+    /// with each figure and its ratio to the baseline, the design targets, and optionally
+    /// an SVG chart.
+    Bench(BenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,7 +97,101 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo { scenario } => demo(scenario),
         Command::Check(args) => check(args),
+        Command::Bench(args) => bench(args),
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FamilyName {
+    /// The pipe channel vs raw write/read and a UnixStream.
+    Pipe,
+    /// The shared-memory ring vs rtrb, crossbeam-channel and a bare spin.
+    Ring,
+    /// The file queue vs the queue-file crate.
+    Queue,
+    /// Forked property cases vs bare fork + _exit + waitpid.
+    Fork,
+}
+
+/// The options of `ipcprop bench`.
+#[derive(Args)]
+struct BenchArgs {
+    /// Families to measure (repeat for several); all by default.
+    #[arg(long = "only", value_enum)]
+    families: Vec<FamilyName>,
+    /// Message sizes in bytes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ipcprop::bench::SIZES)]
+    sizes: Vec<usize>,
+    /// Milliseconds each measurement runs once calibrated.
+    #[arg(long, default_value_t = 250, value_name = "MS")]
+    budget_ms: u64,
+    /// Write the results as an SVG chart to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<std::path::PathBuf>,
+    /// Also print the table as Markdown (what the README shows).
+    #[arg(long)]
+    markdown: bool,
+    /// Directory for the queue files (default: $CARGO_TARGET_DIR, else ./target if it
+    /// exists, else the temporary directory). Use a real disk: fsync on a tmpfs is free.
+    #[arg(long, value_name = "DIR")]
+    queue_dir: Option<std::path::PathBuf>,
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    use ipcprop::bench::{self, Family, Options};
+    if args.sizes.iter().any(|&s| s > 1 << 20) {
+        eprintln!("ipcprop bench: sizes above 1 MiB are not supported (the rings hold 256 KiB)");
+        return ExitCode::from(2);
+    }
+    let mut opts = Options::quick();
+    if !args.families.is_empty() {
+        opts.families = args
+            .families
+            .iter()
+            .map(|f| match f {
+                FamilyName::Pipe => Family::Pipe,
+                FamilyName::Ring => Family::Ring,
+                FamilyName::Queue => Family::Queue,
+                FamilyName::Fork => Family::Fork,
+            })
+            .collect();
+    }
+    opts.sizes = args.sizes.clone();
+    opts.budget = Duration::from_millis(args.budget_ms.max(1));
+    if let Some(d) = &args.queue_dir {
+        opts.queue_dir = d.clone();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = bench::run(&opts, &mut |done, total, label| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(label.to_string());
+    });
+    bar.finish_and_clear();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ipcprop bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    if args.markdown {
+        println!();
+        print!("{}", report.markdown());
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = std::fs::write(path, bench::svg::render(&report)) {
+            eprintln!("ipcprop bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("chart written to {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn demo(scenario: Scenario) -> ExitCode {

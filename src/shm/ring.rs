@@ -31,12 +31,39 @@ use crate::sync::{fence, spin_hint, AtomicU32, Ordering};
 /// SIGKILL cannot wake anyone; this bounds how long that goes unnoticed.
 pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
 
-/// Spins before sleeping (a futex round trip costs microseconds; a short spin often
-/// catches the next message first).
+/// How long a waiting side spins before it sleeps on the futex. A futex sleep and wake
+/// cost tens of microseconds end to end, so spinning for about as long catches a peer
+/// that is busy copying a large message (a 64 KiB record takes microseconds to write);
+/// an idle peer costs this much CPU once per wait, then nothing. Measured by the
+/// `ring latency` rows of `ipcprop bench` (README): with a fixed 200 pauses the 64 KiB
+/// ping-pong slept on every hop.
 #[cfg(not(ipcprop_loom))]
-const SPINS: u32 = 200;
-#[cfg(ipcprop_loom)]
-const SPINS: u32 = 0;
+const SPIN_TIME: Duration = Duration::from_micros(50);
+
+/// Spins until `ready()` or [`SPIN_TIME`] has passed; the clock is read every 64 checks.
+/// Under loom, which explores the sleeping path exhaustively, it checks once.
+fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    #[cfg(not(ipcprop_loom))]
+    {
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                if ready() {
+                    return true;
+                }
+                spin_hint();
+            }
+            if start.elapsed() >= SPIN_TIME {
+                return false;
+            }
+        }
+    }
+    #[cfg(ipcprop_loom)]
+    {
+        spin_hint();
+        ready()
+    }
+}
 
 /// A sender checks its receiver's liveness at least every this many sends (and whenever
 /// the ring is full).
@@ -254,7 +281,14 @@ impl Producer {
         let mut i = 0;
         while i < lens.len() {
             match self.place(mem, lens[i], &mut |buf| fill(i, buf))? {
-                Place::Done => i += 1,
+                Place::Done => {
+                    i += 1;
+                    // A batch of large messages is published a quarter ring at a time, so
+                    // the consumer starts on it while the rest is still being written.
+                    if self.tail - self.published >= (mem.capacity() / 4) as u64 {
+                        self.publish(mem);
+                    }
+                }
                 Place::Full => {
                     self.publish(mem);
                     self.wait_for_room(mem, peer, deadline)?;
@@ -281,11 +315,8 @@ impl Producer {
             self.check_peer(peer)?;
             return Err(Error::Empty);
         }
-        for _ in 0..SPINS {
-            if moved(head.load(Ordering::Acquire)) {
-                return Ok(());
-            }
-            spin_hint();
+        if spin_until(|| moved(head.load(Ordering::Acquire))) {
+            return Ok(());
         }
         loop {
             let seq = me.seq.load(Ordering::Acquire);
@@ -467,9 +498,18 @@ impl Consumer {
             return Ok(None);
         }
         let mut n = 1;
+        let mut released = self.head;
         while n < max {
             match self.take(mem, &mut Some(|m: &[u8]| f(m))) {
-                Ok(Some(())) => n += 1,
+                Ok(Some(())) => {
+                    n += 1;
+                    // Large records are freed a quarter ring at a time, so a producer
+                    // waiting for room goes on while this batch is still being read.
+                    if self.head - released >= (mem.capacity() / 4) as u64 {
+                        self.release(mem);
+                        released = self.head;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.release(mem);
@@ -506,13 +546,7 @@ impl Consumer {
                 }
                 continue;
             }
-            for _ in 0..SPINS {
-                if tail.load(Ordering::Acquire) != self.head {
-                    break;
-                }
-                spin_hint();
-            }
-            if tail.load(Ordering::Acquire) != self.head {
+            if spin_until(|| tail.load(Ordering::Acquire) != self.head) {
                 continue;
             }
             let seq = me.seq.load(Ordering::Acquire);

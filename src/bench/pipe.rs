@@ -1,0 +1,230 @@
+//! The pipe channel against one `write(2)` per message on a raw pipe and against a
+//! `UnixStream` socketpair, between two processes.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+
+use super::{consume, expect_count, failed, payload, wait_ok};
+use crate::check::fork::ChildGroup;
+use crate::pipe::{self, PipeConfig};
+use crate::{Error, Receiver, Result, Sender, Wait};
+
+fn raw_pair() -> Result<(std::fs::File, std::fs::File)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+    Ok((r.into(), w.into()))
+}
+
+/// The tuned configuration the benchmarks also measure: `SIGPIPE` promised ignored (no
+/// signal mask per write) and a 1 MiB pipe buffer.
+pub fn tuned() -> PipeConfig {
+    PipeConfig::new().sigpipe_ignored(true).capacity(1 << 20)
+}
+
+/// Our channel: `n` messages of `size` bytes from this process to a child, with `send`
+/// (`batch == 1`) or `send_batch` of `batch`. The time from the first send until the child
+/// has received the last and exited.
+pub fn channel(n: u64, size: usize, batch: usize, config: PipeConfig) -> Result<Duration> {
+    let (tx, rx) = pipe::channel_with(config)?;
+    let (mut tx, mut rx) = (Some(tx), Some(rx));
+    let mut group = ChildGroup::new();
+    group.spawn("receiver", |_| {
+        drop(tx.take());
+        let rx = rx.as_mut().ok_or("no receiver")?;
+        let mut got = (0u64, 0u64);
+        loop {
+            match rx.recv_with(Wait::Forever, |m| {
+                consume(m);
+                m.len()
+            }) {
+                Ok(len) => got = (got.0 + 1, got.1 + len as u64),
+                Err(e) if e.is_disconnected() => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        expect_count(got, n, size)
+    })?;
+    drop(rx.take());
+    let mut tx = tx.take().ok_or_else(|| failed("no sender"))?;
+    let msg = payload(size);
+    let msgs: Vec<&[u8]> = vec![&msg[..]; batch.max(1)];
+    let start = Instant::now();
+    let mut left = n as usize;
+    while left > 0 {
+        if batch <= 1 {
+            tx.send(&msg)?;
+            left -= 1;
+        } else {
+            let k = left.min(batch);
+            tx.send_batch(&msgs[..k])?;
+            left -= k;
+        }
+    }
+    drop(tx);
+    wait_ok(group)?;
+    Ok(start.elapsed())
+}
+
+/// One `write` of `size` bytes per message on `w`; a child reads until end of stream and
+/// checks it got `n * size` bytes.
+fn stream<W: Write, R: Read>(n: u64, size: usize, w: W, r: R) -> Result<Duration> {
+    let (mut w, mut r) = (Some(w), Some(r));
+    let total = n * size as u64;
+    let mut group = ChildGroup::new();
+    group.spawn("reader", |_| {
+        // This process's copy of the writing end would keep the stream open forever.
+        drop(w.take());
+        let mut r = r.take().ok_or("no reader")?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0u64;
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => {
+                    consume(&buf[..k]);
+                    got += k as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if got != total {
+            return Err(format!("read {got} bytes, expected {total}"));
+        }
+        Ok(())
+    })?;
+    drop(r.take());
+    let mut w = w.take().ok_or_else(|| failed("no writer"))?;
+    let msg = payload(size);
+    let start = Instant::now();
+    for _ in 0..n {
+        w.write_all(&msg)
+            .map_err(|e| Error::io("benchmark write", e))?;
+    }
+    drop(w);
+    wait_ok(group)?;
+    Ok(start.elapsed())
+}
+
+/// The floor: one `write(2)` of `size` bytes per message on a pipe (`size > 0`).
+pub fn raw_write(n: u64, size: usize) -> Result<Duration> {
+    let (r, w) = raw_pair()?;
+    stream(n, size, w, r)
+}
+
+/// One `write(2)` per message on a `UnixStream` socketpair (`size > 0`).
+pub fn unix_stream(n: u64, size: usize) -> Result<Duration> {
+    let (a, b) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+    stream(n, size, a, b)
+}
+
+/// Warm-up round trips before timing starts.
+pub(crate) const WARMUP: u64 = 200;
+
+/// Ping-pong over two of our channels: a child echoes each message back. The time of each
+/// of `n` round trips.
+pub fn channel_pingpong(n: u64, size: usize, config: PipeConfig) -> Result<Vec<Duration>> {
+    let (a_tx, a_rx) = pipe::channel_with(config)?;
+    let (b_tx, b_rx) = pipe::channel_with(config)?;
+    let mut child = Some((a_rx, b_tx));
+    let mut parent = Some((a_tx, b_rx));
+    let mut group = ChildGroup::new();
+    group.spawn("echo", |_| {
+        drop(parent.take());
+        let (mut a_rx, mut b_tx) = child.take().ok_or("no ends")?;
+        let mut buf = Vec::new();
+        loop {
+            match a_rx.recv_with(Wait::Forever, |m| {
+                buf.clear();
+                buf.extend_from_slice(m)
+            }) {
+                Ok(()) => b_tx.send(&buf).map_err(|e| e.to_string())?,
+                Err(e) if e.is_disconnected() => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })?;
+    drop(child.take());
+    let (mut tx, mut rx) = parent.take().ok_or_else(|| failed("no ends"))?;
+    let msg = payload(size);
+    let mut rtts = Vec::with_capacity(n as usize);
+    for i in 0..WARMUP + n {
+        let t = Instant::now();
+        tx.send(&msg)?;
+        let len = rx.recv_with(Wait::Forever, |m| {
+            consume(m);
+            m.len()
+        })?;
+        if len != size {
+            return Err(failed(format!("echo of {size} bytes came back as {len}")));
+        }
+        if i >= WARMUP {
+            rtts.push(t.elapsed());
+        }
+    }
+    drop(tx);
+    wait_ok(group)?;
+    Ok(rtts)
+}
+
+/// Ping-pong of `size` bytes (`size > 0`) with plain `write`/`read_exact`: the parent
+/// writes on `out` and reads on `back`; the child echoes from `c_in` to `c_out`.
+fn stream_pingpong<W: Write, R: Read, CR: Read, CW: Write>(
+    n: u64,
+    size: usize,
+    parent_ends: (W, R),
+    child_ends: (CR, CW),
+) -> Result<Vec<Duration>> {
+    let mut child_ends = Some(child_ends);
+    let mut parent_ends = Some(parent_ends);
+    let mut group = ChildGroup::new();
+    group.spawn("echo", |_| {
+        // This process's copies of the parent's ends would keep the streams open forever.
+        drop(parent_ends.take());
+        let (mut c_in, mut c_out) = child_ends.take().ok_or("no ends")?;
+        let mut buf = vec![0u8; size];
+        loop {
+            match c_in.read_exact(&mut buf) {
+                Ok(()) => c_out.write_all(&buf).map_err(|e| e.to_string())?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })?;
+    drop(child_ends.take());
+    let (mut out, mut back) = parent_ends.take().ok_or_else(|| failed("no ends"))?;
+    let msg = payload(size);
+    let mut buf = vec![0u8; size];
+    let mut rtts = Vec::with_capacity(n as usize);
+    let io = |e| Error::io("benchmark ping-pong", e);
+    for i in 0..WARMUP + n {
+        let t = Instant::now();
+        out.write_all(&msg).map_err(io)?;
+        back.read_exact(&mut buf).map_err(io)?;
+        if i >= WARMUP {
+            rtts.push(t.elapsed());
+        }
+    }
+    // Both: over a socketpair they are the same socket.
+    drop((out, back));
+    wait_ok(group)?;
+    Ok(rtts)
+}
+
+/// Raw pipe ping-pong: two pipes, one `write` and `read`s of exactly `size` bytes
+/// (`size > 0`).
+pub fn raw_pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
+    let (a_r, a_w) = raw_pair()?;
+    let (b_r, b_w) = raw_pair()?;
+    stream_pingpong(n, size, (a_w, b_r), (a_r, b_w))
+}
+
+/// `UnixStream` ping-pong over one socketpair (`size > 0`).
+pub fn unix_stream_pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
+    let (a, b) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+    let io = |e| Error::io("socket clone", e);
+    let (a2, b2) = (a.try_clone().map_err(io)?, b.try_clone().map_err(io)?);
+    stream_pingpong(n, size, (a, a2), (b, b2))
+}

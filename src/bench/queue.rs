@@ -1,0 +1,286 @@
+//! The file queue against the `queue-file` crate (a port of Square's Tape `QueueFile`):
+//! push+pop without fsync, durable pushes, each one by one and in batches, in one process
+//! (`queue-file` is a single-process queue); and our queue between two processes.
+//!
+//! Queue files go in a fresh directory under the base given (see [`BenchDir`]): put it on
+//! the disk you care about, not on a tmpfs, where `fdatasync` costs nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use queue_file::QueueFile;
+
+use super::pipe::WARMUP;
+use super::{consume, expect_count, failed, payload, wait_ok};
+use crate::check::fork::ChildGroup;
+use crate::queue::{self, Durability, FileQueue, QueueConfig};
+use crate::{Error, Receiver, Result, Sender, Wait};
+
+/// A directory for queue files, removed with everything in it when dropped.
+#[derive(Debug)]
+pub struct BenchDir {
+    path: PathBuf,
+    next: std::cell::Cell<u32>,
+}
+
+impl BenchDir {
+    /// Creates `base/ipcprop-bench-<pid>-<nanos>`.
+    pub fn new(base: &Path) -> Result<BenchDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = base.join(format!("ipcprop-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).map_err(|e| Error::io("create bench directory", e))?;
+        Ok(BenchDir {
+            path,
+            next: std::cell::Cell::new(0),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path for a new file in the directory, never handed out before.
+    pub fn file(&self, what: &str) -> PathBuf {
+        let i = self.next.get();
+        self.next.set(i + 1);
+        self.path.join(format!("{what}-{i}"))
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Removes a queue file (and nothing else) when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn ours(dir: &BenchDir, durability: Durability) -> Result<(FileQueue, Scratch)> {
+    let path = dir.file("ipcprop");
+    let q = FileQueue::open(&path, QueueConfig::new().durability(durability))?;
+    Ok((q, Scratch(path)))
+}
+
+fn theirs(dir: &BenchDir, sync: bool) -> Result<(QueueFile, Scratch)> {
+    let path = dir.file("queue-file");
+    let mut q = QueueFile::open(&path).map_err(|e| failed(format!("queue-file open: {e}")))?;
+    q.set_sync_writes(sync);
+    Ok((q, Scratch(path)))
+}
+
+fn qf_err(e: queue_file::Error) -> Error {
+    failed(format!("queue-file: {e}"))
+}
+
+/// Ours, no fsync: `n` messages pushed and popped, one by one (`batch == 1`: `push`, `pop`)
+/// or `batch` at a time (`push_batch`, `pop_batch`).
+pub fn push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result<Duration> {
+    let (q, _scratch) = ours(dir, Durability::None)?;
+    let msg = payload(size);
+    let msgs = vec![&msg[..]; batch.max(1)];
+    let mut got = (0u64, 0u64);
+    let start = Instant::now();
+    let mut left = n as usize;
+    while left > 0 {
+        let k = left.min(batch.max(1));
+        if batch <= 1 {
+            q.push(&msg)?;
+        } else {
+            q.push_batch(&msgs[..k])?;
+        }
+        for m in q.pop_batch(k)? {
+            got = (got.0 + 1, got.1 + m.len() as u64);
+            consume(&m);
+        }
+        left -= k;
+    }
+    let t = start.elapsed();
+    expect_count(got, n, size).map_err(failed)?;
+    Ok(t)
+}
+
+/// `queue-file`, no sync: `add`, `peek`, `remove` per message, or `add_n`, `iter`,
+/// `remove_n` per batch.
+pub fn queue_file_push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result<Duration> {
+    let (mut q, _scratch) = theirs(dir, false)?;
+    let msg = payload(size);
+    let mut got = (0u64, 0u64);
+    let start = Instant::now();
+    let mut left = n as usize;
+    while left > 0 {
+        let k = left.min(batch.max(1));
+        if batch <= 1 {
+            q.add(&msg).map_err(qf_err)?;
+            if let Some(m) = q.peek().map_err(qf_err)? {
+                got = (got.0 + 1, got.1 + m.len() as u64);
+                consume(&m);
+            }
+            q.remove().map_err(qf_err)?;
+        } else {
+            q.add_n(std::iter::repeat_n(&msg[..], k)).map_err(qf_err)?;
+            for m in q.iter().take(k) {
+                got = (got.0 + 1, got.1 + m.len() as u64);
+                consume(&m);
+            }
+            q.remove_n(k).map_err(qf_err)?;
+        }
+        left -= k;
+    }
+    let t = start.elapsed();
+    expect_count(got, n, size).map_err(failed)?;
+    Ok(t)
+}
+
+/// Ours, [`Durability::Sync`]: `n` durable pushes (one `fdatasync` per push or per batch of
+/// `batch`). Only the pushes are timed; the queue is drained and checked afterwards.
+pub fn durable_push(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result<Duration> {
+    let (q, _scratch) = ours(dir, Durability::Sync)?;
+    let msg = payload(size);
+    let msgs = vec![&msg[..]; batch.max(1)];
+    let start = Instant::now();
+    let mut left = n as usize;
+    while left > 0 {
+        let k = left.min(batch.max(1));
+        if batch <= 1 {
+            q.push(&msg)?;
+        } else {
+            q.push_batch(&msgs[..k])?;
+        }
+        left -= k;
+    }
+    let t = start.elapsed();
+    let mut got = (0u64, 0u64);
+    loop {
+        let ms = q.pop_batch(4096)?;
+        if ms.is_empty() {
+            break;
+        }
+        for m in ms {
+            got = (got.0 + 1, got.1 + m.len() as u64);
+        }
+    }
+    expect_count(got, n, size).map_err(failed)?;
+    Ok(t)
+}
+
+/// `queue-file` with sync writes: `add` per message or `add_n` per batch.
+pub fn queue_file_durable_push(
+    dir: &BenchDir,
+    n: u64,
+    size: usize,
+    batch: usize,
+) -> Result<Duration> {
+    let (mut q, _scratch) = theirs(dir, true)?;
+    let msg = payload(size);
+    let start = Instant::now();
+    let mut left = n as usize;
+    while left > 0 {
+        let k = left.min(batch.max(1));
+        if batch <= 1 {
+            q.add(&msg).map_err(qf_err)?;
+        } else {
+            q.add_n(std::iter::repeat_n(&msg[..], k)).map_err(qf_err)?;
+        }
+        left -= k;
+    }
+    let t = start.elapsed();
+    if q.size() != n as usize {
+        return Err(failed(format!("queue-file holds {} of {n}", q.size())));
+    }
+    Ok(t)
+}
+
+/// Our queue between two processes, no fsync: this process pushes `n` messages, a child
+/// receives them (woken by inotify when it finds the queue empty).
+pub fn channel(dir: &BenchDir, n: u64, size: usize) -> Result<Duration> {
+    let path = dir.file("channel");
+    let _scratch = Scratch(path.clone());
+    let (tx, rx) = queue::channel(&path, QueueConfig::new())?;
+    let (mut tx, mut rx) = (Some(tx), Some(rx));
+    let mut group = ChildGroup::new();
+    group.spawn("receiver", |_| {
+        drop(tx.take());
+        let rx = rx.as_mut().ok_or("no receiver")?;
+        let mut got = (0u64, 0u64);
+        loop {
+            match rx.recv_with(Wait::Forever, |m| {
+                consume(m);
+                m.len()
+            }) {
+                Ok(len) => got = (got.0 + 1, got.1 + len as u64),
+                Err(e) if e.is_disconnected() => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        expect_count(got, n, size)
+    })?;
+    drop(rx.take());
+    let mut tx = tx.take().ok_or_else(|| failed("no sender"))?;
+    let msg = payload(size);
+    let start = Instant::now();
+    for _ in 0..n {
+        tx.send(&msg)?;
+    }
+    drop(tx);
+    wait_ok(group)?;
+    Ok(start.elapsed())
+}
+
+/// Ping-pong over two of our queues between two processes, no fsync.
+pub fn channel_pingpong(dir: &BenchDir, n: u64, size: usize) -> Result<Vec<Duration>> {
+    let (pa, pb) = (dir.file("ping"), dir.file("pong"));
+    let _scratch = (Scratch(pa.clone()), Scratch(pb.clone()));
+    let (a_tx, a_rx) = queue::channel(&pa, QueueConfig::new())?;
+    let (b_tx, b_rx) = queue::channel(&pb, QueueConfig::new())?;
+    let mut child = Some((a_rx, b_tx));
+    let mut parent = Some((a_tx, b_rx));
+    let mut group = ChildGroup::new();
+    group.spawn("echo", |_| {
+        // Our copies of the parent's ends would keep it from ever seeing a disconnect.
+        drop(parent.take());
+        let (mut a_rx, mut b_tx) = child.take().ok_or("no ends")?;
+        let mut buf = Vec::new();
+        loop {
+            match a_rx.recv_with(Wait::Forever, |m| {
+                buf.clear();
+                buf.extend_from_slice(m)
+            }) {
+                Ok(()) => b_tx.send(&buf).map_err(|e| e.to_string())?,
+                Err(e) if e.is_disconnected() => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })?;
+    drop(child.take());
+    let (mut tx, mut rx) = parent.take().ok_or_else(|| failed("no ends"))?;
+    let msg = payload(size);
+    let mut rtts = Vec::with_capacity(n as usize);
+    for i in 0..WARMUP.min(20) + n {
+        let t = Instant::now();
+        tx.send(&msg)?;
+        let len = rx.recv_with(Wait::Forever, |m| {
+            consume(m);
+            m.len()
+        })?;
+        if len != size {
+            return Err(failed(format!("echo of {size} bytes came back as {len}")));
+        }
+        if i >= WARMUP.min(20) {
+            rtts.push(t.elapsed());
+        }
+    }
+    drop(tx);
+    wait_ok(group)?;
+    Ok(rtts)
+}

@@ -1,0 +1,387 @@
+//! What a benchmark run measured: rows, the design targets and where each stands, the
+//! machine, and the plain-text table `ipcprop bench` prints.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// The transport family a row belongs to; each family has its own baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// The pipe channel, raw `write`/`read` on a pipe, a `UnixStream` socketpair.
+    Pipe,
+    /// The shared-memory ring, `rtrb`, `crossbeam-channel`, a bare shared-memory spin.
+    Ring,
+    /// The file queue and the `queue-file` crate.
+    Queue,
+    /// Forked property cases against a bare `fork` + `_exit` + `waitpid`.
+    Fork,
+}
+
+impl Family {
+    /// Every family, in report order.
+    pub const ALL: [Family; 4] = [Family::Pipe, Family::Ring, Family::Queue, Family::Fork];
+
+    /// Lower-case name, as accepted by `ipcprop bench --only`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Pipe => "pipe",
+            Family::Ring => "ring",
+            Family::Queue => "queue",
+            Family::Fork => "fork",
+        }
+    }
+}
+
+/// What a row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Messages (or cases) per second, one sender to one receiver; higher is better.
+    Throughput,
+    /// One-way latency (half a ping-pong round trip), p50 and p99; lower is better.
+    Latency,
+}
+
+impl Kind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Throughput => "throughput",
+            Kind::Latency => "latency",
+        }
+    }
+}
+
+/// One measured implementation at one message size.
+///
+/// Rows with the same `family`, `kind` and `size` form a comparison group; the group's row
+/// with `is_baseline` is what the others' `ratio` is relative to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// Which comparison this row belongs to.
+    pub family: Family,
+    /// Throughput or latency.
+    pub kind: Kind,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// The implementation, e.g. `"ipcprop send"`, `"raw write"`, `"rtrb (threads)"`.
+    pub name: &'static str,
+    /// True for the group's baseline (the raw syscall, the peer crate or the floor).
+    pub is_baseline: bool,
+    /// Messages (throughput) or round trips (latency) measured.
+    pub count: u64,
+    /// Wall time of the measured run.
+    pub elapsed: Duration,
+    /// One-way latency percentiles `(p50, p99)`, for latency rows.
+    pub latency: Option<(Duration, Duration)>,
+    /// Throughput: this row's messages/s over the baseline's (higher is better).
+    /// Latency: this row's p50 over the baseline's (lower is better). `None` for the
+    /// baseline itself and where the group has no baseline.
+    pub ratio: Option<f64>,
+}
+
+impl Row {
+    /// Messages (or round trips) per second.
+    pub fn per_second(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64().max(1e-12)
+    }
+
+    /// Payload bytes per second (throughput rows; zero for empty messages).
+    pub fn bytes_per_second(&self) -> f64 {
+        self.per_second() * self.size as f64
+    }
+
+    /// The figure the chart plots: messages/s for throughput, p50 in nanoseconds for latency.
+    pub fn value(&self) -> f64 {
+        match (self.kind, self.latency) {
+            (Kind::Latency, Some((p50, _))) => p50.as_nanos() as f64,
+            _ => self.per_second(),
+        }
+    }
+}
+
+/// Whether a ratio must be at least or at most the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// `ratio >= value` (throughput: at least this many times the baseline).
+    AtLeast,
+    /// `ratio <= value` (latency: at most this many times the floor).
+    AtMost,
+}
+
+/// One line of DESIGN section 7 and where this run put it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetStatus {
+    /// What is compared, e.g. `"pipe, 64 B, msgs/s: send / raw write"`.
+    pub what: &'static str,
+    /// The bound and its value.
+    pub bound: Bound,
+    /// The target ratio.
+    pub target: f64,
+    /// The measured ratio, if both sides were measured in this run.
+    pub measured: Option<f64>,
+}
+
+impl TargetStatus {
+    /// `Some(true)` if met, `Some(false)` if not, `None` if not measured.
+    pub fn met(&self) -> Option<bool> {
+        self.measured.map(|r| match self.bound {
+            Bound::AtLeast => r >= self.target,
+            Bound::AtMost => r <= self.target,
+        })
+    }
+}
+
+/// The machine a report was measured on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Machine {
+    /// CPU model name (from `/proc/cpuinfo`).
+    pub cpu: String,
+    /// Logical CPUs online.
+    pub cpus: usize,
+    /// Total memory, in MiB.
+    pub memory_mib: u64,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Filesystem type of the directory the queue benchmarks wrote to.
+    pub queue_fs: String,
+}
+
+impl Machine {
+    /// A one-line description: `"2 x Intel(R) Xeon(R) ..., 24 GiB, Linux 6.1, queue on ext4"`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} x {}, {:.0} GiB RAM, Linux {}, queue files on {}",
+            self.cpus,
+            self.cpu,
+            self.memory_mib as f64 / 1024.0,
+            self.kernel,
+            self.queue_fs
+        )
+    }
+}
+
+/// A whole run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// Every measurement, grouped by family, kind and size, baseline first in each group.
+    pub rows: Vec<Row>,
+    /// The design targets this run could evaluate.
+    pub targets: Vec<TargetStatus>,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+}
+
+/// `1234567.0` -> `"1.23 M"`; `950.0` -> `"950"`.
+pub fn si(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2} G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// A duration in the unit that reads best: `"73 ns"`, `"4.1 us"`, `"1.25 ms"`.
+pub fn short_duration(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} us", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
+
+/// `0` -> `"0 B"`, `4096` -> `"4 KiB"`.
+pub fn size_label(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+impl Report {
+    /// The rows of one comparison group, baseline first.
+    pub fn group(&self, family: Family, kind: Kind, size: usize) -> Vec<&Row> {
+        let mut rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.family == family && r.kind == kind && r.size == size)
+            .collect();
+        rows.sort_by_key(|r| !r.is_baseline);
+        rows
+    }
+
+    /// The table `ipcprop bench` prints: one block per family and kind, a line per row,
+    /// then the targets.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "machine: {}", self.machine.describe());
+        let mut keys: Vec<(Family, Kind)> = self.rows.iter().map(|r| (r.family, r.kind)).collect();
+        keys.dedup();
+        for (family, kind) in keys {
+            let _ = writeln!(out);
+            let _ = match kind {
+                Kind::Throughput => writeln!(
+                    out,
+                    "{} {}  {:>8}  {:<28} {:>11} {:>11} {:>9}",
+                    family.name(),
+                    kind.name(),
+                    "size",
+                    "implementation",
+                    "msgs/s",
+                    "bytes/s",
+                    "ratio"
+                ),
+                Kind::Latency => writeln!(
+                    out,
+                    "{} {}  {:>8}  {:<28} {:>11} {:>11} {:>9}",
+                    family.name(),
+                    kind.name(),
+                    "size",
+                    "implementation",
+                    "p50",
+                    "p99",
+                    "ratio"
+                ),
+            };
+            for r in self
+                .rows
+                .iter()
+                .filter(|r| r.family == family && r.kind == kind)
+            {
+                let ratio = match (r.is_baseline, r.ratio) {
+                    (true, _) => "baseline".to_string(),
+                    (false, Some(x)) => format!("{x:.2}x"),
+                    (false, None) => "-".to_string(),
+                };
+                let (a, b) = match (kind, r.latency) {
+                    (Kind::Latency, Some((p50, p99))) => (short_duration(p50), short_duration(p99)),
+                    _ => (
+                        si(r.per_second()),
+                        if r.size == 0 {
+                            "-".to_string()
+                        } else {
+                            format!("{}B", si(r.bytes_per_second()))
+                        },
+                    ),
+                };
+                let pad = family.name().len() + kind.name().len() + 1;
+                let _ = writeln!(
+                    out,
+                    "{:pad$}  {:>8}  {:<28} {:>11} {:>11} {:>9}",
+                    "",
+                    size_label(r.size),
+                    r.name,
+                    a,
+                    b,
+                    ratio
+                );
+            }
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "\ntargets (DESIGN section 7)");
+            for t in &self.targets {
+                let bound = match t.bound {
+                    Bound::AtLeast => ">=",
+                    Bound::AtMost => "<=",
+                };
+                let (measured, verdict) = match (t.measured, t.met()) {
+                    (Some(m), Some(true)) => (format!("{m:.2}x"), "met"),
+                    (Some(m), _) => (format!("{m:.2}x"), "NOT met"),
+                    (None, _) => ("-".to_string(), "not measured"),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<58} {bound} {:<6} {:>9}  {verdict}",
+                    t.what,
+                    format!("{}x", t.target),
+                    measured
+                );
+            }
+        }
+        let _ = writeln!(out, "\nmeasured in {:.1} s", self.elapsed.as_secs_f64());
+        out
+    }
+
+    /// The same as Markdown tables (one per family and kind, then the targets), for the
+    /// README.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let mut keys: Vec<(Family, Kind)> = self.rows.iter().map(|r| (r.family, r.kind)).collect();
+        keys.dedup();
+        for (family, kind) in keys {
+            let _ = writeln!(out, "**{} {}**\n", family.name(), kind.name());
+            let _ = match kind {
+                Kind::Throughput => writeln!(
+                    out,
+                    "| size | implementation | msgs/s | bytes/s | ratio |\n| ---: | --- | ---: | ---: | ---: |"
+                ),
+                Kind::Latency => writeln!(
+                    out,
+                    "| size | implementation | p50 one-way | p99 one-way | ratio |\n| ---: | --- | ---: | ---: | ---: |"
+                ),
+            };
+            for r in self
+                .rows
+                .iter()
+                .filter(|r| r.family == family && r.kind == kind)
+            {
+                let ratio = match (r.is_baseline, r.ratio) {
+                    (true, _) => "baseline".to_string(),
+                    (false, Some(x)) => format!("{x:.2}x"),
+                    (false, None) => "-".to_string(),
+                };
+                let (a, b) = match r.latency {
+                    Some((p50, p99)) => (short_duration(p50), short_duration(p99)),
+                    None => (
+                        si(r.per_second()),
+                        if r.size == 0 {
+                            "-".into()
+                        } else {
+                            format!("{}B", si(r.bytes_per_second()))
+                        },
+                    ),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {a} | {b} | {ratio} |",
+                    size_label(r.size),
+                    r.name
+                );
+            }
+            let _ = writeln!(out);
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(
+                out,
+                "**targets (DESIGN section 7)**\n\n| comparison | target | measured | status |\n| --- | ---: | ---: | --- |"
+            );
+            for t in &self.targets {
+                let bound = match t.bound {
+                    Bound::AtLeast => ">=",
+                    Bound::AtMost => "<=",
+                };
+                let measured = t.measured.map_or("-".into(), |m| format!("{m:.2}x"));
+                let status = match t.met() {
+                    Some(true) => "met",
+                    Some(false) => "**not met**",
+                    None => "not measured",
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {bound} {}x | {measured} | {status} |",
+                    t.what, t.target
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,555 @@
+//! The quick run behind `ipcprop bench`: every comparison at every size, each measurement
+//! sized to a time budget, ratios to the baselines and the design targets.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::queue::BenchDir;
+use super::report::{Bound, Family, Kind, Machine, Report, Row, TargetStatus};
+use super::{fork, pipe, queue, ring, BATCH, SIZES};
+use crate::pipe::PipeConfig;
+use crate::Result;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The families to measure.
+    pub families: Vec<Family>,
+    /// Message sizes (bytes).
+    pub sizes: Vec<usize>,
+    /// Roughly how long each measurement runs once calibrated.
+    pub budget: Duration,
+    /// Where the queue files go (a fresh subdirectory is made and removed).
+    pub queue_dir: PathBuf,
+}
+
+impl Options {
+    /// Everything, 0.25 s per measurement: about 40 s on two cores.
+    pub fn quick() -> Options {
+        Options {
+            families: Family::ALL.to_vec(),
+            sizes: SIZES.to_vec(),
+            budget: Duration::from_millis(250),
+            queue_dir: default_queue_dir(),
+        }
+    }
+}
+
+/// `$CARGO_TARGET_DIR`, else `./target` if it exists (both usually on a real disk), else
+/// the system temporary directory (often a tmpfs, where fsync is free: the report names the
+/// filesystem).
+pub fn default_queue_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    let target = PathBuf::from("target");
+    if target.is_dir() {
+        return target;
+    }
+    std::env::temp_dir()
+}
+
+/// One measurement to make.
+struct Spec<'a> {
+    family: Family,
+    kind: Kind,
+    size: usize,
+    name: &'static str,
+    /// The row (same family, kind, size) this one's ratio is relative to.
+    vs: Option<&'static str>,
+    /// Messages (or round trips) for the first, calibrating run.
+    first: u64,
+    work: Work<'a>,
+}
+
+enum Work<'a> {
+    Throughput(Box<dyn Fn(u64) -> Result<Duration> + 'a>),
+    Latency(Box<dyn Fn(u64) -> Result<Vec<Duration>> + 'a>),
+}
+
+/// Row names, shared by the specs, the ratios and the targets.
+mod names {
+    pub const RAW_WRITE: &str = "raw write";
+    pub const PIPE_SEND: &str = "ipcprop send";
+    pub const PIPE_TUNED: &str = "ipcprop send, tuned";
+    pub const PIPE_TUNED_LAT: &str = "ipcprop pipe, tuned";
+    pub const PIPE_BATCH: &str = "ipcprop send_batch 64";
+    pub const UNIX_STREAM: &str = "UnixStream";
+    pub const RAW_PIPE: &str = "raw pipe";
+    pub const PIPE: &str = "ipcprop pipe";
+    pub const RTRB: &str = "rtrb (threads)";
+    pub const CROSSBEAM: &str = "crossbeam (threads)";
+    pub const RING_SEND: &str = "ipcprop ring send";
+    pub const RING_BATCH: &str = "ipcprop ring batch 64";
+    pub const SPIN: &str = "bare shm spin";
+    pub const RING: &str = "ipcprop ring";
+    pub const QF: &str = "queue-file";
+    pub const QF_BATCH: &str = "queue-file batch 64";
+    pub const Q_PUSH_POP: &str = "ipcprop push+pop";
+    pub const Q_BATCH: &str = "ipcprop push+pop batch 64";
+    pub const QF_SYNC: &str = "queue-file sync";
+    pub const QF_SYNC_BATCH: &str = "queue-file sync batch 64";
+    pub const Q_DURABLE: &str = "ipcprop durable push";
+    pub const Q_DURABLE_BATCH: &str = "ipcprop durable batch 64";
+    pub const Q_CHANNEL: &str = "ipcprop queue, 2 processes";
+    pub const BARE_FORK: &str = "bare fork+_exit+waitpid";
+    pub const TINY_CASE: &str = "tiny property case";
+    /// Raw byte streams: they cannot carry an empty message.
+    pub const RAW: [&str; 3] = [RAW_WRITE, RAW_PIPE, UNIX_STREAM];
+}
+use names::*;
+
+type Thr<'a> = Box<dyn Fn(u64) -> Result<Duration> + 'a>;
+type Lat<'a> = Box<dyn Fn(u64) -> Result<Vec<Duration>> + 'a>;
+
+/// Adds one comparison group: `rows` are (name, compared with, workload).
+fn group<'a, W>(
+    out: &mut Vec<Spec<'a>>,
+    (family, kind, size, first): (Family, Kind, usize, u64),
+    rows: Vec<(&'static str, Option<&'static str>, W)>,
+    wrap: impl Fn(W) -> Work<'a>,
+) {
+    for (name, vs, work) in rows {
+        out.push(Spec {
+            family,
+            kind,
+            size,
+            name,
+            vs,
+            first,
+            work: wrap(work),
+        });
+    }
+}
+
+/// Drops the rows of raw byte streams at size 0: they cannot carry an empty message.
+fn nonempty<W>(
+    size: usize,
+    rows: Vec<(&'static str, Option<&'static str>, W)>,
+) -> Vec<(&'static str, Option<&'static str>, W)> {
+    rows.into_iter()
+        .filter(|(name, ..)| size > 0 || !RAW.contains(name))
+        .collect()
+}
+
+fn specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
+    use Family::*;
+    use Kind::*;
+    let mut out = Vec::new();
+    let (thr, lat) = (Work::Throughput, Work::Latency);
+    for &family in &opts.families {
+        for &s in &opts.sizes {
+            let b = Some;
+            match family {
+                Pipe => {
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        (RAW_WRITE, None, Box::new(move |n| pipe::raw_write(n, s))),
+                        (
+                            PIPE_SEND,
+                            b(RAW_WRITE),
+                            Box::new(move |n| pipe::channel(n, s, 1, PipeConfig::new())),
+                        ),
+                        (
+                            PIPE_TUNED,
+                            b(RAW_WRITE),
+                            Box::new(move |n| pipe::channel(n, s, 1, pipe::tuned())),
+                        ),
+                        (
+                            PIPE_BATCH,
+                            b(RAW_WRITE),
+                            Box::new(move |n| pipe::channel(n, s, BATCH, PipeConfig::new())),
+                        ),
+                        (
+                            UNIX_STREAM,
+                            b(RAW_WRITE),
+                            Box::new(move |n| pipe::unix_stream(n, s)),
+                        ),
+                    ];
+                    group(
+                        &mut out,
+                        (Pipe, Throughput, s, 2000),
+                        nonempty(s, rows),
+                        thr,
+                    );
+                }
+                Ring => {
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        (RTRB, None, Box::new(move |n| ring::rtrb_threads(n, s))),
+                        (
+                            RING_SEND,
+                            b(RTRB),
+                            Box::new(move |n| ring::channel(n, s, 1)),
+                        ),
+                        (
+                            RING_BATCH,
+                            b(RTRB),
+                            Box::new(move |n| ring::channel(n, s, BATCH)),
+                        ),
+                        (
+                            CROSSBEAM,
+                            b(RTRB),
+                            Box::new(move |n| ring::crossbeam_threads(n, s)),
+                        ),
+                    ];
+                    group(&mut out, (Ring, Throughput, s, 5000), rows, thr);
+                }
+                Queue => {
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        (
+                            QF,
+                            None,
+                            Box::new(move |n| queue::queue_file_push_pop(dir, n, s, 1)),
+                        ),
+                        (
+                            Q_PUSH_POP,
+                            b(QF),
+                            Box::new(move |n| queue::push_pop(dir, n, s, 1)),
+                        ),
+                        (
+                            Q_BATCH,
+                            b(QF),
+                            Box::new(move |n| queue::push_pop(dir, n, s, BATCH)),
+                        ),
+                        (
+                            QF_BATCH,
+                            b(QF),
+                            Box::new(move |n| queue::queue_file_push_pop(dir, n, s, BATCH)),
+                        ),
+                    ];
+                    group(&mut out, (Queue, Throughput, s, 200), rows, thr);
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        (
+                            QF_SYNC,
+                            None,
+                            Box::new(move |n| queue::queue_file_durable_push(dir, n, s, 1)),
+                        ),
+                        (
+                            Q_DURABLE,
+                            b(QF_SYNC),
+                            Box::new(move |n| queue::durable_push(dir, n, s, 1)),
+                        ),
+                        (
+                            Q_DURABLE_BATCH,
+                            b(QF_SYNC),
+                            Box::new(move |n| queue::durable_push(dir, n, s, BATCH)),
+                        ),
+                        (
+                            QF_SYNC_BATCH,
+                            b(QF_SYNC),
+                            Box::new(move |n| queue::queue_file_durable_push(dir, n, s, BATCH)),
+                        ),
+                    ];
+                    group(&mut out, (Queue, Throughput, s, 8), rows, thr);
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![(
+                        Q_CHANNEL,
+                        None,
+                        Box::new(move |n| queue::channel(dir, n, s)),
+                    )];
+                    group(&mut out, (Queue, Throughput, s, 200), rows, thr);
+                }
+                Fork => {}
+            }
+        }
+        for &s in &opts.sizes {
+            let b = Some;
+            match family {
+                Pipe => {
+                    let rows: Vec<(_, _, Lat<'a>)> = vec![
+                        (RAW_PIPE, None, Box::new(move |n| pipe::raw_pingpong(n, s))),
+                        (
+                            PIPE,
+                            b(RAW_PIPE),
+                            Box::new(move |n| pipe::channel_pingpong(n, s, PipeConfig::new())),
+                        ),
+                        (
+                            PIPE_TUNED_LAT,
+                            b(RAW_PIPE),
+                            Box::new(move |n| pipe::channel_pingpong(n, s, pipe::tuned())),
+                        ),
+                        (
+                            UNIX_STREAM,
+                            b(RAW_PIPE),
+                            Box::new(move |n| pipe::unix_stream_pingpong(n, s)),
+                        ),
+                    ];
+                    group(&mut out, (Pipe, Latency, s, 200), nonempty(s, rows), lat);
+                }
+                Ring => {
+                    let rows: Vec<(_, _, Lat<'a>)> = vec![
+                        (SPIN, None, Box::new(move |n| ring::spin_pingpong(n, s))),
+                        (
+                            RING,
+                            b(SPIN),
+                            Box::new(move |n| ring::channel_pingpong(n, s)),
+                        ),
+                        (RTRB, b(SPIN), Box::new(move |n| ring::rtrb_pingpong(n, s))),
+                        (
+                            CROSSBEAM,
+                            b(SPIN),
+                            Box::new(move |n| ring::crossbeam_pingpong(n, s)),
+                        ),
+                    ];
+                    group(&mut out, (Ring, Latency, s, 500), rows, lat);
+                }
+                Queue => {
+                    let rows: Vec<(_, _, Lat<'a>)> = vec![(
+                        Q_CHANNEL,
+                        None,
+                        Box::new(move |n| queue::channel_pingpong(dir, n, s)),
+                    )];
+                    group(&mut out, (Queue, Latency, s, 50), rows, lat);
+                }
+                Fork => {}
+            }
+        }
+        if family == Fork {
+            let rows: Vec<(_, _, Thr<'a>)> = vec![
+                (BARE_FORK, None, Box::new(fork::bare_fork)),
+                (TINY_CASE, Some(BARE_FORK), Box::new(fork::tiny_cases)),
+            ];
+            group(&mut out, (Fork, Throughput, 0, 10), rows, thr);
+        }
+    }
+    out
+}
+
+/// Runs `work` with `first` messages, then (if that took well under the budget) again with
+/// as many as fill the budget; returns the count and the measured times.
+fn measure(spec: &Spec<'_>, budget: Duration) -> Result<(u64, Duration, Vec<Duration>)> {
+    let once = |n: u64| -> Result<(Duration, Vec<Duration>)> {
+        match &spec.work {
+            Work::Throughput(f) => Ok((f(n)?, Vec::new())),
+            Work::Latency(f) => {
+                let rtts = f(n)?;
+                Ok((rtts.iter().sum(), rtts))
+            }
+        }
+    };
+    let mut n = spec.first.max(1);
+    loop {
+        let (t, rtts) = once(n)?;
+        if t * 4 >= budget || n >= 1 << 30 {
+            return Ok((n, t, rtts));
+        }
+        if t * 50 >= budget {
+            // Close enough to scale in one step.
+            let scaled = (n as f64 * budget.as_secs_f64() / t.as_secs_f64().max(1e-9)) as u64;
+            let n = scaled.clamp(n, 1 << 30);
+            let (t, rtts) = once(n)?;
+            return Ok((n, t, rtts));
+        }
+        n *= 10;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs every comparison `opts` selects. `progress(done, total, label)` is called before
+/// each measurement (and once at the end with `done == total`).
+pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Report> {
+    let start = Instant::now();
+    let dir = BenchDir::new(&opts.queue_dir)?;
+    let machine = machine(dir.path());
+    let specs = specs(opts, &dir);
+    let mut rows = Vec::with_capacity(specs.len());
+    let mut vs = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        progress(
+            i,
+            specs.len(),
+            &format!(
+                "{} {} {} B: {}",
+                spec.family.name(),
+                spec.kind.name(),
+                spec.size,
+                spec.name
+            ),
+        );
+        let (count, elapsed, mut rtts) = measure(spec, opts.budget)?;
+        rtts.sort_unstable();
+        let latency = (spec.kind == Kind::Latency)
+            .then(|| (percentile(&rtts, 0.5) / 2, percentile(&rtts, 0.99) / 2));
+        rows.push(Row {
+            family: spec.family,
+            kind: spec.kind,
+            size: spec.size,
+            name: spec.name,
+            is_baseline: false,
+            count,
+            elapsed,
+            latency,
+            ratio: None,
+        });
+        vs.push(spec.vs);
+    }
+    progress(specs.len(), specs.len(), "done");
+    drop(specs);
+    drop(dir);
+    fill_ratios(&mut rows, &vs);
+    let targets = targets(&rows);
+    Ok(Report {
+        machine,
+        rows,
+        targets,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Sets each row's ratio to its `vs` row and marks the rows others are compared with.
+fn fill_ratios(rows: &mut [Row], vs: &[Option<&'static str>]) {
+    for i in 0..rows.len() {
+        let Some(base_name) = vs[i] else { continue };
+        let r = &rows[i];
+        let Some(b) = rows.iter().position(|b| {
+            b.family == r.family && b.kind == r.kind && b.size == r.size && b.name == base_name
+        }) else {
+            continue;
+        };
+        let ratio = match rows[i].kind {
+            Kind::Throughput => rows[i].per_second() / rows[b].per_second(),
+            Kind::Latency => rows[i].value() / rows[b].value(),
+        };
+        rows[i].ratio = ratio.is_finite().then_some(ratio);
+        rows[b].is_baseline = true;
+    }
+}
+
+fn targets(rows: &[Row]) -> Vec<TargetStatus> {
+    let ratio = |family, kind, size, name: &str| {
+        rows.iter()
+            .find(|r| r.family == family && r.kind == kind && r.size == size && r.name == name)
+            .and_then(|r| r.ratio)
+    };
+    use Bound::*;
+    use Family::*;
+    use Kind::*;
+    let t = |what, bound, target, measured| TargetStatus {
+        what,
+        bound,
+        target,
+        measured,
+    };
+    vec![
+        t(
+            "pipe, 64 B, msgs/s: send / raw write",
+            AtLeast,
+            1.0,
+            ratio(Pipe, Throughput, 64, PIPE_SEND),
+        ),
+        t(
+            "pipe, 64 B, msgs/s: send_batch 64 / raw write",
+            AtLeast,
+            5.0,
+            ratio(Pipe, Throughput, 64, PIPE_BATCH),
+        ),
+        t(
+            "pipe, 64 KiB, bytes/s: send / raw write",
+            AtLeast,
+            0.9,
+            ratio(Pipe, Throughput, 65536, PIPE_SEND),
+        ),
+        t(
+            "ring, 64 B, msgs/s, 2 processes: send / rtrb (threads)",
+            AtLeast,
+            1.0,
+            ratio(Ring, Throughput, 64, RING_SEND),
+        ),
+        t(
+            "ring, 64 B, msgs/s, 2 processes: batch 64 / rtrb (threads)",
+            AtLeast,
+            1.0,
+            ratio(Ring, Throughput, 64, RING_BATCH),
+        ),
+        t(
+            "ring, 64 B, one-way p50: ring / bare shm spin",
+            AtMost,
+            1.5,
+            ratio(Ring, Latency, 64, RING),
+        ),
+        t(
+            "queue, 64 B, push+pop, no fsync: ipcprop / queue-file",
+            AtLeast,
+            2.0,
+            ratio(Queue, Throughput, 64, Q_PUSH_POP),
+        ),
+        t(
+            "queue, 64 B, push+pop, batches of 64 / queue-file",
+            AtLeast,
+            10.0,
+            ratio(Queue, Throughput, 64, Q_BATCH),
+        ),
+        t(
+            "queue, 64 B, durable push / queue-file sync",
+            AtLeast,
+            1.3,
+            ratio(Queue, Throughput, 64, Q_DURABLE),
+        ),
+        t(
+            "queue, 64 B, durable batches of 64 / queue-file sync",
+            AtLeast,
+            50.0,
+            ratio(Queue, Throughput, 64, Q_DURABLE_BATCH),
+        ),
+        t(
+            "fork, tiny property cases/s / bare fork+_exit+waitpid",
+            AtLeast,
+            0.5,
+            ratio(Fork, Throughput, 0, TINY_CASE),
+        ),
+    ]
+}
+
+/// Describes this machine; `queue_dir` is where the queue files are written.
+pub fn machine(queue_dir: &Path) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_mib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    Machine {
+        cpu,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_mib,
+        kernel,
+        queue_fs: filesystem(queue_dir),
+    }
+}
+
+fn filesystem(path: &Path) -> String {
+    use nix::sys::statfs::*;
+    let Ok(fs) = statfs(path) else {
+        return "an unknown filesystem".into();
+    };
+    let t = fs.filesystem_type();
+    let known = [
+        (EXT4_SUPER_MAGIC, "ext4"),
+        (TMPFS_MAGIC, "tmpfs (fsync is free here)"),
+        (XFS_SUPER_MAGIC, "xfs"),
+        (BTRFS_SUPER_MAGIC, "btrfs"),
+        (OVERLAYFS_SUPER_MAGIC, "overlayfs"),
+        (NFS_SUPER_MAGIC, "nfs"),
+    ];
+    known
+        .iter()
+        .find(|(m, _)| *m == t)
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_else(|| format!("filesystem type {:#x}", t.0))
+}
