@@ -53,8 +53,8 @@ impl Kind {
 
 /// One measured implementation at one message size.
 ///
-/// Rows with the same `family`, `kind` and `size` form a comparison group; the group's row
-/// with `is_baseline` is what the others' `ratio` is relative to.
+/// Rows with the same `family`, `kind` and `size` form a comparison group; `vs` names the
+/// row of the group a row's `ratio` is relative to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     /// Which comparison this row belongs to.
@@ -65,8 +65,11 @@ pub struct Row {
     pub size: usize,
     /// The implementation, e.g. `"ipcprop send"`, `"raw write"`, `"rtrb (threads)"`.
     pub name: &'static str,
-    /// True for the group's baseline (the raw syscall, the peer crate or the floor).
+    /// True if other rows are compared with this one (the raw syscall, the peer crate or
+    /// the floor).
     pub is_baseline: bool,
+    /// The row (same family, kind and size) this one's `ratio` is relative to.
+    pub vs: Option<&'static str>,
     /// Messages (throughput) or round trips (latency) measured.
     pub count: u64,
     /// Wall time of the measured run.
@@ -231,7 +234,7 @@ impl Report {
             let _ = match kind {
                 Kind::Throughput => writeln!(
                     out,
-                    "{} {}  {:>8}  {:<28} {:>11} {:>11} {:>9}",
+                    "{} {}  {:>8}  {:<28} {:>11} {:>11} {:>9}  compared with",
                     family.name(),
                     kind.name(),
                     "size",
@@ -242,7 +245,7 @@ impl Report {
                 ),
                 Kind::Latency => writeln!(
                     out,
-                    "{} {}  {:>8}  {:<28} {:>11} {:>11} {:>9}",
+                    "{} {}  {:>8}  {:<28} {:>11} {:>11} {:>9}  compared with",
                     family.name(),
                     kind.name(),
                     "size",
@@ -276,13 +279,14 @@ impl Report {
                 let pad = family.name().len() + kind.name().len() + 1;
                 let _ = writeln!(
                     out,
-                    "{:pad$}  {:>8}  {:<28} {:>11} {:>11} {:>9}",
+                    "{:pad$}  {:>8}  {:<28} {:>11} {:>11} {:>9}  {}",
                     "",
                     size_label(r.size),
                     r.name,
                     a,
                     b,
-                    ratio
+                    ratio,
+                    r.vs.unwrap_or("")
                 );
             }
         }
@@ -322,11 +326,11 @@ impl Report {
             let _ = match kind {
                 Kind::Throughput => writeln!(
                     out,
-                    "| size | implementation | msgs/s | bytes/s | ratio |\n| ---: | --- | ---: | ---: | ---: |"
+                    "| size | implementation | msgs/s | bytes/s | ratio | compared with |\n| ---: | --- | ---: | ---: | ---: | --- |"
                 ),
                 Kind::Latency => writeln!(
                     out,
-                    "| size | implementation | p50 one-way | p99 one-way | ratio |\n| ---: | --- | ---: | ---: | ---: |"
+                    "| size | implementation | p50 one-way | p99 one-way | ratio | compared with |\n| ---: | --- | ---: | ---: | ---: | --- |"
                 ),
             };
             for r in self
@@ -352,9 +356,10 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {a} | {b} | {ratio} |",
+                    "| {} | {} | {a} | {b} | {ratio} | {} |",
                     size_label(r.size),
-                    r.name
+                    r.name,
+                    r.vs.unwrap_or("")
                 );
             }
             let _ = writeln!(out);

@@ -357,7 +357,6 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Resu
     let machine = machine(dir.path());
     let specs = specs(opts, &dir);
     let mut rows = Vec::with_capacity(specs.len());
-    let mut vs = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         progress(
             i,
@@ -380,17 +379,17 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Resu
             size: spec.size,
             name: spec.name,
             is_baseline: false,
+            vs: spec.vs,
             count,
             elapsed,
             latency,
             ratio: None,
         });
-        vs.push(spec.vs);
     }
     progress(specs.len(), specs.len(), "done");
     drop(specs);
     drop(dir);
-    fill_ratios(&mut rows, &vs);
+    fill_ratios(&mut rows);
     let targets = targets(&rows);
     Ok(Report {
         machine,
@@ -401,9 +400,9 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Resu
 }
 
 /// Sets each row's ratio to its `vs` row and marks the rows others are compared with.
-fn fill_ratios(rows: &mut [Row], vs: &[Option<&'static str>]) {
+fn fill_ratios(rows: &mut [Row]) {
     for i in 0..rows.len() {
-        let Some(base_name) = vs[i] else { continue };
+        let Some(base_name) = rows[i].vs else { continue };
         let r = &rows[i];
         let Some(b) = rows.iter().position(|b| {
             b.family == r.family && b.kind == r.kind && b.size == r.size && b.name == base_name

@@ -356,6 +356,7 @@ mod tests {
             size,
             name,
             is_baseline: base,
+            vs: None,
             count: 1000,
             elapsed: Duration::from_millis(1),
             latency: None,
