@@ -37,7 +37,7 @@ mod run;
 pub mod svg;
 
 pub use report::{Bound, Family, Kind, Machine, Report, Row, TargetStatus};
-pub use run::{machine, run, Options};
+pub use run::{default_queue_dir, machine, run, Options};
 
 /// The message sizes every comparison is run at.
 pub const SIZES: [usize; 4] = [0, 64, 4096, 65536];
@@ -100,4 +100,28 @@ pub(crate) fn expect_count(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_off_by_one_message_or_byte_fails() {
+        assert!(expect_count((10, 640), 10, 64).is_ok());
+        assert!(expect_count((9, 576), 10, 64).is_err());
+        assert!(expect_count((10, 639), 10, 64).is_err());
+        assert!(expect_count((11, 704), 10, 64).is_err());
+    }
+
+    #[test]
+    fn consume_reads_every_byte() {
+        let m = payload(1001);
+        let mut flipped = m.clone();
+        flipped[1000] ^= 1;
+        assert_ne!(consume(&m), consume(&flipped));
+        flipped = m.clone();
+        flipped[3] ^= 0x10;
+        assert_ne!(consume(&m), consume(&flipped));
+    }
 }

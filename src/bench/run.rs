@@ -390,7 +390,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Resu
     drop(specs);
     drop(dir);
     fill_ratios(&mut rows);
-    let targets = targets(&rows);
+    let targets = targets(&rows, &opts.families);
     Ok(Report {
         machine,
         rows,
@@ -402,7 +402,9 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Resu
 /// Sets each row's ratio to its `vs` row and marks the rows others are compared with.
 fn fill_ratios(rows: &mut [Row]) {
     for i in 0..rows.len() {
-        let Some(base_name) = rows[i].vs else { continue };
+        let Some(base_name) = rows[i].vs else {
+            continue;
+        };
         let r = &rows[i];
         let Some(b) = rows.iter().position(|b| {
             b.family == r.family && b.kind == r.kind && b.size == r.size && b.name == base_name
@@ -418,7 +420,8 @@ fn fill_ratios(rows: &mut [Row]) {
     }
 }
 
-fn targets(rows: &[Row]) -> Vec<TargetStatus> {
+/// The design targets of the families that were run.
+fn targets(rows: &[Row], families: &[Family]) -> Vec<TargetStatus> {
     let ratio = |family, kind, size, name: &str| {
         rows.iter()
             .find(|r| r.family == family && r.kind == kind && r.size == size && r.name == name)
@@ -433,74 +436,120 @@ fn targets(rows: &[Row]) -> Vec<TargetStatus> {
         target,
         measured,
     };
-    vec![
-        t(
-            "pipe, 64 B, msgs/s: send / raw write",
-            AtLeast,
-            1.0,
-            ratio(Pipe, Throughput, 64, PIPE_SEND),
+    let all = [
+        (
+            Pipe,
+            t(
+                "pipe, 64 B, msgs/s: send / raw write",
+                AtLeast,
+                1.0,
+                ratio(Pipe, Throughput, 64, PIPE_SEND),
+            ),
         ),
-        t(
-            "pipe, 64 B, msgs/s: send_batch 64 / raw write",
-            AtLeast,
-            5.0,
-            ratio(Pipe, Throughput, 64, PIPE_BATCH),
+        (
+            Pipe,
+            t(
+                "pipe, 64 B, msgs/s: send, tuned / raw write",
+                AtLeast,
+                1.0,
+                ratio(Pipe, Throughput, 64, PIPE_TUNED),
+            ),
         ),
-        t(
-            "pipe, 64 KiB, bytes/s: send / raw write",
-            AtLeast,
-            0.9,
-            ratio(Pipe, Throughput, 65536, PIPE_SEND),
+        (
+            Pipe,
+            t(
+                "pipe, 64 B, msgs/s: send_batch 64 / raw write",
+                AtLeast,
+                5.0,
+                ratio(Pipe, Throughput, 64, PIPE_BATCH),
+            ),
         ),
-        t(
-            "ring, 64 B, msgs/s, 2 processes: send / rtrb (threads)",
-            AtLeast,
-            1.0,
-            ratio(Ring, Throughput, 64, RING_SEND),
+        (
+            Pipe,
+            t(
+                "pipe, 64 KiB, bytes/s: send / raw write",
+                AtLeast,
+                0.9,
+                ratio(Pipe, Throughput, 65536, PIPE_SEND),
+            ),
         ),
-        t(
-            "ring, 64 B, msgs/s, 2 processes: batch 64 / rtrb (threads)",
-            AtLeast,
-            1.0,
-            ratio(Ring, Throughput, 64, RING_BATCH),
+        (
+            Ring,
+            t(
+                "ring, 64 B, msgs/s, 2 processes: send / rtrb (threads)",
+                AtLeast,
+                1.0,
+                ratio(Ring, Throughput, 64, RING_SEND),
+            ),
         ),
-        t(
-            "ring, 64 B, one-way p50: ring / bare shm spin",
-            AtMost,
-            1.5,
-            ratio(Ring, Latency, 64, RING),
+        (
+            Ring,
+            t(
+                "ring, 64 B, msgs/s, 2 processes: batch 64 / rtrb (threads)",
+                AtLeast,
+                1.0,
+                ratio(Ring, Throughput, 64, RING_BATCH),
+            ),
         ),
-        t(
-            "queue, 64 B, push+pop, no fsync: ipcprop / queue-file",
-            AtLeast,
-            2.0,
-            ratio(Queue, Throughput, 64, Q_PUSH_POP),
+        (
+            Ring,
+            t(
+                "ring, 64 B, one-way p50: ring / bare shm spin",
+                AtMost,
+                1.5,
+                ratio(Ring, Latency, 64, RING),
+            ),
         ),
-        t(
-            "queue, 64 B, push+pop, batches of 64 / queue-file",
-            AtLeast,
-            10.0,
-            ratio(Queue, Throughput, 64, Q_BATCH),
+        (
+            Queue,
+            t(
+                "queue, 64 B, push+pop, no fsync: ipcprop / queue-file",
+                AtLeast,
+                2.0,
+                ratio(Queue, Throughput, 64, Q_PUSH_POP),
+            ),
         ),
-        t(
-            "queue, 64 B, durable push / queue-file sync",
-            AtLeast,
-            1.3,
-            ratio(Queue, Throughput, 64, Q_DURABLE),
+        (
+            Queue,
+            t(
+                "queue, 64 B, push+pop, batches of 64 / queue-file",
+                AtLeast,
+                10.0,
+                ratio(Queue, Throughput, 64, Q_BATCH),
+            ),
         ),
-        t(
-            "queue, 64 B, durable batches of 64 / queue-file sync",
-            AtLeast,
-            50.0,
-            ratio(Queue, Throughput, 64, Q_DURABLE_BATCH),
+        (
+            Queue,
+            t(
+                "queue, 64 B, durable push / queue-file sync",
+                AtLeast,
+                1.3,
+                ratio(Queue, Throughput, 64, Q_DURABLE),
+            ),
         ),
-        t(
-            "fork, tiny property cases/s / bare fork+_exit+waitpid",
-            AtLeast,
-            0.5,
-            ratio(Fork, Throughput, 0, TINY_CASE),
+        (
+            Queue,
+            t(
+                "queue, 64 B, durable batches of 64 / queue-file sync",
+                AtLeast,
+                50.0,
+                ratio(Queue, Throughput, 64, Q_DURABLE_BATCH),
+            ),
         ),
-    ]
+        (
+            Fork,
+            t(
+                "fork, tiny property cases/s / bare fork+_exit+waitpid",
+                AtLeast,
+                0.5,
+                ratio(Fork, Throughput, 0, TINY_CASE),
+            ),
+        ),
+    ];
+    all.into_iter()
+        .filter(|(f, _)| families.contains(f))
+        .map(|(_, t)| t)
+        .collect()
 }
 
 /// Describes this machine; `queue_dir` is where the queue files are written.
