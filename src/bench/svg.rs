@@ -1,4 +1,4 @@
-//! The SVG chart of a [`Report`](super::Report): one panel of log-scale bar clusters per
+//! The SVG chart of a [`Report`]: one panel of log-scale bar clusters per
 //! family and kind, then the design targets. Plain SVG text: no scripts, fonts or stylesheets.
 
 use std::fmt::Write as _;
