@@ -14,7 +14,7 @@
 //! ```no_run
 //! use ipcprop::bench::{self, Family, Options};
 //!
-//! let report = bench::run(&Options { families: vec![Family::Pipe], ..Options::quick() }, &mut |_| {})?;
+//! let report = bench::run(&Options { families: vec![Family::Pipe], ..Options::quick() }, &mut |_, _, _| {})?;
 //! println!("{}", report.table());
 //! std::fs::write("bench.svg", bench::svg::render(&report))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
