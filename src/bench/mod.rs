@@ -23,10 +23,10 @@
 //! Peer crates (`rtrb`, `crossbeam-channel`, `queue-file`) come with the `bench` feature,
 //! which the default `cli` feature turns on; nothing outside this module uses them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::check::fork::{ChildEnd, ChildGroup};
-use crate::{Error, Result};
+use crate::{Error, Receiver, Result, Sender, Wait};
 
 pub mod fork;
 pub mod pipe;
@@ -83,6 +83,134 @@ pub(crate) fn wait_ok(group: ChildGroup) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One sender to one receiver: this process sends `n` messages of `size` bytes on the
+/// sending end of `ends` (`send`, or `send_batch` of `batch` when `batch > 1`), a child
+/// receives on the receiving end with `receive` (which lends one or more messages to its
+/// callback, and returns [`Error::Disconnected`] at the end), reads every byte and checks
+/// the count. The time from the first send until the child has received the last and
+/// exited.
+pub(crate) fn one_way<S: Sender, R: Receiver>(
+    ends: (S, R),
+    n: u64,
+    size: usize,
+    batch: usize,
+    mut receive: impl FnMut(&mut R, &mut dyn FnMut(&[u8])) -> Result<()>,
+) -> Result<Duration> {
+    let (mut tx, mut rx) = (Some(ends.0), Some(ends.1));
+    let mut group = ChildGroup::new();
+    group.spawn("receiver", |_| {
+        // This process's copy of the sending end must not keep the channel open.
+        drop(tx.take());
+        let rx = rx.as_mut().ok_or("no receiver")?;
+        let mut got = (0u64, 0u64);
+        loop {
+            let mut each = |m: &[u8]| {
+                consume(m);
+                got = (got.0 + 1, got.1 + m.len() as u64);
+            };
+            match receive(rx, &mut each) {
+                Ok(()) => {}
+                Err(e) if e.is_disconnected() => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        expect_count(got, n, size)
+    })?;
+    drop(rx.take());
+    let mut tx = tx.take().ok_or_else(|| failed("no sender"))?;
+    let msg = payload(size);
+    let msgs: Vec<&[u8]> = vec![&msg[..]; batch.max(1)];
+    let start = Instant::now();
+    in_batches(n, batch, |k| {
+        if batch <= 1 {
+            tx.send(&msg)
+        } else {
+            tx.send_batch(&msgs[..k])
+        }
+    })?;
+    drop(tx);
+    wait_ok(group)?;
+    Ok(start.elapsed())
+}
+
+/// Calls `step(k)` for consecutive chunks of `n` messages, each `batch` long (the last one
+/// shorter); `batch <= 1` means one at a time.
+pub(crate) fn in_batches(
+    n: u64,
+    batch: usize,
+    mut step: impl FnMut(usize) -> Result<()>,
+) -> Result<()> {
+    let mut left = n as usize;
+    while left > 0 {
+        let k = left.min(batch.max(1));
+        step(k)?;
+        left -= k;
+    }
+    Ok(())
+}
+
+/// Receives one message with [`Receiver::recv_with`], for [`one_way`].
+pub(crate) fn recv_one<R: Receiver>(rx: &mut R, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+    rx.recv_with(Wait::Forever, |m| f(m))
+}
+
+/// Ping-pong between this process and a child over two channels of one kind: `there`
+/// carries each message to the child, which copies it out and sends it back on `back`.
+/// `ours` are this process's ends (sender of `there`, receiver of `back`), `theirs` the
+/// child's. Returns the time of each of `n` round trips, after `warmup` untimed ones.
+pub(crate) fn ping_pong<S: Sender, R: Receiver>(
+    ours: (S, R),
+    theirs: (R, S),
+    n: u64,
+    size: usize,
+    warmup: u64,
+) -> Result<Vec<Duration>> {
+    let (mut ours, mut theirs) = (Some(ours), Some(theirs));
+    let mut group = ChildGroup::new();
+    group.spawn("echo", |_| {
+        // Our copies of the parent's ends would keep it from ever seeing a disconnect.
+        drop(ours.take());
+        let (mut rx, mut tx) = theirs.take().ok_or("no ends")?;
+        let mut buf = Vec::with_capacity(size);
+        loop {
+            match rx.recv_with(Wait::Forever, |m| {
+                buf.clear();
+                buf.extend_from_slice(m)
+            }) {
+                Ok(()) => tx.send(&buf).map_err(|e| e.to_string())?,
+                Err(e) if e.is_disconnected() => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })?;
+    drop(theirs.take());
+    let (mut tx, mut rx) = ours.take().ok_or_else(|| failed("no ends"))?;
+    let msg = payload(size);
+    let mut rtts = Vec::with_capacity(n as usize);
+    for i in 0..warmup + n {
+        let t = Instant::now();
+        tx.send(&msg)?;
+        let len = rx
+            .recv_with(Wait::Forever, |m| {
+                consume(m);
+                m.len()
+            })
+            .map_err(|e| match e {
+                Error::Disconnected => failed("the echo child is gone"),
+                e => e,
+            })?;
+        if len != size {
+            return Err(failed(format!("echo of {size} bytes came back as {len}")));
+        }
+        if i >= warmup {
+            rtts.push(t.elapsed());
+        }
+    }
+    drop(tx);
+    wait_ok(group)?;
+    Ok(rtts)
 }
 
 /// Fails unless a receiver saw exactly `n` messages and `n * size` bytes.

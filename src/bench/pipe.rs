@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 
-use super::{consume, expect_count, failed, payload, wait_ok};
+use super::{consume, failed, one_way, payload, ping_pong, recv_one, wait_ok};
 use crate::check::fork::ChildGroup;
 use crate::pipe::{self, PipeConfig};
-use crate::{Error, Receiver, Result, Sender, Wait};
+use crate::{Error, Result};
 
 fn raw_pair() -> Result<(std::fs::File, std::fs::File)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
@@ -27,44 +27,7 @@ pub fn tuned() -> PipeConfig {
 /// (`batch == 1`) or `send_batch` of `batch`. The time from the first send until the child
 /// has received the last and exited.
 pub fn channel(n: u64, size: usize, batch: usize, config: PipeConfig) -> Result<Duration> {
-    let (tx, rx) = pipe::channel_with(config)?;
-    let (mut tx, mut rx) = (Some(tx), Some(rx));
-    let mut group = ChildGroup::new();
-    group.spawn("receiver", |_| {
-        drop(tx.take());
-        let rx = rx.as_mut().ok_or("no receiver")?;
-        let mut got = (0u64, 0u64);
-        loop {
-            match rx.recv_with(Wait::Forever, |m| {
-                consume(m);
-                m.len()
-            }) {
-                Ok(len) => got = (got.0 + 1, got.1 + len as u64),
-                Err(e) if e.is_disconnected() => break,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        expect_count(got, n, size)
-    })?;
-    drop(rx.take());
-    let mut tx = tx.take().ok_or_else(|| failed("no sender"))?;
-    let msg = payload(size);
-    let msgs: Vec<&[u8]> = vec![&msg[..]; batch.max(1)];
-    let start = Instant::now();
-    let mut left = n as usize;
-    while left > 0 {
-        if batch <= 1 {
-            tx.send(&msg)?;
-            left -= 1;
-        } else {
-            let k = left.min(batch);
-            tx.send_batch(&msgs[..k])?;
-            left -= k;
-        }
-    }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(start.elapsed())
+    one_way(pipe::channel_with(config)?, n, size, batch, recv_one)
 }
 
 /// One `write` of `size` bytes per message on `w`; a child reads until end of stream and
@@ -128,45 +91,7 @@ pub(crate) const WARMUP: u64 = 200;
 pub fn channel_pingpong(n: u64, size: usize, config: PipeConfig) -> Result<Vec<Duration>> {
     let (a_tx, a_rx) = pipe::channel_with(config)?;
     let (b_tx, b_rx) = pipe::channel_with(config)?;
-    let mut child = Some((a_rx, b_tx));
-    let mut parent = Some((a_tx, b_rx));
-    let mut group = ChildGroup::new();
-    group.spawn("echo", |_| {
-        drop(parent.take());
-        let (mut a_rx, mut b_tx) = child.take().ok_or("no ends")?;
-        let mut buf = Vec::new();
-        loop {
-            match a_rx.recv_with(Wait::Forever, |m| {
-                buf.clear();
-                buf.extend_from_slice(m)
-            }) {
-                Ok(()) => b_tx.send(&buf).map_err(|e| e.to_string())?,
-                Err(e) if e.is_disconnected() => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })?;
-    drop(child.take());
-    let (mut tx, mut rx) = parent.take().ok_or_else(|| failed("no ends"))?;
-    let msg = payload(size);
-    let mut rtts = Vec::with_capacity(n as usize);
-    for i in 0..WARMUP + n {
-        let t = Instant::now();
-        tx.send(&msg)?;
-        let len = rx.recv_with(Wait::Forever, |m| {
-            consume(m);
-            m.len()
-        })?;
-        if len != size {
-            return Err(failed(format!("echo of {size} bytes came back as {len}")));
-        }
-        if i >= WARMUP {
-            rtts.push(t.elapsed());
-        }
-    }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(rtts)
+    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, WARMUP)
 }
 
 /// Ping-pong of `size` bytes (`size > 0`) with plain `write`/`read_exact`: the parent

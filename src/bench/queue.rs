@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use queue_file::QueueFile;
 
-use super::pipe::WARMUP;
-use super::{consume, expect_count, failed, payload, wait_ok};
-use crate::check::fork::ChildGroup;
+use super::{consume, expect_count, failed, in_batches, one_way, payload, ping_pong, recv_one};
 use crate::queue::{self, Durability, FileQueue, QueueConfig};
-use crate::{Error, Receiver, Result, Sender, Wait};
+use crate::{Error, Result};
 
 /// A directory for queue files, removed with everything in it when dropped.
 #[derive(Debug)]
@@ -91,9 +89,7 @@ pub fn push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result<Dur
     let msgs = vec![&msg[..]; batch.max(1)];
     let mut got = (0u64, 0u64);
     let start = Instant::now();
-    let mut left = n as usize;
-    while left > 0 {
-        let k = left.min(batch.max(1));
+    in_batches(n, batch, |k| {
         if batch <= 1 {
             q.push(&msg)?;
         } else {
@@ -103,8 +99,8 @@ pub fn push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result<Dur
             got = (got.0 + 1, got.1 + m.len() as u64);
             consume(&m);
         }
-        left -= k;
-    }
+        Ok(())
+    })?;
     let t = start.elapsed();
     expect_count(got, n, size).map_err(failed)?;
     Ok(t)
@@ -117,9 +113,7 @@ pub fn queue_file_push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) ->
     let msg = payload(size);
     let mut got = (0u64, 0u64);
     let start = Instant::now();
-    let mut left = n as usize;
-    while left > 0 {
-        let k = left.min(batch.max(1));
+    in_batches(n, batch, |k| {
         if batch <= 1 {
             q.add(&msg).map_err(qf_err)?;
             if let Some(m) = q.peek().map_err(qf_err)? {
@@ -135,8 +129,8 @@ pub fn queue_file_push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) ->
             }
             q.remove_n(k).map_err(qf_err)?;
         }
-        left -= k;
-    }
+        Ok(())
+    })?;
     let t = start.elapsed();
     expect_count(got, n, size).map_err(failed)?;
     Ok(t)
@@ -149,16 +143,13 @@ pub fn durable_push(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result
     let msg = payload(size);
     let msgs = vec![&msg[..]; batch.max(1)];
     let start = Instant::now();
-    let mut left = n as usize;
-    while left > 0 {
-        let k = left.min(batch.max(1));
+    in_batches(n, batch, |k| {
         if batch <= 1 {
-            q.push(&msg)?;
+            q.push(&msg)
         } else {
-            q.push_batch(&msgs[..k])?;
+            q.push_batch(&msgs[..k])
         }
-        left -= k;
-    }
+    })?;
     let t = start.elapsed();
     let mut got = (0u64, 0u64);
     loop {
@@ -184,16 +175,13 @@ pub fn queue_file_durable_push(
     let (mut q, _scratch) = theirs(dir, true)?;
     let msg = payload(size);
     let start = Instant::now();
-    let mut left = n as usize;
-    while left > 0 {
-        let k = left.min(batch.max(1));
+    in_batches(n, batch, |k| {
         if batch <= 1 {
-            q.add(&msg).map_err(qf_err)?;
+            q.add(&msg).map_err(qf_err)
         } else {
-            q.add_n(std::iter::repeat_n(&msg[..], k)).map_err(qf_err)?;
+            q.add_n(std::iter::repeat_n(&msg[..], k)).map_err(qf_err)
         }
-        left -= k;
-    }
+    })?;
     let t = start.elapsed();
     if q.size() != n as usize {
         return Err(failed(format!("queue-file holds {} of {n}", q.size())));
@@ -206,35 +194,13 @@ pub fn queue_file_durable_push(
 pub fn channel(dir: &BenchDir, n: u64, size: usize) -> Result<Duration> {
     let path = dir.file("channel");
     let _scratch = Scratch(path.clone());
-    let (tx, rx) = queue::channel(&path, QueueConfig::new())?;
-    let (mut tx, mut rx) = (Some(tx), Some(rx));
-    let mut group = ChildGroup::new();
-    group.spawn("receiver", |_| {
-        drop(tx.take());
-        let rx = rx.as_mut().ok_or("no receiver")?;
-        let mut got = (0u64, 0u64);
-        loop {
-            match rx.recv_with(Wait::Forever, |m| {
-                consume(m);
-                m.len()
-            }) {
-                Ok(len) => got = (got.0 + 1, got.1 + len as u64),
-                Err(e) if e.is_disconnected() => break,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        expect_count(got, n, size)
-    })?;
-    drop(rx.take());
-    let mut tx = tx.take().ok_or_else(|| failed("no sender"))?;
-    let msg = payload(size);
-    let start = Instant::now();
-    for _ in 0..n {
-        tx.send(&msg)?;
-    }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(start.elapsed())
+    one_way(
+        queue::channel(&path, QueueConfig::new())?,
+        n,
+        size,
+        1,
+        recv_one,
+    )
 }
 
 /// Ping-pong over two of our queues between two processes, no fsync.
@@ -243,44 +209,6 @@ pub fn channel_pingpong(dir: &BenchDir, n: u64, size: usize) -> Result<Vec<Durat
     let _scratch = (Scratch(pa.clone()), Scratch(pb.clone()));
     let (a_tx, a_rx) = queue::channel(&pa, QueueConfig::new())?;
     let (b_tx, b_rx) = queue::channel(&pb, QueueConfig::new())?;
-    let mut child = Some((a_rx, b_tx));
-    let mut parent = Some((a_tx, b_rx));
-    let mut group = ChildGroup::new();
-    group.spawn("echo", |_| {
-        // Our copies of the parent's ends would keep it from ever seeing a disconnect.
-        drop(parent.take());
-        let (mut a_rx, mut b_tx) = child.take().ok_or("no ends")?;
-        let mut buf = Vec::new();
-        loop {
-            match a_rx.recv_with(Wait::Forever, |m| {
-                buf.clear();
-                buf.extend_from_slice(m)
-            }) {
-                Ok(()) => b_tx.send(&buf).map_err(|e| e.to_string())?,
-                Err(e) if e.is_disconnected() => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })?;
-    drop(child.take());
-    let (mut tx, mut rx) = parent.take().ok_or_else(|| failed("no ends"))?;
-    let msg = payload(size);
-    let mut rtts = Vec::with_capacity(n as usize);
-    for i in 0..WARMUP.min(20) + n {
-        let t = Instant::now();
-        tx.send(&msg)?;
-        let len = rx.recv_with(Wait::Forever, |m| {
-            consume(m);
-            m.len()
-        })?;
-        if len != size {
-            return Err(failed(format!("echo of {size} bytes came back as {len}")));
-        }
-        if i >= WARMUP.min(20) {
-            rtts.push(t.elapsed());
-        }
-    }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(rtts)
+    // Round trips take tens of microseconds here: fewer warm-up rounds.
+    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, 20)
 }

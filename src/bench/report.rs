@@ -93,6 +93,25 @@ impl Row {
         self.per_second() * self.size as f64
     }
 
+    /// The three figures the table shows: msgs/s and bytes/s (throughput) or p50 and p99
+    /// (latency), and the ratio ("baseline" for a row others are compared with).
+    pub fn cells(&self) -> [String; 3] {
+        let ratio = match (self.is_baseline, self.ratio) {
+            (true, _) => "baseline".to_string(),
+            (false, Some(x)) => format!("{x:.2}x"),
+            (false, None) => "-".to_string(),
+        };
+        match self.latency {
+            Some((p50, p99)) => [short_duration(p50), short_duration(p99), ratio],
+            None if self.size == 0 => [si(self.per_second()), "-".into(), ratio],
+            None => [
+                si(self.per_second()),
+                format!("{}B", si(self.bytes_per_second())),
+                ratio,
+            ],
+        }
+    }
+
     /// The figure the chart plots: messages/s for throughput, p50 in nanoseconds for latency.
     pub fn value(&self) -> f64 {
         match (self.kind, self.latency) {
@@ -260,22 +279,7 @@ impl Report {
                 .iter()
                 .filter(|r| r.family == family && r.kind == kind)
             {
-                let ratio = match (r.is_baseline, r.ratio) {
-                    (true, _) => "baseline".to_string(),
-                    (false, Some(x)) => format!("{x:.2}x"),
-                    (false, None) => "-".to_string(),
-                };
-                let (a, b) = match (kind, r.latency) {
-                    (Kind::Latency, Some((p50, p99))) => (short_duration(p50), short_duration(p99)),
-                    _ => (
-                        si(r.per_second()),
-                        if r.size == 0 {
-                            "-".to_string()
-                        } else {
-                            format!("{}B", si(r.bytes_per_second()))
-                        },
-                    ),
-                };
+                let [a, b, ratio] = r.cells();
                 let pad = family.name().len() + kind.name().len() + 1;
                 let _ = writeln!(
                     out,
@@ -338,22 +342,7 @@ impl Report {
                 .iter()
                 .filter(|r| r.family == family && r.kind == kind)
             {
-                let ratio = match (r.is_baseline, r.ratio) {
-                    (true, _) => "baseline".to_string(),
-                    (false, Some(x)) => format!("{x:.2}x"),
-                    (false, None) => "-".to_string(),
-                };
-                let (a, b) = match r.latency {
-                    Some((p50, p99)) => (short_duration(p50), short_duration(p99)),
-                    None => (
-                        si(r.per_second()),
-                        if r.size == 0 {
-                            "-".into()
-                        } else {
-                            format!("{}B", si(r.bytes_per_second()))
-                        },
-                    ),
-                };
+                let [a, b, ratio] = r.cells();
                 let _ = writeln!(
                     out,
                     "| {} | {} | {a} | {b} | {ratio} | {} |",

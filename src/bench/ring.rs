@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::pipe::WARMUP;
-use super::{consume, expect_count, failed, payload, wait_ok};
+use super::{consume, expect_count, failed, one_way, payload, ping_pong, recv_one, wait_ok};
 use crate::check::fork::ChildGroup;
 use crate::shm::{self, RingConfig, RingReceiver, RingSender};
-use crate::{Error, Receiver, Result, Sender, Wait};
+use crate::{Error, Result, Wait};
 
 /// Bytes of data in every ring of these benchmarks (ours and `rtrb`'s).
 pub const RING_BYTES: usize = 256 * 1024;
@@ -30,53 +30,13 @@ fn ring() -> Result<(RingSender, RingReceiver)> {
 /// `recv_with`, larger batches `send_batch` and `recv_many`. The time from the first send
 /// until the child has received the last and exited.
 pub fn channel(n: u64, size: usize, batch: usize) -> Result<Duration> {
-    let (tx, rx) = ring()?;
-    let (mut tx, mut rx) = (Some(tx), Some(rx));
-    let mut group = ChildGroup::new();
-    group.spawn("receiver", |_| {
-        drop(tx.take());
-        let rx = rx.as_mut().ok_or("no receiver")?;
-        let mut got = (0u64, 0u64);
-        loop {
-            let r = if batch <= 1 {
-                rx.recv_with(Wait::Forever, |m| {
-                    got = (got.0 + 1, got.1 + m.len() as u64);
-                    consume(m);
-                })
-            } else {
-                rx.recv_many(batch, Wait::Forever, |m| {
-                    got = (got.0 + 1, got.1 + m.len() as u64);
-                    consume(m);
-                })
-                .map(drop)
-            };
-            match r {
-                Ok(()) => {}
-                Err(e) if e.is_disconnected() => break,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        expect_count(got, n, size)
-    })?;
-    drop(rx.take());
-    let mut tx = tx.take().ok_or_else(|| failed("no sender"))?;
-    let msg = payload(size);
-    let msgs: Vec<&[u8]> = vec![&msg[..]; batch.max(1)];
-    let start = Instant::now();
-    let mut left = n as usize;
-    while left > 0 {
-        if batch <= 1 {
-            tx.send(&msg)?;
-            left -= 1;
-        } else {
-            let k = left.min(batch);
-            tx.send_batch(&msgs[..k])?;
-            left -= k;
-        }
+    if batch <= 1 {
+        one_way(ring()?, n, size, 1, recv_one)
+    } else {
+        one_way(ring()?, n, size, batch, |rx, f| {
+            rx.recv_many(batch, Wait::Forever, |m| f(m)).map(drop)
+        })
     }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(start.elapsed())
 }
 
 /// Copies `src` into the two halves of a chunk, seen as one run of slots, at offset `at`.
@@ -206,45 +166,7 @@ pub fn crossbeam_threads(n: u64, size: usize) -> Result<Duration> {
 pub fn channel_pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
     let (a_tx, a_rx) = ring()?;
     let (b_tx, b_rx) = ring()?;
-    let mut child = Some((a_rx, b_tx));
-    let mut parent = Some((a_tx, b_rx));
-    let mut group = ChildGroup::new();
-    group.spawn("echo", |_| {
-        // Our copies of the parent's ends would keep it from ever seeing a disconnect.
-        drop(parent.take());
-        let (mut a_rx, mut b_tx) = child.take().ok_or("no ends")?;
-        let mut buf = vec![0u8; size];
-        loop {
-            match a_rx.recv_with(Wait::Forever, |m| {
-                buf.clear();
-                buf.extend_from_slice(m)
-            }) {
-                Ok(()) => b_tx.send(&buf).map_err(|e| e.to_string())?,
-                Err(e) if e.is_disconnected() => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })?;
-    drop(child.take());
-    let (mut tx, mut rx) = parent.take().ok_or_else(|| failed("no ends"))?;
-    let msg = payload(size);
-    let mut back = vec![0u8; size];
-    let mut rtts = Vec::with_capacity(n as usize);
-    for i in 0..WARMUP + n {
-        let t = Instant::now();
-        tx.send(&msg)?;
-        rx.recv_with(Wait::Forever, |m| back.copy_from_slice(m))
-            .map_err(|e| match e {
-                Error::Disconnected => failed("echo child gone"),
-                e => e,
-            })?;
-        if i >= WARMUP {
-            rtts.push(t.elapsed());
-        }
-    }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(rtts)
+    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, WARMUP)
 }
 
 /// `rtrb` ping-pong between two threads over two byte rings.
