@@ -390,12 +390,15 @@ impl<S: Storage> Core<S> {
         alive: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         let st = self.state()?;
+        // Lease tables are sorted by seq (strictly increasing: checked when a slot is
+        // decoded, kept by every insert below), so lookups are binary searches; a batch pop
+        // was quadratic in its size with linear ones.
         let entry = |seq: u64| {
-            st.slot
-                .leases
-                .iter()
-                .find(|l| l.seq == seq)
-                .map(|l| l.state)
+            let leases = &st.slot.leases;
+            leases
+                .binary_search_by_key(&seq, |l| l.seq)
+                .ok()
+                .map(|i| leases[i].state)
         };
         let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
         let walked = self.walk(&st, |seq, payload| {
@@ -422,12 +425,9 @@ impl<S: Storage> Core<S> {
                 Consume::Take(holder) => LeaseState::Leased { holder },
                 _ => LeaseState::Done,
             };
-            match leases.iter_mut().find(|l| l.seq == *seq) {
-                Some(l) => l.state = state,
-                None => {
-                    let at = leases.partition_point(|l| l.seq < *seq);
-                    leases.insert(at, Lease { seq: *seq, state });
-                }
+            match leases.binary_search_by_key(seq, |l| l.seq) {
+                Ok(i) => leases[i].state = state,
+                Err(at) => leases.insert(at, Lease { seq: *seq, state }),
             }
         }
         self.commit(&st, leases, &walked)?;
@@ -476,8 +476,8 @@ impl<S: Storage> Core<S> {
         let mut head_seq = st.slot.head_seq;
         for w in walked {
             let done = leases
-                .iter()
-                .any(|l| l.seq == w.seq && l.state == LeaseState::Done);
+                .binary_search_by_key(&w.seq, |l| l.seq)
+                .is_ok_and(|i| leases[i].state == LeaseState::Done);
             if w.seq != head_seq || !done {
                 break;
             }
