@@ -66,6 +66,7 @@ pub mod bench;
 #[cfg(not(ipcprop_loom))]
 pub mod check;
 mod error;
+mod forkgen;
 pub mod frame;
 #[cfg(not(ipcprop_loom))]
 #[doc(hidden)]

@@ -84,7 +84,20 @@ fn qf_err(e: queue_file::Error) -> Error {
 /// Ours, no fsync: `n` messages pushed and popped, one by one (`batch == 1`: `push`, `pop`)
 /// or `batch` at a time (`push_batch`, `pop_batch`).
 pub fn push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result<Duration> {
-    let (q, _scratch) = ours(dir, Durability::None)?;
+    push_pop_with(dir, n, size, batch, QueueConfig::new())
+}
+
+/// [`push_pop`] with a queue opened with `config` (its durability is set to none).
+pub fn push_pop_with(
+    dir: &BenchDir,
+    n: u64,
+    size: usize,
+    batch: usize,
+    config: QueueConfig,
+) -> Result<Duration> {
+    let path = dir.file("ipcprop");
+    let q = FileQueue::open(&path, config.durability(Durability::None))?;
+    let _scratch = Scratch(path);
     let msg = payload(size);
     let msgs = vec![&msg[..]; batch.max(1)];
     let mut got = (0u64, 0u64);

@@ -38,6 +38,11 @@ pub fn channel(
     config: QueueConfig,
 ) -> Result<(QueueSender, QueueReceiver)> {
     let path = path.as_ref();
+    if config.is_exclusive() {
+        return Err(super::exclusive_misuse(
+            "a channel is two handles on one queue; an exclusive configuration allows one",
+        ));
+    }
     let (s_live, r_live) = liveness::pair()?;
     Ok((
         QueueSender {

@@ -96,7 +96,7 @@ impl<S: Storage> Core<S> {
         }
     }
 
-    fn check_poison(&self) -> Result<()> {
+    pub(crate) fn check_poison(&self) -> Result<()> {
         match &self.poisoned {
             Some(why) => Err(Error::Io {
                 op: "use queue handle",

@@ -39,6 +39,9 @@
 //!   in a new process after `fork` and reopens its own open file description (a shared one
 //!   would make flock exclude nothing); threads sharing a handle are serialized by a mutex
 //!   as well. Locks are never converted shared-to-exclusive (that is not atomic).
+//! - **One owner, when that is all there is**: [`QueueConfig::exclusive`] holds the lock
+//!   for the handle's life and skips the per-operation locking and re-reading (a push is one
+//!   `pwrite`); other handles wait until it is dropped. Same format, same crash safety.
 //! - **Space comes back**: a drained queue resets to the start of its data area and
 //!   truncates the file; a queue whose consumed prefix dwarfs its live records compacts them
 //!   to the front. Layout: `docs/FORMAT.md` section 3.
@@ -52,6 +55,7 @@
 
 mod channel;
 mod core;
+mod exclusive;
 mod format;
 pub mod storage;
 
@@ -89,6 +93,7 @@ pub struct QueueConfig {
     max_message_len: usize,
     durability: Durability,
     reclaim_over: u64,
+    exclusive: bool,
 }
 
 impl Default for QueueConfig {
@@ -97,6 +102,7 @@ impl Default for QueueConfig {
             max_message_len: DEFAULT_MAX_FRAME_LEN,
             durability: Durability::None,
             reclaim_over: 256 * 1024,
+            exclusive: false,
         }
     }
 }
@@ -132,21 +138,72 @@ impl QueueConfig {
         self.reclaim_over = bytes;
         self
     }
+
+    /// One handle owns the queue while it is open: [`FileQueue::open`] takes the file's
+    /// `flock` (waiting for whoever holds it) and keeps it until the handle is dropped.
+    /// Every other handle, in this or any process, waits in its next operation until then.
+    ///
+    /// In exchange an operation skips what makes a shared queue safe: taking and releasing
+    /// the lock, and re-reading the header and the tail (nobody else can have changed them).
+    /// A push is then one `pwrite`, a pop one `pread` and one `pwrite` (plus `fdatasync`
+    /// with [`Durability::Sync`]). The file format, and so crash safety, are the same: a
+    /// SIGKILL at any instant loses no acknowledged operation, and the kernel releases the
+    /// lock with the dead process.
+    ///
+    /// The handle is for the process that opened it: used in a forked child it returns an
+    /// error (the child shares the parent's lock; open the queue again there). A second
+    /// handle from [`FileQueue::open_again`] or a [`channel`] (two handles) are refused.
+    ///
+    /// ```
+    /// use ipcprop::queue::{FileQueue, QueueConfig};
+    /// # let dir = std::env::temp_dir().join(format!("ipcprop-excl-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("jobs.queue");
+    /// let q = FileQueue::open(&path, QueueConfig::new().exclusive(true))?;
+    /// q.push(b"job 1")?;
+    /// assert_eq!(q.pop()?.as_deref(), Some(&b"job 1"[..]));
+    /// drop(q); // releases the lock: shared handles may use the queue again
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// Whether handles opened with this configuration own the queue while open.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
 }
 
 /// The parts of a handle that belong to one process.
 #[derive(Debug)]
 struct Inner {
     core: Core<FileStorage>,
-    pid: nix::unistd::Pid,
+    /// The process generation ([`crate::forkgen`]) this handle's descriptor was opened in.
+    gen: u64,
     inotify: Option<Inotify>,
     /// This handle's lease-holder id: an OFD lock on byte `HOLDER_BASE + id` of the file,
     /// held while this open file description lives (taken at the first `take`).
     holder: Option<u32>,
+    /// For an exclusive handle: its slot in the list of descriptors that forked children
+    /// drop ([`exclusive`]).
+    exclusive_slot: Option<usize>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Before the descriptor closes (the fields drop after this).
+        if let Some(slot) = self.exclusive_slot.take() {
+            exclusive::unregister(slot);
+        }
+    }
 }
 
 /// A handle on a queue file. Cheap to share between threads (`&self` methods, serialized);
-/// usable after `fork` in both processes.
+/// usable after `fork` in both processes (except an exclusive handle: see
+/// [`QueueConfig::exclusive`]).
 #[derive(Debug)]
 pub struct FileQueue {
     path: PathBuf,
@@ -156,6 +213,14 @@ pub struct FileQueue {
 
 fn io(op: &'static str, e: std::io::Error) -> Error {
     Error::Io { op, source: e }
+}
+
+/// A use of an exclusive handle ([`QueueConfig::exclusive`]) that cannot work.
+pub(crate) fn exclusive_misuse(why: &str) -> Error {
+    Error::Io {
+        op: "exclusive queue handle",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string()),
+    }
 }
 
 /// Creates the queue file at `path` if it does not exist: written in full under a temporary
@@ -213,6 +278,17 @@ impl FileQueue {
             config,
             inner: Mutex::new(inner),
         };
+        if config.exclusive {
+            // Taken once, for the handle's life; validate under it.
+            let mut inner = q.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let file = inner.core.storage.file();
+            file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
+            let fd = file.as_raw_fd();
+            inner.exclusive_slot = Some(exclusive::register(fd)?);
+            inner.core.refresh()?;
+            drop(inner);
+            return Ok(q);
+        }
         // Validate now, so a file that is not a queue is refused at open.
         q.with_lock(|_| Ok(()))?;
         Ok(q)
@@ -227,9 +303,10 @@ impl FileQueue {
             .map_err(|e| io("open queue file", e))?;
         Ok(Inner {
             core: Core::new(FileStorage::new(file), config),
-            pid: nix::unistd::getpid(),
+            gen: crate::forkgen::current(),
             inotify: None,
             holder: None,
+            exclusive_slot: None,
         })
     }
 
@@ -242,6 +319,11 @@ impl FileQueue {
     /// second process would have), found through this handle's descriptor, so it works
     /// even if the path was renamed or unlinked.
     pub fn open_again(&self) -> Result<FileQueue> {
+        if self.config.exclusive {
+            return Err(exclusive_misuse(
+                "an exclusive handle owns the queue: a second handle would wait for it forever",
+            ));
+        }
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let fd = inner.core.storage.file().as_raw_fd();
         let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
@@ -263,7 +345,19 @@ impl FileQueue {
     /// Runs `f` with the exclusive lock held and the state re-validated.
     fn with_lock<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.pid != nix::unistd::getpid() {
+        if self.config.exclusive {
+            if inner.gen != crate::forkgen::current() {
+                return Err(exclusive_misuse(
+                    "an exclusive handle inherited across fork belongs to the parent, which \
+                     holds its lock: open the queue again in this process",
+                ));
+            }
+            // The lock is held for the handle's life: nobody else has changed the file since
+            // this handle's last operation, so its view needs no re-reading.
+            inner.core.check_poison()?;
+            return f(&mut inner);
+        }
+        if inner.gen != crate::forkgen::current() {
             // A child after fork: the inherited descriptor shares the parent's open file
             // description, and with it the parent's flock (and lease-holder lock). Get our
             // own, of the same file (through /proc/self/fd, so it works even if the path
@@ -427,7 +521,7 @@ impl FileQueue {
 
     fn ensure_watch(&self) -> Result<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.inotify.is_none() || inner.pid != nix::unistd::getpid() {
+        if inner.inotify.is_none() || inner.gen != crate::forkgen::current() {
             let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
                 .map_err(|e| Error::sys("inotify_init1", e))?;
             // Watch the file we have open, whatever its path is now.

@@ -1,0 +1,84 @@
+//! Exclusive handles across `fork`.
+//!
+//! An exclusive handle ([`super::QueueConfig::exclusive`]) holds the queue file's `flock`
+//! for its whole life, and a `flock` belongs to the open file description, which a forked
+//! child shares through its copy of the descriptor. Left alone, every child forked while the
+//! handle is open would hold the lock too, until it exits or execs (the descriptor is
+//! close-on-exec): the owner dropping its handle would not free the queue, and a child that
+//! opened the queue itself would wait on its own inherited copy forever.
+//!
+//! So the descriptors of open exclusive handles are listed here, and a `pthread_atfork`
+//! handler, run in every child right after `fork`, points each of them at `/dev/null`
+//! (`dup3`): the child no longer refers to the lock, and the handle it inherited, which
+//! notices it is in another process ([`crate::forkgen`]), refuses to be used. A child made
+//! by a fork that skips atfork handlers (glibc's `_Fork`, a raw `clone`) keeps the lock
+//! until it exits or execs, as above.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
+
+use crate::error::Result;
+
+/// Open exclusive handles per process at most.
+pub(crate) const MAX_EXCLUSIVE: usize = 64;
+
+/// Descriptors of the open exclusive handles; -1 marks a free slot. Atomics, because the
+/// atfork handler reads them in the child, where no lock may be taken.
+static SLOTS: [AtomicI32; MAX_EXCLUSIVE] = [const { AtomicI32::new(-1) }; MAX_EXCLUSIVE];
+
+static ATFORK: Once = Once::new();
+
+/// Runs in the child right after `fork`, before `fork` returns there.
+extern "C" fn in_child() {
+    // SAFETY: a child just forked has one thread; this calls only open, dup3 and close,
+    // which are async-signal-safe, with a valid NUL-terminated path and descriptors this
+    // process holds (the slots name descriptors of exclusive handles open at the fork).
+    unsafe {
+        let null = nix::libc::open(
+            c"/dev/null".as_ptr(),
+            nix::libc::O_RDONLY | nix::libc::O_CLOEXEC,
+        );
+        if null < 0 {
+            return;
+        }
+        for slot in &SLOTS {
+            let fd = slot.load(Ordering::Acquire);
+            if fd >= 0 {
+                nix::libc::dup3(null, fd, nix::libc::O_CLOEXEC);
+            }
+        }
+        nix::libc::close(null);
+    }
+}
+
+/// Lists `fd`, the descriptor of an exclusive handle that holds the lock, so that children
+/// forked from now on drop their copy. Returns its slot, for [`unregister`].
+pub(crate) fn register(fd: RawFd) -> Result<usize> {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler with C ABI and no arguments that stays valid for the
+        // life of the program (a plain function); glibc copies the pointers.
+        unsafe {
+            nix::libc::pthread_atfork(None, None, Some(in_child));
+        }
+    });
+    for (i, slot) in SLOTS.iter().enumerate() {
+        if slot
+            .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(i);
+        }
+    }
+    Err(super::exclusive_misuse(&format!(
+        "at most {MAX_EXCLUSIVE} exclusive queue handles can be open in one process"
+    )))
+}
+
+/// Unlists a handle's descriptor: called before the descriptor is closed, so that a fork in
+/// between never finds a number that may already name another file.
+pub(crate) fn unregister(slot: usize) {
+    if let Some(s) = SLOTS.get(slot) {
+        s.store(-1, Ordering::Release);
+    }
+}

@@ -1,0 +1,159 @@
+//! `QueueConfig::exclusive`: one handle owns the queue while open. Others wait; the format
+//! and crash safety are the shared queue's; misuse (a second handle, a forked child) is a
+//! clear error, never a second writer.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ipcprop::check::fork::{ChildEnd, ChildGroup};
+use ipcprop::queue::{self, FileQueue, QueueConfig};
+use ipcprop::Error;
+
+use common::TempDir;
+
+fn exclusive() -> QueueConfig {
+    QueueConfig::new().exclusive(true)
+}
+
+fn is_misuse(e: &Error, says: &str) -> bool {
+    matches!(e, Error::Io { op, source } if *op == "exclusive queue handle"
+        && source.kind() == std::io::ErrorKind::InvalidInput
+        && source.to_string().contains(says))
+}
+
+#[test]
+fn operations_persist_and_a_shared_handle_sees_them_after() {
+    let dir = TempDir::new("excl-roundtrip");
+    let path = dir.file("q");
+    let q = FileQueue::open(&path, exclusive()).unwrap();
+    q.push(b"one").unwrap();
+    q.push_batch(&[b"two", b"three", b""]).unwrap();
+    assert_eq!(q.len().unwrap(), 4);
+    assert_eq!(q.peek().unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"one"[..]));
+    let leased = q.take().unwrap().unwrap();
+    assert_eq!(leased.message(), b"two");
+    q.ack(&leased).unwrap();
+    drop(q);
+    let shared = FileQueue::open(&path, QueueConfig::new()).unwrap();
+    assert_eq!(
+        shared.pop_batch(10).unwrap(),
+        vec![b"three".to_vec(), Vec::new()]
+    );
+    shared.push(b"four").unwrap();
+    drop(shared);
+    let q = FileQueue::open(&path, exclusive()).unwrap();
+    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"four"[..]));
+    assert_eq!(q.pop().unwrap(), None);
+}
+
+#[test]
+fn another_process_waits_until_the_exclusive_handle_is_dropped() {
+    let dir = TempDir::new("excl-wait");
+    let path = dir.file("q");
+    let marker = dir.file("pushed");
+    let q = FileQueue::open(&path, exclusive()).unwrap();
+    q.push(b"owner's").unwrap();
+    let mut group = ChildGroup::new();
+    group
+        .spawn("shared pusher", |_| {
+            let other = FileQueue::open(&path, QueueConfig::new()).map_err(|e| e.to_string())?;
+            other.push(b"other's").map_err(|e| e.to_string())?;
+            std::fs::write(&marker, b"done").map_err(|e| e.to_string())
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !marker.exists(),
+        "another process used the queue while it was owned"
+    );
+    drop(q);
+    let r = group.wait(Duration::from_secs(20)).remove(0);
+    assert_eq!(r.end, ChildEnd::Returned);
+    let shared = FileQueue::open(&path, QueueConfig::new()).unwrap();
+    assert_eq!(
+        shared.pop_batch(10).unwrap(),
+        vec![b"owner's".to_vec(), b"other's".to_vec()]
+    );
+}
+
+#[test]
+fn a_forked_child_gets_an_error_and_the_parent_keeps_the_queue() {
+    let dir = TempDir::new("excl-fork");
+    let path = dir.file("q");
+    let q = FileQueue::open(&path, exclusive()).unwrap();
+    q.push(b"before").unwrap();
+    let mut group = ChildGroup::new();
+    group
+        .spawn("child", |_| match q.push(b"from the child") {
+            Err(e) if is_misuse(&e, "inherited across fork") => Ok(()),
+            other => Err(format!("expected the fork misuse error, got {other:?}")),
+        })
+        .unwrap();
+    let r = group.wait(Duration::from_secs(20)).remove(0);
+    assert_eq!(r.end, ChildEnd::Returned);
+    assert_eq!(q.pop_batch(10).unwrap(), vec![b"before".to_vec()]);
+}
+
+#[test]
+fn a_second_handle_is_refused() {
+    let dir = TempDir::new("excl-second");
+    let path = dir.file("q");
+    let q = FileQueue::open(&path, exclusive()).unwrap();
+    assert!(is_misuse(&q.open_again().unwrap_err(), "second handle"));
+    let err = queue::channel(dir.file("chan"), exclusive()).unwrap_err();
+    assert!(is_misuse(&err, "allows one"), "{err}");
+}
+
+#[test]
+fn sigkill_of_an_exclusive_writer_loses_no_acknowledged_push() {
+    let dir = TempDir::new("excl-kill");
+    let path = dir.file("q");
+    drop(FileQueue::open(&path, QueueConfig::new()).unwrap());
+    for round in 0..5u64 {
+        let mut group = ChildGroup::new();
+        group
+            .spawn("writer", |rep| {
+                let q = FileQueue::open(&path, exclusive()).map_err(|e| e.to_string())?;
+                for i in 0u64.. {
+                    let m = i.to_le_bytes();
+                    if i % 3 == 0 {
+                        q.push(&m).map_err(|e| e.to_string())?;
+                    } else {
+                        q.push_batch(&[&m]).map_err(|e| e.to_string())?;
+                    }
+                    rep.record(&m);
+                }
+                Ok(())
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + 13 * round));
+        let pid = nix::unistd::Pid::from_raw(group.pids()[0]);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let r = group.wait(Duration::from_secs(20)).remove(0);
+        assert!(matches!(r.end, ChildEnd::Signaled(_)), "{:?}", r.end);
+        let acked = r.records.len() as u64;
+        // The kernel released the dead owner's lock: open (exclusive again) and drain.
+        let start = Instant::now();
+        let q = FileQueue::open(&path, exclusive()).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let got: Vec<u64> = q
+            .pop_batch(usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|m| u64::from_le_bytes(m.try_into().unwrap()))
+            .collect();
+        // Every acknowledged push is there, in order, once; at most one more (sent, not
+        // yet acknowledged when the kill landed).
+        assert!(
+            got.len() as u64 >= acked && got.len() as u64 <= acked + 1,
+            "{} vs {acked}",
+            got.len()
+        );
+        assert!(
+            got.iter().enumerate().all(|(i, &v)| v == i as u64),
+            "{got:?}"
+        );
+    }
+}
