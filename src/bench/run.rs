@@ -8,6 +8,7 @@ use super::queue::BenchDir;
 use super::report::{Bound, Family, Kind, Machine, Report, Row, TargetStatus};
 use super::{fork, pipe, queue, ring, BATCH, SIZES};
 use crate::pipe::PipeConfig;
+use crate::queue::QueueConfig;
 use crate::Result;
 
 /// What to run.
@@ -87,6 +88,7 @@ mod names {
     pub const QF_BATCH: &str = "queue-file batch 64";
     pub const Q_PUSH_POP: &str = "ipcprop push+pop";
     pub const Q_BATCH: &str = "ipcprop push+pop batch 64";
+    pub const Q_EXCLUSIVE: &str = "ipcprop push+pop, exclusive";
     pub const QF_SYNC: &str = "queue-file sync";
     pub const QF_SYNC_BATCH: &str = "queue-file sync batch 64";
     pub const Q_DURABLE: &str = "ipcprop durable push";
@@ -209,6 +211,14 @@ fn specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                             Q_BATCH,
                             b(QF),
                             Box::new(move |n| queue::push_pop(dir, n, s, BATCH)),
+                        ),
+                        (
+                            Q_EXCLUSIVE,
+                            b(QF),
+                            Box::new(move |n| {
+                                let config = QueueConfig::new().exclusive(true);
+                                queue::push_pop_with(dir, n, s, 1, config)
+                            }),
                         ),
                         (
                             QF_BATCH,
@@ -507,6 +517,15 @@ fn targets(rows: &[Row], families: &[Family]) -> Vec<TargetStatus> {
                 AtLeast,
                 2.0,
                 ratio(Queue, Throughput, 64, Q_PUSH_POP),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 64 B, push+pop, exclusive handle / queue-file",
+                AtLeast,
+                2.0,
+                ratio(Queue, Throughput, 64, Q_EXCLUSIVE),
             ),
         ),
         (
