@@ -42,6 +42,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The two figures a row of this kind shows.
+    pub fn columns(self) -> [&'static str; 2] {
+        match self {
+            Kind::Throughput => ["msgs/s", "bytes/s"],
+            Kind::Latency => ["p50 one-way", "p99 one-way"],
+        }
+    }
+
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -143,7 +151,25 @@ pub struct TargetStatus {
     pub measured: Option<f64>,
 }
 
+impl Bound {
+    /// `">="` or `"<="`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Bound::AtLeast => ">=",
+            Bound::AtMost => "<=",
+        }
+    }
+}
+
 impl TargetStatus {
+    /// The measured ratio as `"1.23x"`, or `"-"` if not measured (or not finite).
+    pub fn measured_text(&self) -> String {
+        match self.measured {
+            Some(m) if m.is_finite() => format!("{m:.2}x"),
+            _ => "-".to_string(),
+        }
+    }
+
     /// `Some(true)` if met, `Some(false)` if not, `None` if not measured.
     pub fn met(&self) -> Option<bool> {
         self.measured.map(|r| match self.bound {
@@ -241,77 +267,65 @@ impl Report {
         rows
     }
 
+    /// The (family, kind) pairs the rows cover, in the order they first appear: one block
+    /// of the table, one panel of the chart each.
+    pub fn panels(&self) -> Vec<(Family, Kind)> {
+        let mut panels = Vec::new();
+        for r in &self.rows {
+            if !panels.contains(&(r.family, r.kind)) {
+                panels.push((r.family, r.kind));
+            }
+        }
+        panels
+    }
+
+    fn rows_of(&self, family: Family, kind: Kind) -> impl Iterator<Item = &Row> {
+        self.rows
+            .iter()
+            .filter(move |r| r.family == family && r.kind == kind)
+    }
+
     /// The table `ipcprop bench` prints: one block per family and kind, a line per row,
     /// then the targets.
     pub fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "machine: {}", self.machine.describe());
-        let mut keys: Vec<(Family, Kind)> = self.rows.iter().map(|r| (r.family, r.kind)).collect();
-        keys.dedup();
-        for (family, kind) in keys {
-            let _ = writeln!(out);
-            let _ = match kind {
-                Kind::Throughput => writeln!(
-                    out,
-                    "{} {}  {:>8}  {:<28} {:>11} {:>11} {:>9}  compared with",
-                    family.name(),
-                    kind.name(),
-                    "size",
-                    "implementation",
-                    "msgs/s",
-                    "bytes/s",
-                    "ratio"
-                ),
-                Kind::Latency => writeln!(
-                    out,
-                    "{} {}  {:>8}  {:<28} {:>11} {:>11} {:>9}  compared with",
-                    family.name(),
-                    kind.name(),
-                    "size",
-                    "implementation",
-                    "p50",
-                    "p99",
-                    "ratio"
-                ),
-            };
-            for r in self
-                .rows
-                .iter()
-                .filter(|r| r.family == family && r.kind == kind)
-            {
+        for (family, kind) in self.panels() {
+            let title = format!("{} {}", family.name(), kind.name());
+            let [a, b] = kind.columns();
+            let _ = writeln!(
+                out,
+                "\n{title}  {:>8}  {:<28} {a:>11} {b:>11} {:>9}  compared with",
+                "size", "implementation", "ratio"
+            );
+            for r in self.rows_of(family, kind) {
                 let [a, b, ratio] = r.cells();
-                let pad = family.name().len() + kind.name().len() + 1;
                 let _ = writeln!(
                     out,
-                    "{:pad$}  {:>8}  {:<28} {:>11} {:>11} {:>9}  {}",
+                    "{:pad$}  {:>8}  {:<28} {a:>11} {b:>11} {ratio:>9}  {}",
                     "",
                     size_label(r.size),
                     r.name,
-                    a,
-                    b,
-                    ratio,
-                    r.vs.unwrap_or("")
+                    r.vs.unwrap_or(""),
+                    pad = title.len()
                 );
             }
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "\ntargets (DESIGN section 7)");
             for t in &self.targets {
-                let bound = match t.bound {
-                    Bound::AtLeast => ">=",
-                    Bound::AtMost => "<=",
-                };
-                let (measured, verdict) = match (t.measured, t.met()) {
-                    (Some(m), Some(true)) => (format!("{m:.2}x"), "met"),
-                    (Some(m), _) => (format!("{m:.2}x"), "NOT met"),
-                    (None, _) => ("-".to_string(), "not measured"),
+                let verdict = match t.met() {
+                    Some(true) => "met",
+                    Some(false) => "NOT met",
+                    None => "not measured",
                 };
                 let _ = writeln!(
                     out,
-                    "  {:<58} {bound} {:<6} {:>9}  {verdict}",
+                    "  {:<58} {} {:<6} {:>9}  {verdict}",
                     t.what,
+                    t.bound.symbol(),
                     format!("{}x", t.target),
-                    measured
+                    t.measured_text()
                 );
             }
         }
@@ -323,25 +337,15 @@ impl Report {
     /// README.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let mut keys: Vec<(Family, Kind)> = self.rows.iter().map(|r| (r.family, r.kind)).collect();
-        keys.dedup();
-        for (family, kind) in keys {
-            let _ = writeln!(out, "**{} {}**\n", family.name(), kind.name());
-            let _ = match kind {
-                Kind::Throughput => writeln!(
-                    out,
-                    "| size | implementation | msgs/s | bytes/s | ratio | compared with |\n| ---: | --- | ---: | ---: | ---: | --- |"
-                ),
-                Kind::Latency => writeln!(
-                    out,
-                    "| size | implementation | p50 one-way | p99 one-way | ratio | compared with |\n| ---: | --- | ---: | ---: | ---: | --- |"
-                ),
-            };
-            for r in self
-                .rows
-                .iter()
-                .filter(|r| r.family == family && r.kind == kind)
-            {
+        for (family, kind) in self.panels() {
+            let [a, b] = kind.columns();
+            let _ = writeln!(
+                out,
+                "**{} {}**\n\n| size | implementation | {a} | {b} | ratio | compared with |\n| ---: | --- | ---: | ---: | ---: | --- |",
+                family.name(),
+                kind.name()
+            );
+            for r in self.rows_of(family, kind) {
                 let [a, b, ratio] = r.cells();
                 let _ = writeln!(
                     out,
@@ -359,11 +363,6 @@ impl Report {
                 "**targets (DESIGN section 7)**\n\n| comparison | target | measured | status |\n| --- | ---: | ---: | --- |"
             );
             for t in &self.targets {
-                let bound = match t.bound {
-                    Bound::AtLeast => ">=",
-                    Bound::AtMost => "<=",
-                };
-                let measured = t.measured.map_or("-".into(), |m| format!("{m:.2}x"));
                 let status = match t.met() {
                     Some(true) => "met",
                     Some(false) => "**not met**",
@@ -371,8 +370,11 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {bound} {}x | {measured} | {status} |",
-                    t.what, t.target
+                    "| {} | {} {}x | {} | {status} |",
+                    t.what,
+                    t.bound.symbol(),
+                    t.target,
+                    t.measured_text()
                 );
             }
         }

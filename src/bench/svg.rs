@@ -3,9 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::{
-    short_duration, si, size_label, Bound, Family, Kind, Report, Row, TargetStatus,
-};
+use super::report::{short_duration, si, size_label, Family, Kind, Report, Row, TargetStatus};
 
 /// Width of the whole chart, in pixels.
 const WIDTH: f64 = 1000.0;
@@ -53,12 +51,7 @@ const PALETTE: [&str; 10] = [
 /// bars per message size on a log10 axis, then the targets. Values that are not finite or
 /// not positive get no bar and do not count towards the axis bounds.
 pub fn render(report: &Report) -> String {
-    let mut panels: Vec<(Family, Kind)> = Vec::new();
-    for r in &report.rows {
-        if !panels.contains(&(r.family, r.kind)) {
-            panels.push((r.family, r.kind));
-        }
-    }
+    let panels = report.panels();
     let body = PANEL * panels.len() as f64 + if panels.is_empty() { 40.0 } else { 0.0 };
     let targets = match report.targets.len() {
         0 => 0.0,
@@ -276,18 +269,12 @@ fn targets_block(out: &mut String, targets: &[TargetStatus], top: f64) {
     text(out, 20.0, top + 22.0, HEADING, "targets");
     for (i, t) in targets.iter().enumerate() {
         let y = top + 36.0 + TARGET_LINE * (i as f64 + 0.7);
-        let bound = match t.bound {
-            Bound::AtLeast => ">=",
-            Bound::AtMost => "<=",
-        };
+        let bound = t.bound.symbol();
         let target = match t.target {
             v if v.is_finite() => format!("{bound} {v}x"),
             _ => format!("{bound} -"),
         };
-        let measured = match t.measured {
-            Some(m) if m.is_finite() => format!("{m:.2}x"),
-            _ => "-".to_string(),
-        };
+        let measured = t.measured_text();
         let (verdict, colour) = match t.met() {
             Some(true) => ("met", GREEN),
             Some(false) => ("NOT met", RED),
@@ -346,6 +333,7 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::report::Bound;
     use std::time::Duration;
 
     /// A throughput row of 1000 messages in 1 ms (1 M/s).
