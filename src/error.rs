@@ -58,6 +58,28 @@ pub enum Error {
         /// The message's sequence number.
         seq: u64,
     },
+    /// A file (or shared memory) carries a format version this build does not read. It is
+    /// refused whole rather than half-read: nothing is written to it.
+    #[error("{what} is format version {found}; this build reads version {supported}")]
+    UnsupportedVersion {
+        /// What carries the version (for example "queue file header slot A").
+        what: &'static str,
+        /// The version found.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// A queue operation would leave more messages taken under a lease, or consumed ahead
+    /// of an older message that is still leased, than the queue's header can record.
+    /// Nothing was consumed; acknowledge (or let expire) some leases first.
+    #[error(
+        "more than {limit} messages would be leased or consumed out of order at once \
+         (the queue header records at most {limit}); acknowledge some leases first"
+    )]
+    TooManyLeases {
+        /// The most the header records.
+        limit: usize,
+    },
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {

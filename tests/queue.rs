@@ -165,7 +165,7 @@ fn a_file_truncated_anywhere_recovers_to_a_valid_prefix() {
         assert_eq!(&got[..], &msgs[..got.len()], "cut at {cut}");
     }
     // Cut before the second header slot is whole: not a queue any more, said so.
-    for cut in [0usize, 100, 4096, 4100] {
+    for cut in [1usize, 100, 4096, 4100, 4159] {
         std::fs::write(&path, &full[..cut]).unwrap();
         let err = FileQueue::open(&path, QueueConfig::new()).unwrap_err();
         assert!(
@@ -173,6 +173,12 @@ fn a_file_truncated_anywhere_recovers_to_a_valid_prefix() {
             "cut at {cut}: {err}"
         );
     }
+    // Cut to nothing: an empty file is a new queue (as a temporary file just made is).
+    std::fs::write(&path, b"").unwrap();
+    let q = open(&path);
+    assert_eq!(q.len().unwrap(), 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192, "initialized");
+    drop(q);
     // Cut after the slots but before the records: the longest valid prefix is empty.
     for cut in [4160usize, 8191] {
         std::fs::write(&path, &full[..cut]).unwrap();

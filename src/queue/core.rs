@@ -1,18 +1,30 @@
 //! The queue's logic over a [`Storage`], assuming the caller holds the exclusive lock:
-//! re-validation of the on-disk state, push, pop, take/ack under leases, compaction.
-//! Generic over the storage so the same code runs on a real file and on the simulated disk
-//! of the crash tests.
+//! re-validation of the on-disk state (and repair of what a crash left), push, pop,
+//! take/ack under leases, compaction. Generic over the storage so the same code runs on a
+//! real file and on the simulated disk of the crash tests.
+//!
+//! Recovery rules (argued in `docs/FORMAT.md`, section 3):
+//! - the valid header slot with the higher generation is the current one; if one slot is
+//!   unusable the other is used, and the records' `head_gap` fields may prove the lost
+//!   slot had moved the head further (then the head is moved there); either way the
+//!   handle records a [`Recovery`] and rewrites the lost slot at once;
+//! - the records run from the head while each is valid and carries the next sequence
+//!   number; the first invalid one ends them. If a record of a *later write* follows the
+//!   invalid one, that is damage to committed records: [`Error::Corrupt`], nothing is
+//!   written. Otherwise it is the torn remains of the last write: cut off (a [`Recovery`]).
 
 use super::format::{
-    encode_record, record_crc, record_size, Lease, LeaseState, RecordHeader, Slot, DATA_START,
-    MAX_LEASES, PAGE, RECORD_HEADER,
+    encode_record, Lease, LeaseState, RecordHeader, RecordMeta, Slot, SlotError, DATA_START,
+    GAP_UNKNOWN, MAX_LEASES, PAGE, RECORD_HEADER, SLOT_FIXED, VERSION,
 };
 use super::storage::Storage;
-use super::{Durability, QueueConfig};
+use super::{Durability, QueueConfig, Recovery, SlotName};
 use crate::error::{Error, Result};
 
 /// Records are read in chunks of this size.
 const CHUNK: usize = 64 * 1024;
+/// A handle keeps this many of its latest recoveries.
+const RECOVERIES_KEPT: usize = 16;
 
 /// What a handle knows of the file, valid while it holds the lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +56,27 @@ struct Walked {
     size: u64,
 }
 
+/// What a walk does with the record it has reached.
+enum Visit {
+    /// Pass over it (its payload is not read).
+    Skip,
+    /// Read its payload, check it, and hand it over.
+    Read,
+    /// Stop before it.
+    Stop,
+}
+
+/// How a scan of the records ended.
+struct ScanEnd {
+    tail_offset: u64,
+    tail_seq: u64,
+    /// Bytes from the tail to the end of the file that are no record: the torn remains of
+    /// the last write, as `(offset, length)`.
+    torn: Option<(u64, u64)>,
+    /// The furthest head any scanned record proves (`seq - head_gap`).
+    head_proof: Option<u64>,
+}
+
 /// The queue over one storage.
 #[derive(Debug)]
 pub(crate) struct Core<S: Storage> {
@@ -53,10 +86,14 @@ pub(crate) struct Core<S: Storage> {
     /// Reset when drained and the records took more than this; compact when the consumed
     /// prefix exceeds this and twice the live records.
     reclaim_over: u64,
+    /// Zero consumed records as the head passes them.
+    erase_consumed: bool,
     state: Option<State>,
     /// Set by a failed write or sync: the handle's view of the file can no longer be
     /// trusted (the kernel may have dropped dirty pages); reopen to re-derive it.
     poisoned: Option<String>,
+    /// What this handle repaired, newest last (at most [`RECOVERIES_KEPT`]).
+    recoveries: Vec<Recovery>,
     /// Reused for encoding pushes.
     buf: Vec<u8>,
     /// Reused for reading records (kept at least CHUNK long, so it is zeroed only once).
@@ -67,18 +104,30 @@ fn io(op: &'static str, e: std::io::Error) -> Error {
     Error::Io { op, source: e }
 }
 
-/// The bytes of a freshly initialized queue file: slot A valid, slot B zero.
+fn slot_name(index: u64) -> SlotName {
+    if index == 0 {
+        SlotName::A
+    } else {
+        SlotName::B
+    }
+}
+
+/// The bytes of a freshly initialized queue file: both slots valid, slot A (generation 1)
+/// current, so that in a healthy file both slots are always valid and an unusable one is
+/// news.
 pub(crate) fn initial_image() -> Vec<u8> {
     let mut image = vec![0u8; DATA_START as usize];
-    let slot = Slot {
-        generation: 1,
-        epoch: 0,
-        head_offset: DATA_START,
-        head_seq: 0,
-        leases: Vec::new(),
-    };
-    let enc = slot.encode();
-    image[..enc.len()].copy_from_slice(&enc);
+    for (generation, at) in [(1u64, 0usize), (0, PAGE as usize)] {
+        let slot = Slot {
+            generation,
+            epoch: 0,
+            head_offset: DATA_START,
+            head_seq: 0,
+            leases: Vec::new(),
+        };
+        let enc = slot.encode();
+        image[at..at + enc.len()].copy_from_slice(&enc);
+    }
     image
 }
 
@@ -89,8 +138,10 @@ impl<S: Storage> Core<S> {
             max_len: config.max_message_len,
             durability: config.durability,
             reclaim_over: config.reclaim_over,
+            erase_consumed: config.erase_consumed,
             state: None,
             poisoned: None,
+            recoveries: Vec::new(),
             buf: Vec::new(),
             read_buf: Vec::new(),
         }
@@ -106,6 +157,18 @@ impl<S: Storage> Core<S> {
             }),
             None => Ok(()),
         }
+    }
+
+    /// What this handle has repaired so far, oldest first (the latest few).
+    pub(crate) fn recoveries(&self) -> &[Recovery] {
+        &self.recoveries
+    }
+
+    fn record_recovery(&mut self, r: Recovery) {
+        if self.recoveries.len() == RECOVERIES_KEPT {
+            self.recoveries.remove(0);
+        }
+        self.recoveries.push(r);
     }
 
     /// Runs a write-side operation; any error poisons the handle.
@@ -125,52 +188,34 @@ impl<S: Storage> Core<S> {
         Ok(())
     }
 
-    /// Reads the header slots and finds where the valid records end. Called at every lock
+    /// Writes the initial image if the storage is empty (0 bytes): a new file, or one the
+    /// caller just created. Returns whether it did. The image is synced whatever the
+    /// durability: a queue that exists must survive.
+    pub(crate) fn init_if_empty(&mut self) -> Result<bool> {
+        self.check_poison()?;
+        let len = self.storage.len().map_err(|e| io("stat queue file", e))?;
+        if len != 0 {
+            return Ok(false);
+        }
+        let r = self.storage.write_at(&initial_image(), 0);
+        self.guarded("write queue header", r)?;
+        let r = self.storage.sync_data();
+        self.guarded("fdatasync", r)?;
+        Ok(true)
+    }
+
+    /// Reads the header slots and finds where the valid records end, repairing what a
+    /// crash left (a lost header slot, the torn remains of a write). Called at every lock
     /// acquisition: a holder may have died mid-update, others may have pushed or popped.
     pub(crate) fn refresh(&mut self) -> Result<()> {
         self.check_poison()?;
-        // Both slot pages in one read.
-        let mut both = std::mem::take(&mut self.read_buf);
-        if both.len() < CHUNK {
-            both.resize(CHUNK, 0);
-        }
-        let n = match self.storage.read_at(&mut both[..2 * PAGE as usize], 0) {
-            Ok(n) => n,
-            Err(e) => {
-                self.read_buf = both;
-                return Err(io("read queue header", e));
-            }
-        };
-        let decoded = if n < PAGE as usize + super::format::SLOT_FIXED {
-            Err(n)
-        } else {
-            Ok((
-                Slot::decode(&both[..PAGE as usize]),
-                Slot::decode(&both[PAGE as usize..n]),
-            ))
-        };
-        self.read_buf = both;
-        let (a, b) = decoded.map_err(|n| {
-            Error::Corrupt(format!(
-                "queue file is {n} bytes, shorter than its two header slots ({} bytes)",
-                PAGE as usize + super::format::SLOT_FIXED
-            ))
-        })?;
-        let (slot, slot_index) = match (a, b) {
-            (Ok(x), Ok(y)) if y.generation > x.generation => (y, 1),
-            (Ok(x), _) => (x, 0),
-            (Err(_), Ok(y)) => (y, 1),
-            (Err(ea), Err(eb)) => {
-                return Err(Error::Corrupt(format!(
-                    "both header slots are invalid (slot A at offset 0: {ea}; slot B at offset {PAGE}: {eb})"
-                )))
-            }
-        };
+        let (slot, slot_index, lost) = self.read_slots()?;
         // Records have not moved since we last looked (same epoch) and the head is within
         // what we scanned: only new records past our tail need reading.
         let resume = match &self.state {
             Some(st)
-                if st.slot.epoch == slot.epoch
+                if lost.is_none()
+                    && st.slot.epoch == slot.epoch
                     && slot.head_offset >= st.slot.head_offset
                     && slot.head_offset <= st.tail_offset
                     && slot.head_seq >= st.slot.head_seq
@@ -180,13 +225,134 @@ impl<S: Storage> Core<S> {
             }
             _ => None,
         };
-        let (from, seq) = resume.unwrap_or((slot.head_offset, slot.head_seq));
-        let (tail_offset, tail_seq) = self.scan(from, seq)?;
+        self.state = None;
+        let end = match resume {
+            Some((from, seq)) => self.scan(from, seq, None)?,
+            None => {
+                let len = self.storage.len().map_err(|e| io("stat queue file", e))?;
+                if slot.head_offset > len {
+                    return Err(Error::Corrupt(format!(
+                        "the head (offset {}, message {}) is past the end of the file \
+                         ({len} bytes): the file was cut short, or its header is wrong",
+                        slot.head_offset, slot.head_seq
+                    )));
+                }
+                self.scan(slot.head_offset, slot.head_seq, Some(len))?
+            }
+        };
         self.state = Some(State {
             slot,
             slot_index,
-            tail_offset,
-            tail_seq,
+            tail_offset: end.tail_offset,
+            tail_seq: end.tail_seq,
+        });
+        if let Some((offset, bytes)) = end.torn {
+            // Nothing after the tail is a record: cut it off, so the next write lands at
+            // the end of the file and no stale bytes linger behind it.
+            let r = self.storage.set_len(offset);
+            self.guarded("truncate torn queue tail", r)?;
+            self.record_recovery(Recovery::TornTail {
+                offset,
+                bytes,
+                next_seq: end.tail_seq,
+            });
+        }
+        if let Some((damaged, reason)) = lost {
+            self.repair_slot(damaged, reason, end.head_proof)?;
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes both slots: the current one, its index, and, if the other is
+    /// unusable, which one that is and why.
+    fn read_slots(&mut self) -> Result<(Slot, u64, Option<(u64, String)>)> {
+        let mut both = std::mem::take(&mut self.read_buf);
+        if both.len() < CHUNK {
+            both.resize(CHUNK, 0);
+        }
+        let read = self.storage.read_at(&mut both[..2 * PAGE as usize], 0);
+        let decoded = read.map(|n| {
+            if n < PAGE as usize + SLOT_FIXED {
+                Err(n)
+            } else {
+                Ok((
+                    Slot::decode(&both[..PAGE as usize]),
+                    Slot::decode(&both[PAGE as usize..n]),
+                ))
+            }
+        });
+        self.read_buf = both;
+        let (a, b) = decoded
+            .map_err(|e| io("read queue header", e))?
+            .map_err(|n| {
+                Error::Corrupt(format!(
+                    "queue file is {n} bytes, shorter than its two header slots ({} bytes)",
+                    PAGE as usize + SLOT_FIXED
+                ))
+            })?;
+        for (index, s) in [(0u64, &a), (1, &b)] {
+            if let Err(SlotError::Version(found)) = s {
+                return Err(Error::UnsupportedVersion {
+                    what: match slot_name(index) {
+                        SlotName::A => "queue file header slot A",
+                        SlotName::B => "queue file header slot B",
+                    },
+                    found: *found,
+                    supported: VERSION,
+                });
+            }
+        }
+        let why = |e: SlotError| match e {
+            SlotError::Invalid(why) => why,
+            SlotError::Version(v) => format!("format version {v}"),
+        };
+        Ok(match (a, b) {
+            // Equal generations never occur in a file this crate writes; A wins them.
+            (Ok(x), Ok(y)) if y.generation > x.generation => (y, 1, None),
+            (Ok(x), Ok(_)) => (x, 0, None),
+            (Ok(x), Err(eb)) => (x, 0, Some((1, why(eb)))),
+            (Err(ea), Ok(y)) => (y, 1, Some((0, why(ea)))),
+            (Err(ea), Err(eb)) => {
+                return Err(Error::Corrupt(format!(
+                    "both header slots are invalid (slot A at offset 0: {}; slot B at offset {PAGE}: {})",
+                    why(ea),
+                    why(eb)
+                )))
+            }
+        })
+    }
+
+    /// One header slot was unusable and the other is current: rewrite the lost one at
+    /// once (the next header write goes there anyway), moving the head as far as the
+    /// records prove consumers had got, and record what happened.
+    fn repair_slot(&mut self, damaged: u64, reason: String, proof: Option<u64>) -> Result<()> {
+        let st = self.state()?;
+        let fell_back_to = st.slot.head_seq;
+        let proven = proof.filter(|&p| p > fell_back_to && p <= st.tail_seq);
+        let mut slot = Slot {
+            generation: st.slot.generation + 1,
+            ..st.slot.clone()
+        };
+        if let Some(p) = proven {
+            // The records up to `p` were consumed: a writer saw a header saying so.
+            let walked = self.walk(
+                &st,
+                |h: &RecordHeader| Ok(if h.seq < p { Visit::Skip } else { Visit::Stop }),
+                |_, _| {},
+            )?;
+            slot.head_offset += walked.iter().map(|w| w.size).sum::<u64>();
+            slot.head_seq = p;
+            slot.leases.retain(|l| l.seq >= p);
+        }
+        let head_seq = slot.head_seq;
+        self.write_slot(&st, slot)?;
+        self.record_recovery(Recovery::HeaderFallback {
+            damaged: slot_name(damaged),
+            reason,
+            used_generation: st.slot.generation,
+            proven_newer: proven.is_some(),
+            advanced: head_seq - fell_back_to,
+            may_repeat_at_most: st.tail_seq - head_seq,
         });
         Ok(())
     }
@@ -202,62 +368,187 @@ impl<S: Storage> Core<S> {
         Ok(())
     }
 
-    /// Walks valid records from `off` (expected to hold `seq`), stopping at the first that
-    /// is torn, garbage, stale (wrong sequence) or cut off by the end of the file. Returns
-    /// the tail. Reads in chunks; at the end of the file a read simply comes back short.
-    fn scan(&mut self, mut off: u64, mut seq: u64) -> Result<(u64, u64)> {
+    /// Whether the `len`-byte payload of the record whose header `h` is at `off` is all in
+    /// the file and matches the record's checksum, reading it in chunks into `scratch`
+    /// (never allocating by a length read from the file).
+    fn payload_matches(&mut self, h: &RecordHeader, off: u64, scratch: &mut [u8]) -> Result<bool> {
+        let mut crc = h.crc_start();
+        let mut at = off + RECORD_HEADER as u64;
+        let mut left = h.len as usize;
+        while left > 0 {
+            let want = left.min(scratch.len());
+            let n = self
+                .storage
+                .read_at(&mut scratch[..want], at)
+                .map_err(|e| io("read queue file", e))?;
+            crc = crc32c::crc32c_append(crc, &scratch[..n]);
+            if n < want {
+                return Ok(false); // cut short by the end of the file
+            }
+            left -= n;
+            at += n as u64;
+        }
+        Ok(crc == h.crc)
+    }
+
+    /// Walks valid records from `off` (expected to hold `seq`) to the first that is torn,
+    /// garbage, stale (wrong sequence) or cut off by the end of the file, and decides what
+    /// that end is: the end of the file, the torn remains of the last write, or damage
+    /// followed by later records ([`Error::Corrupt`]). `file_len` if known.
+    fn scan(&mut self, off: u64, seq: u64, file_len: Option<u64>) -> Result<ScanEnd> {
         let mut chunk = std::mem::take(&mut self.read_buf);
         if chunk.len() < CHUNK {
             chunk.resize(CHUNK, 0); // once: later reads reuse it without zeroing
         }
-        let result = (|| loop {
+        let result = self.scan_with(off, seq, file_len, &mut chunk);
+        self.read_buf = chunk;
+        result
+    }
+
+    fn scan_with(
+        &mut self,
+        mut off: u64,
+        mut seq: u64,
+        file_len: Option<u64>,
+        chunk: &mut [u8],
+    ) -> Result<ScanEnd> {
+        let mut head_proof: Option<u64> = None;
+        let mut scratch = Vec::new();
+        // The first invalid record: where, and what was wrong.
+        let (bad_at, bad_why): (u64, String) = 'records: loop {
             let valid = self
                 .storage
                 .read_at(&mut chunk[..CHUNK], off)
                 .map_err(|e| io("read queue file", e))?;
+            if valid == 0 {
+                return Ok(ScanEnd {
+                    tail_offset: off,
+                    tail_seq: seq,
+                    torn: None,
+                    head_proof,
+                });
+            }
             let mut at = 0usize;
-            let mut stop = false;
-            while at + RECORD_HEADER <= valid {
-                let h = RecordHeader::decode(
-                    chunk[at..at + RECORD_HEADER]
-                        .try_into()
-                        .unwrap_or(&[0; RECORD_HEADER]),
-                );
-                if h.seq != seq || h.len as usize > self.max_len {
-                    stop = true;
-                    break;
+            loop {
+                if at + RECORD_HEADER > valid {
+                    if valid < CHUNK {
+                        if at < valid {
+                            break 'records (off + at as u64, "a record header cut short".into());
+                        }
+                        // Exactly at the end of what the file holds (padding may be missing).
+                        off += at as u64;
+                        continue 'records;
+                    }
+                    break; // the next chunk starts here
+                }
+                let h = RecordHeader::decode(&chunk[at..at + RECORD_HEADER]);
+                let here = off + at as u64;
+                if h.seq != seq {
+                    break 'records (here, format!("sequence {} (expected {seq})", h.seq));
                 }
                 let end = at + RECORD_HEADER + h.len as usize;
-                let payload_ok = if end <= valid {
-                    record_crc(h.seq, h.len, &chunk[at + RECORD_HEADER..end]) == h.crc
+                let whole = if end <= valid {
+                    h.matches(&chunk[at + RECORD_HEADER..end])
+                } else if valid < CHUNK {
+                    false // cut short by the end of the file
                 } else if at == 0 {
-                    // One record larger than the chunk: read it whole.
-                    let mut whole = vec![0u8; RECORD_HEADER + h.len as usize];
-                    let n = self
-                        .storage
-                        .read_at(&mut whole, off)
-                        .map_err(|e| io("read queue file", e))?;
-                    n == whole.len() && record_crc(h.seq, h.len, &whole[RECORD_HEADER..]) == h.crc
+                    // Larger than a chunk: check it in pieces.
+                    if scratch.is_empty() {
+                        scratch.resize(CHUNK, 0);
+                    }
+                    self.payload_matches(&h, here, &mut scratch)?
                 } else {
-                    break; // continue with a chunk starting at this record
+                    break; // the next chunk starts with it
                 };
-                if !payload_ok {
-                    stop = true; // torn (cut short by the end of the file) or garbage
+                if !whole {
+                    break 'records (here, format!("record {seq} torn or failing its checksum"));
+                }
+                if let Some(p) = h.head_at_write() {
+                    head_proof = Some(head_proof.map_or(p, |q| q.max(p)));
+                }
+                at += h.size() as usize;
+                seq += 1;
+                if at >= valid {
                     break;
                 }
-                at += record_size(h.len as usize) as usize;
-                seq += 1;
-            }
-            if at == 0 {
-                return Ok((off, seq));
             }
             off += at as u64;
-            if stop {
-                return Ok((off, seq));
+        };
+        let len = match file_len {
+            Some(len) => len,
+            None => self.storage.len().map_err(|e| io("stat queue file", e))?,
+        };
+        if let Some((later_at, later)) = self.later_write(bad_at, seq, len, chunk)? {
+            return Err(Error::Corrupt(format!(
+                "damaged records in the middle of the queue: the record expected at offset \
+                 {bad_at} (message {seq}) is invalid ({bad_why}), yet message {} of a later \
+                 write follows at offset {later_at}, so messages {seq}..{} were committed and \
+                 are damaged. Nothing was written; FileQueue::salvage copies every valid \
+                 record to a new file",
+                later.seq,
+                later.seq - 1
+            )));
+        }
+        Ok(ScanEnd {
+            tail_offset: bad_at,
+            tail_seq: seq,
+            torn: (len > bad_at).then(|| (bad_at, len - bad_at)),
+            head_proof,
+        })
+    }
+
+    /// Looks past an invalid record at `bad_at`, where message `seq` was expected, for a
+    /// valid record of a later write: one with a higher sequence number whose write began
+    /// after `seq` (so the write that held `seq` had completed before it). Records of
+    /// `seq`'s own write may follow it when the power failed mid-write and the disk kept
+    /// later pages but not earlier ones; those prove nothing.
+    fn later_write(
+        &mut self,
+        bad_at: u64,
+        seq: u64,
+        len: u64,
+        chunk: &mut [u8],
+    ) -> Result<Option<(u64, RecordHeader)>> {
+        let mut base = bad_at + 8;
+        let mut scratch = Vec::new();
+        while base + RECORD_HEADER as u64 <= len {
+            let n = self
+                .storage
+                .read_at(&mut chunk[..CHUNK], base)
+                .map_err(|e| io("read queue file", e))?;
+            let mut at = 0usize;
+            while at + RECORD_HEADER <= n {
+                let h = RecordHeader::decode(&chunk[at..at + RECORD_HEADER]);
+                let here = base + at as u64;
+                // Messages seq..h.seq would lie between bad_at and here, each at least a
+                // header long: a cheap filter before the checksum.
+                let room = (here - bad_at) / RECORD_HEADER as u64;
+                let candidate = h.seq > seq
+                    && h.seq - seq <= room
+                    && h.write_start().is_some_and(|w| w > seq)
+                    && here + RECORD_HEADER as u64 + u64::from(h.len) <= len;
+                if candidate {
+                    let end = at + RECORD_HEADER + h.len as usize;
+                    let ok = if end <= n {
+                        h.matches(&chunk[at + RECORD_HEADER..end])
+                    } else {
+                        if scratch.is_empty() {
+                            scratch.resize(CHUNK, 0);
+                        }
+                        self.payload_matches(&h, here, &mut scratch)?
+                    };
+                    if ok {
+                        return Ok(Some((here, h)));
+                    }
+                }
+                at += 8;
             }
-        })();
-        self.read_buf = chunk;
-        result
+            if n < CHUNK {
+                break;
+            }
+            base += at as u64;
+        }
+        Ok(None)
     }
 
     fn state(&self) -> Result<State> {
@@ -291,7 +582,13 @@ impl<S: Storage> Core<S> {
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         for (i, m) in msgs.iter().enumerate() {
-            encode_record(st.tail_seq + i as u64, m, &mut out);
+            let seq = st.tail_seq + i as u64;
+            let meta = RecordMeta {
+                seq,
+                batch_index: u32::try_from(i).unwrap_or(u32::MAX),
+                head_gap: u32::try_from(seq - st.slot.head_seq).unwrap_or(GAP_UNKNOWN),
+            };
+            encode_record(meta, m, &mut out);
         }
         let r = self.storage.write_at(&out, st.tail_offset);
         let written = out.len() as u64;
@@ -305,76 +602,88 @@ impl<S: Storage> Core<S> {
         Ok(())
     }
 
-    /// Walks records from the head, calling `visit` with each record's sequence number and
-    /// payload until it returns false or the tail is reached. Returns what was walked.
+    /// Walks records from the head to the tail, asking `visit` what to do with each; the
+    /// payload of each record it says to read is checked and given to `deliver`. Returns
+    /// the records passed (read or skipped), in order.
     fn walk(
         &mut self,
         st: &State,
-        mut visit: impl FnMut(u64, &[u8]) -> bool,
+        mut visit: impl FnMut(&RecordHeader) -> Result<Visit>,
+        mut deliver: impl FnMut(u64, &[u8]),
+    ) -> Result<Vec<Walked>> {
+        let mut chunk = std::mem::take(&mut self.read_buf);
+        let result = self.walk_with(st, &mut chunk, &mut visit, &mut deliver);
+        self.read_buf = chunk;
+        result
+    }
+
+    fn walk_with(
+        &mut self,
+        st: &State,
+        chunk: &mut Vec<u8>,
+        visit: &mut dyn FnMut(&RecordHeader) -> Result<Visit>,
+        deliver: &mut dyn FnMut(u64, &[u8]),
     ) -> Result<Vec<Walked>> {
         let mut walked = Vec::new();
         let mut off = st.slot.head_offset;
         let mut seq = st.slot.head_seq;
-        let mut chunk = std::mem::take(&mut self.read_buf);
-        let result = (|| {
-            while seq < st.tail_seq {
-                let want = ((st.tail_offset - off).min(CHUNK as u64) as usize).max(RECORD_HEADER);
-                if chunk.len() < want {
-                    chunk.resize(want, 0);
-                }
-                self.read_exact(&mut chunk[..want], off)?;
-                let view = &chunk[..want];
-                let mut at = 0usize;
-                while seq < st.tail_seq && at + RECORD_HEADER <= view.len() {
-                    let h = RecordHeader::decode(
-                        view[at..at + RECORD_HEADER]
-                            .try_into()
-                            .unwrap_or(&[0; RECORD_HEADER]),
-                    );
-                    let here = off + at as u64;
-                    if h.seq != seq || h.len as usize > self.max_len {
-                        return Err(Error::Corrupt(format!(
-                            "record at offset {here} changed under the lock: sequence {} (expected {seq})",
-                            h.seq
-                        )));
-                    }
-                    let end = at + RECORD_HEADER + h.len as usize;
-                    let big;
-                    let payload: &[u8] = if end <= view.len() {
-                        &view[at + RECORD_HEADER..end]
-                    } else if at == 0 {
-                        // Larger than a chunk: read it on its own.
-                        let mut p = vec![0u8; h.len as usize];
-                        self.read_exact(&mut p, here + RECORD_HEADER as u64)?;
-                        big = p;
-                        &big
-                    } else {
-                        break; // the next chunk starts with it
-                    };
-                    if record_crc(h.seq, h.len, payload) != h.crc {
-                        return Err(Error::Corrupt(format!(
-                            "record {seq} at offset {here} fails its checksum"
-                        )));
-                    }
-                    let size = record_size(h.len as usize);
-                    walked.push(Walked { seq, size });
-                    if !visit(seq, payload) {
-                        return Ok(());
-                    }
-                    at += size as usize;
-                    seq += 1;
-                }
-                if at == 0 {
+        while seq < st.tail_seq {
+            let want = ((st.tail_offset - off).min(CHUNK as u64) as usize).max(RECORD_HEADER);
+            if chunk.len() < want {
+                chunk.resize(want, 0);
+            }
+            self.read_exact(&mut chunk[..want], off)?;
+            let mut at = 0usize;
+            while seq < st.tail_seq && at + RECORD_HEADER <= want {
+                let h = RecordHeader::decode(&chunk[at..at + RECORD_HEADER]);
+                let here = off + at as u64;
+                let fits = here + RECORD_HEADER as u64 + u64::from(h.len) <= st.tail_offset;
+                if h.seq != seq || !fits {
                     return Err(Error::Corrupt(format!(
-                        "no whole record at offset {off} before the tail"
+                        "record at offset {here} changed under the lock: message {} of {} \
+                         bytes (expected message {seq} before offset {})",
+                        h.seq, h.len, st.tail_offset
                     )));
                 }
-                off += at as u64;
+                let end = at + RECORD_HEADER + h.len as usize;
+                if end > want && at > 0 {
+                    break; // the next chunk starts with it
+                }
+                match visit(&h)? {
+                    Visit::Stop => return Ok(walked),
+                    Visit::Skip => {}
+                    Visit::Read => {
+                        let big;
+                        let payload: &[u8] = if end <= want {
+                            &chunk[at + RECORD_HEADER..end]
+                        } else {
+                            // Larger than a chunk (and within this handle's maximum, which
+                            // `visit` checked): read it on its own.
+                            let mut p = vec![0u8; h.len as usize];
+                            self.read_exact(&mut p, here + RECORD_HEADER as u64)?;
+                            big = p;
+                            &big
+                        };
+                        if !h.matches(payload) {
+                            return Err(Error::Corrupt(format!(
+                                "record {seq} at offset {here} fails its checksum"
+                            )));
+                        }
+                        deliver(seq, payload);
+                    }
+                }
+                let size = h.size();
+                walked.push(Walked { seq, size });
+                at += size as usize;
+                seq += 1;
             }
-            Ok(())
-        })();
-        self.read_buf = chunk;
-        result?;
+            if at == 0 {
+                return Err(Error::Corrupt(format!(
+                    "no whole record at offset {off} before the tail"
+                )));
+            }
+            off += at as u64;
+        }
         Ok(walked)
     }
 
@@ -383,6 +692,10 @@ impl<S: Storage> Core<S> {
     /// (head advanced past every consumed message at the front, lease entries for the rest)
     /// is written, and synced in sync mode, before they are returned, so a message returned
     /// by a pop is never returned again. Returns `(seq, payload)` pairs.
+    ///
+    /// A message longer than this handle's maximum is not read: if it is the first one
+    /// available, [`Error::MessageTooLarge`] (nothing consumed); else the batch ends before
+    /// it.
     pub(crate) fn consume(
         &mut self,
         max: usize,
@@ -400,21 +713,39 @@ impl<S: Storage> Core<S> {
                 .ok()
                 .map(|i| leases[i].state)
         };
+        let max_len = self.max_len;
+        let mut taken = 0usize;
         let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
-        let walked = self.walk(&st, |seq, payload| {
-            if out.len() >= max {
-                return false;
-            }
-            let available = match entry(seq) {
-                None => true,
-                Some(LeaseState::Done) => false,
-                Some(LeaseState::Leased { holder }) => !alive(holder),
-            };
-            if available {
-                out.push((seq, payload.to_vec()));
-            }
-            out.len() < max
-        })?;
+        let walked = self.walk(
+            &st,
+            |h: &RecordHeader| {
+                if taken >= max {
+                    return Ok(Visit::Stop);
+                }
+                let available = match entry(h.seq) {
+                    None => true,
+                    Some(LeaseState::Done) => false,
+                    Some(LeaseState::Leased { holder }) => !alive(holder),
+                };
+                if !available {
+                    return Ok(Visit::Skip);
+                }
+                if h.len as usize > max_len {
+                    if taken > 0 {
+                        return Ok(Visit::Stop);
+                    }
+                    return Err(Error::MessageTooLarge {
+                        len: h.len as usize,
+                        max: max_len,
+                        why: "this handle's maximum message length; the message stays queued \
+                              for a handle that accepts it",
+                    });
+                }
+                taken += 1;
+                Ok(Visit::Read)
+            },
+            |seq, payload| out.push((seq, payload.to_vec())),
+        )?;
         if out.is_empty() || how == Consume::Peek {
             return Ok(out);
         }
@@ -452,19 +783,29 @@ impl<S: Storage> Core<S> {
     pub(crate) fn ack(&mut self, seq: u64, holder: u32) -> Result<()> {
         let st = self.state()?;
         let mut leases = st.slot.leases.clone();
-        match leases.iter_mut().find(|l| l.seq == seq) {
-            Some(l) if l.state == (LeaseState::Leased { holder }) => l.state = LeaseState::Done,
-            _ => {
-                return Err(Error::LeaseLost { seq });
+        match leases.binary_search_by_key(&seq, |l| l.seq) {
+            Ok(i) if leases[i].state == (LeaseState::Leased { holder }) => {
+                leases[i].state = LeaseState::Done;
             }
+            _ => return Err(Error::LeaseLost { seq }),
         }
         // Walk the front of the queue to learn the sizes of what the head may now pass.
         let done_front = |s: u64| {
             leases
-                .iter()
-                .any(|l| l.seq == s && l.state == LeaseState::Done)
+                .binary_search_by_key(&s, |l| l.seq)
+                .is_ok_and(|i| leases[i].state == LeaseState::Done)
         };
-        let walked = self.walk(&st, |s, _| done_front(s))?;
+        let walked = self.walk(
+            &st,
+            |h: &RecordHeader| {
+                Ok(if done_front(h.seq) {
+                    Visit::Skip
+                } else {
+                    Visit::Stop
+                })
+            },
+            |_, _| {},
+        )?;
         self.commit(&st, leases, &walked)
     }
 
@@ -486,9 +827,7 @@ impl<S: Storage> Core<S> {
         }
         leases.retain(|l| l.seq >= head_seq);
         if leases.len() > MAX_LEASES {
-            return Err(Error::Corrupt(format!(
-                "more than {MAX_LEASES} messages are leased or consumed out of order; acknowledge some first"
-            )));
+            return Err(Error::TooManyLeases { limit: MAX_LEASES });
         }
         if leases.is_empty()
             && head_offset == st.tail_offset
@@ -504,6 +843,14 @@ impl<S: Storage> Core<S> {
             leases,
         };
         self.write_slot(st, slot)?;
+        if self.erase_consumed && head_offset > st.slot.head_offset {
+            // The header that moved the head past them is written (and synced in sync
+            // mode): their bytes are no longer anyone's.
+            let r = self
+                .storage
+                .zero_range(st.slot.head_offset, head_offset - st.slot.head_offset);
+            self.guarded("erase consumed records", r)?;
+        }
         self.maybe_compact()
     }
 
@@ -521,7 +868,8 @@ impl<S: Storage> Core<S> {
     }
 
     /// The queue is drained: start over at the beginning of the data area, and give the
-    /// space back to the file system.
+    /// space back to the file system. The epoch changes, so a handle that looked before
+    /// re-reads from the head instead of resuming at the old tail.
     fn reset(&mut self, st: &State) -> Result<()> {
         let slot = Slot {
             generation: st.slot.generation + 1,

@@ -10,12 +10,14 @@
 //! So the descriptors of open exclusive handles are listed here, and a `pthread_atfork`
 //! handler, run in every child right after `fork`, points each of them at `/dev/null`
 //! (`dup3`): the child no longer refers to the lock, and the handle it inherited, which
-//! notices it is in another process ([`crate::forkgen`]), refuses to be used. A child made
+//! notices it is in another process ([`crate::forkgen`]), refuses to be used. A
+//! descriptor is listed before its lock is taken, and a fork cannot fall between its
+//! `open` and its listing (a gate that the prepare handler waits for). A child made
 //! by a fork that skips atfork handlers (glibc's `_Fork`, a raw `clone`) keeps the lock
 //! until it exits or execs, as above.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Once;
 
 use crate::error::Result;
@@ -27,13 +29,46 @@ pub(crate) const MAX_EXCLUSIVE: usize = 64;
 /// atfork handler reads them in the child, where no lock may be taken.
 static SLOTS: [AtomicI32; MAX_EXCLUSIVE] = [const { AtomicI32::new(-1) }; MAX_EXCLUSIVE];
 
+/// Held from the moment an exclusive handle's descriptor is opened until it is listed in
+/// [`SLOTS`]; `fork` waits for it (the prepare handler takes it, the parent and child
+/// handlers give it back). Without it a fork between the `open` and the listing would give
+/// the child the descriptor, and with it the open file description on which the parent
+/// then takes the lock: the child would hold the queue's lock too.
+static GATE: AtomicBool = AtomicBool::new(false);
+
 static ATFORK: Once = Once::new();
+
+fn close_gate() {
+    while GATE
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
+}
+
+fn open_gate() {
+    GATE.store(false, Ordering::Release);
+}
+
+/// Runs in the forking thread before `fork`: waits until no exclusive handle is between
+/// its `open` and its listing.
+extern "C" fn before_fork() {
+    close_gate();
+}
+
+/// Runs in the parent right after `fork`.
+extern "C" fn in_parent() {
+    open_gate();
+}
 
 /// Runs in the child right after `fork`, before `fork` returns there.
 extern "C" fn in_child() {
+    open_gate();
     // SAFETY: a child just forked has one thread; this calls only open, dup3 and close,
     // which are async-signal-safe, with a valid NUL-terminated path and descriptors this
-    // process holds (the slots name descriptors of exclusive handles open at the fork).
+    // process holds (the slots name descriptors of exclusive handles open at the fork:
+    // the gate kept any half-opened one from existing at that instant).
     unsafe {
         let null = nix::libc::open(
             c"/dev/null".as_ptr(),
@@ -52,16 +87,34 @@ extern "C" fn in_child() {
     }
 }
 
-/// Lists `fd`, the descriptor of an exclusive handle that holds the lock, so that children
-/// forked from now on drop their copy. Returns its slot, for [`unregister`].
-pub(crate) fn register(fd: RawFd) -> Result<usize> {
+/// Opens an exclusive handle's descriptor with `open` and lists it, so that children
+/// forked from then on drop their copy; no fork can fall between the two (see [`GATE`]).
+/// Call it before taking the lock on the descriptor. Returns what `open` returned and the
+/// slot, for [`unregister`].
+pub(crate) fn open_registered<T>(
+    open: impl FnOnce() -> Result<T>,
+    fd_of: impl FnOnce(&T) -> RawFd,
+) -> Result<(T, usize)> {
     ATFORK.call_once(|| {
-        // SAFETY: registers a handler with C ABI and no arguments that stays valid for the
-        // life of the program (a plain function); glibc copies the pointers.
+        // SAFETY: registers handlers with C ABI and no arguments that stay valid for the
+        // life of the program (plain functions); glibc copies the pointers. They are
+        // registered before any exclusive descriptor exists, so every fork from then on
+        // runs them.
         unsafe {
-            nix::libc::pthread_atfork(None, None, Some(in_child));
+            nix::libc::pthread_atfork(Some(before_fork), Some(in_parent), Some(in_child));
         }
     });
+    close_gate();
+    let result = open().and_then(|t| {
+        let slot = register(fd_of(&t))?;
+        Ok((t, slot))
+    });
+    open_gate();
+    result
+}
+
+/// Lists `fd` in a free slot.
+fn register(fd: RawFd) -> Result<usize> {
     for (i, slot) in SLOTS.iter().enumerate() {
         if slot
             .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)

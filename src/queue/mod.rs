@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use self::core::{initial_image, Consume, Core};
+use self::core::{Consume, Core};
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use storage::{FileStorage, Storage};
@@ -94,6 +94,7 @@ pub struct QueueConfig {
     durability: Durability,
     reclaim_over: u64,
     exclusive: bool,
+    erase_consumed: bool,
 }
 
 impl Default for QueueConfig {
@@ -103,6 +104,7 @@ impl Default for QueueConfig {
             durability: Durability::None,
             reclaim_over: 256 * 1024,
             exclusive: false,
+            erase_consumed: false,
         }
     }
 }
@@ -113,7 +115,15 @@ impl QueueConfig {
         Self::default()
     }
 
-    /// The longest message accepted (and believed when read back).
+    /// The longest message this handle pushes, and the longest it reads back (so the most
+    /// it allocates for one message).
+    ///
+    /// It is this handle's setting, not the file's: other handles on the same file may
+    /// have other maximums, and a record longer than this handle's maximum is still a
+    /// committed message. Such a message at the head makes this handle's `pop`, `peek` and
+    /// `take` fail with [`Error::MessageTooLarge`] and consume nothing; it stays queued for
+    /// a handle that accepts it (a batch pop ends before it). Push refuses a longer message
+    /// with the same error, before anything is written.
     pub fn max_message_len(mut self, max: usize) -> Self {
         self.max_message_len = max.min(u32::MAX as usize);
         self
@@ -175,6 +185,97 @@ impl QueueConfig {
     pub fn is_exclusive(&self) -> bool {
         self.exclusive
     }
+
+    /// Erase consumed messages from the file as the head passes them (default: off).
+    ///
+    /// Without it, a popped (or acknowledged) message's bytes stay in the file until a
+    /// drained queue resets or a lagging one compacts, both of which truncate the file:
+    /// anyone who can read the file can read recently consumed messages. With it, every
+    /// operation that moves the head also zeroes the records it passed, after the header
+    /// that consumed them is written (and synced, with [`Durability::Sync`]): one
+    /// `fallocate(FALLOC_FL_PUNCH_HOLE)` (zeros written where the file system cannot
+    /// punch holes). Messages consumed ahead of an older leased one are erased when the
+    /// head passes them.
+    ///
+    /// This erases them from the file, not from the device: the file system may keep old
+    /// copies of the blocks (journals, copy-on-write, SSD wear levelling) until they are
+    /// reused. Encrypt the file system if that matters. A side effect: if a header slot is
+    /// later lost to media damage, the records the older slot points to are gone, so the
+    /// queue reports [`Error::Corrupt`] instead of delivering those messages again.
+    pub fn erase_consumed(mut self, erase: bool) -> Self {
+        self.erase_consumed = erase;
+        self
+    }
+
+    /// Whether consumed messages are erased as the head passes them.
+    pub fn is_erasing_consumed(&self) -> bool {
+        self.erase_consumed
+    }
+}
+
+/// One of the queue file's two header slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlotName {
+    /// The slot at offset 0.
+    A,
+    /// The slot at offset 4096.
+    B,
+}
+
+impl SlotName {
+    /// The slot's offset in the file.
+    pub fn offset(self) -> u64 {
+        match self {
+            SlotName::A => 0,
+            SlotName::B => format::PAGE,
+        }
+    }
+}
+
+/// Something a handle found in the file and repaired when it took the lock: what a crash
+/// (or media damage) left behind. [`FileQueue::recoveries`] lists them.
+///
+/// The handle that first takes the lock after the event repairs it, and only that handle
+/// reports it: check [`FileQueue::recoveries`] after [`FileQueue::open`] if you need to
+/// know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// One header slot was unusable (torn by a crash during a pop, or damaged since), so
+    /// the other one was used and the lost one rewritten.
+    ///
+    /// If the lost slot held the newer header, the messages its last write consumed (one
+    /// pop, batch pop or acknowledgement: the last consuming operation before the loss)
+    /// may be delivered again, except as far as the records prove: every record carries
+    /// how far the head was when it was written, so pushes made after that operation
+    /// prove where it had moved the head, and the head is moved there (`advanced`).
+    HeaderFallback {
+        /// The slot that was unusable.
+        damaged: SlotName,
+        /// Why it was unusable.
+        reason: String,
+        /// Generation of the slot used.
+        used_generation: u64,
+        /// The records proved the lost slot was the newer one (it had moved the head).
+        proven_newer: bool,
+        /// Messages past the used slot's head that the records proved consumed, and that
+        /// stay consumed.
+        advanced: u64,
+        /// At most this many messages may be delivered again (the messages queued after
+        /// the recovered head; the true number is what the lost operation consumed).
+        may_repeat_at_most: u64,
+    },
+    /// Bytes after the last valid record that were not records (the torn remains of a
+    /// write that a crash cut short, whose push was never acknowledged; or, if the media
+    /// damaged the last records of the last write, those records) were cut off.
+    TornTail {
+        /// Where the valid records end and the cut bytes began.
+        offset: u64,
+        /// How many bytes were cut off.
+        bytes: u64,
+        /// The sequence number the next message gets.
+        next_seq: u64,
+    },
 }
 
 /// The parts of a handle that belong to one process.
@@ -223,96 +324,193 @@ pub(crate) fn exclusive_misuse(why: &str) -> Error {
     }
 }
 
-/// Creates the queue file at `path` if it does not exist: written in full under a temporary
-/// name, synced, then linked into place (so the file at `path` is always initialized, and
-/// of two racing creators one wins), then the directory is synced.
-fn create_if_missing(path: &Path) -> Result<()> {
-    if path.exists() {
-        return Ok(());
+/// Opens the queue file at `path`, creating it (empty, mode 0600) if nothing is there.
+/// Returns the file and whether this call created it.
+///
+/// The last component of `path` is not followed if it is a symbolic link (`O_NOFOLLOW`),
+/// and the file must be a regular file: a link or a FIFO planted by someone who can write
+/// into the directory cannot redirect the queue's writes.
+fn open_or_create(path: &Path) -> Result<(File, bool)> {
+    let nofollow = nix::libc::O_NOFOLLOW;
+    let created = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nofollow)
+        .open(path);
+    let (file, created) = match created {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(nofollow)
+                .open(path)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                        not_a_queue_file(
+                            path,
+                            "is a symbolic link (queue files are opened with O_NOFOLLOW)",
+                        )
+                    } else {
+                        io("open queue file", e)
+                    }
+                })?;
+            (f, false)
+        }
+        Err(e) => return Err(io("create queue file", e)),
+    };
+    check_regular(&file, path)?;
+    Ok((file, created))
+}
+
+fn not_a_queue_file(path: &Path, what: &str) -> Error {
+    Error::Io {
+        op: "open queue file",
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} {what}", path.display()),
+        ),
     }
+}
+
+fn check_regular(file: &File, path: &Path) -> Result<()> {
+    let kind = file
+        .metadata()
+        .map_err(|e| io("stat queue file", e))?
+        .file_type();
+    if !kind.is_file() {
+        return Err(not_a_queue_file(
+            path,
+            &format!("is not a regular file ({kind:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes a new directory entry durable.
+fn sync_parent_dir(path: &Path) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
-    let result = (|| -> Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io("create queue file", e))?;
-        std::os::unix::fs::FileExt::write_all_at(&f, &initial_image(), 0)
-            .map_err(|e| io("write queue header", e))?;
-        f.sync_all().map_err(|e| io("fsync queue file", e))?;
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {} // another creator won
-            Err(e) => return Err(io("link queue file into place", e)),
-        }
-        Ok(())
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result?;
     File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("fsync queue directory", e))
 }
 
-impl FileQueue {
-    /// Opens the queue at `path`, creating it (mode 0600) if it does not exist.
-    pub fn open(path: impl AsRef<Path>, config: QueueConfig) -> Result<FileQueue> {
-        let path = path.as_ref().to_path_buf();
-        create_if_missing(&path)?;
-        let inner = Self::open_inner(&path, &config)?;
-        let q = FileQueue {
-            path,
-            config,
-            inner: Mutex::new(inner),
-        };
-        if config.exclusive {
-            // Taken once, for the handle's life; validate under it.
-            let mut inner = q.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let file = inner.core.storage.file();
-            file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
-            let fd = file.as_raw_fd();
-            inner.exclusive_slot = Some(exclusive::register(fd)?);
-            inner.core.refresh()?;
-            drop(inner);
-            return Ok(q);
-        }
-        // Validate now, so a file that is not a queue is refused at open.
-        q.with_lock(|_| Ok(()))?;
-        Ok(q)
-    }
-
-    fn open_inner(path: &Path, config: &QueueConfig) -> Result<Inner> {
-        // std opens with O_CLOEXEC.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| io("open queue file", e))?;
-        Ok(Inner {
+impl Inner {
+    fn new(file: File, config: &QueueConfig) -> Inner {
+        Inner {
             core: Core::new(FileStorage::new(file), config),
             gen: crate::forkgen::current(),
             inotify: None,
             holder: None,
             exclusive_slot: None,
-        })
+        }
+    }
+}
+
+impl FileQueue {
+    /// Opens the queue at `path`.
+    ///
+    /// If nothing is at `path`, a new queue file is created there (mode 0600); an existing
+    /// file of 0 bytes (a temporary file just made, say) is initialized as an empty queue.
+    /// Any other file must be a queue file: one that is not (or is damaged beyond what a
+    /// crash leaves) is refused with [`Error::Corrupt`], one of another format version with
+    /// [`Error::UnsupportedVersion`]. `path` must name a regular file and is not followed
+    /// if it is a symbolic link.
+    ///
+    /// Opening validates the file and repairs what a crash left behind (see
+    /// [`FileQueue::recoveries`]).
+    pub fn open(path: impl AsRef<Path>, config: QueueConfig) -> Result<FileQueue> {
+        let path = path.as_ref().to_path_buf();
+        let (inner, created) = if config.exclusive {
+            // Listed for the fork handler before the lock is taken (and before any fork
+            // could copy the descriptor), so no child ever shares the lock.
+            let ((file, created), slot) =
+                exclusive::open_registered(|| open_or_create(&path), |(f, _)| f.as_raw_fd())?;
+            let mut inner = Inner::new(file, &config);
+            inner.exclusive_slot = Some(slot);
+            (inner, created)
+        } else {
+            let (file, created) = open_or_create(&path)?;
+            (Inner::new(file, &config), created)
+        };
+        let q = FileQueue {
+            path,
+            config,
+            inner: Mutex::new(inner),
+        };
+        {
+            let mut inner = q.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let file = inner.core.storage.file();
+            file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
+            let result = inner
+                .core
+                .init_if_empty()
+                .and_then(|_| inner.core.refresh());
+            if !config.exclusive {
+                let unlock = inner.core.storage.file().unlock();
+                result?;
+                unlock.map_err(|e| io("flock(LOCK_UN)", e))?;
+            } else {
+                // Taken once, for the handle's life.
+                result?;
+            }
+        }
+        if created {
+            sync_parent_dir(&q.path)?;
+        }
+        Ok(q)
+    }
+
+    /// Reopens the file this handle's descriptor names, through `/proc/self/fd` (so it
+    /// works even if the path was renamed or unlinked; that path is a link by design).
+    fn reopen_own(fd: std::os::fd::RawFd, config: &QueueConfig) -> Result<Inner> {
+        // std opens with O_CLOEXEC.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+            .map_err(|e| io("reopen queue file", e))?;
+        Ok(Inner::new(file, config))
     }
 
     /// The file's path (as opened; it may since have been renamed or unlinked).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What this handle found and repaired in the file since it was opened, oldest first
+    /// (the latest 16): a header slot it fell back from, the torn remains of a write it
+    /// cut off. Empty when every look found the file as a clean shutdown leaves it.
+    ///
+    /// Only the handle that first takes the lock after a crash (or after damage) sees it,
+    /// since it repairs it; when that matters, check this right after [`FileQueue::open`].
+    ///
+    /// ```
+    /// use ipcprop::queue::{FileQueue, QueueConfig, Recovery};
+    /// use std::os::unix::fs::FileExt;
+    /// # let dir = std::env::temp_dir().join(format!("ipcprop-rec-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("jobs.q");
+    /// let q = FileQueue::open(&path, QueueConfig::new())?;
+    /// q.push(b"job")?;
+    /// drop(q);
+    /// // A writer killed mid-write leaves a record header with no payload behind.
+    /// let len = std::fs::metadata(&path)?.len();
+    /// std::fs::OpenOptions::new().write(true).open(&path)?.write_all_at(&[1; 24], len)?;
+    /// let q = FileQueue::open(&path, QueueConfig::new())?;
+    /// assert!(matches!(q.recoveries()[..], [Recovery::TornTail { bytes: 24, .. }]));
+    /// assert_eq!(q.pop()?.as_deref(), Some(&b"job"[..]));
+    /// # drop(q); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recoveries(&self) -> Vec<Recovery> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.core.recoveries().to_vec()
     }
 
     /// Another handle on the same queue file, with its own open file description (as a
@@ -325,21 +523,15 @@ impl FileQueue {
             ));
         }
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let fd = inner.core.storage.file().as_raw_fd();
-        let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
-        let fresh = Self::open_inner(&path, &self.config)?;
+        let fresh = Self::reopen_own(inner.core.storage.file().as_raw_fd(), &self.config)?;
         drop(inner);
         let q = FileQueue {
-            path,
+            path: self.path.clone(),
             config: self.config,
             inner: Mutex::new(fresh),
         };
         q.with_lock(|_| Ok(()))?;
-        // Keep the original path for messages; the descriptor path served to open it.
-        Ok(FileQueue {
-            path: self.path.clone(),
-            ..q
-        })
+        Ok(q)
     }
 
     /// Runs `f` with the exclusive lock held and the state re-validated.
@@ -362,8 +554,7 @@ impl FileQueue {
             // description, and with it the parent's flock (and lease-holder lock). Get our
             // own, of the same file (through /proc/self/fd, so it works even if the path
             // was renamed or unlinked).
-            let fd = inner.core.storage.file().as_raw_fd();
-            *inner = Self::open_inner(Path::new(&format!("/proc/self/fd/{fd}")), &self.config)?;
+            *inner = Self::reopen_own(inner.core.storage.file().as_raw_fd(), &self.config)?;
         }
         let file = inner.core.storage.file();
         file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
@@ -580,17 +771,14 @@ pub struct StorageQueue<S: Storage> {
 }
 
 impl<S: Storage> StorageQueue<S> {
-    /// Opens the queue kept in `storage`, initializing an empty storage.
-    pub fn open(mut storage: S, config: QueueConfig) -> Result<StorageQueue<S>> {
-        if storage.len().map_err(|e| io("stat queue storage", e))? == 0 {
-            storage
-                .write_at(&initial_image(), 0)
-                .map_err(|e| io("write queue header", e))?;
-            storage.sync_data().map_err(|e| io("fdatasync", e))?;
-        }
+    /// Opens the queue kept in `storage`; an empty storage (0 bytes) is initialized as an
+    /// empty queue, as [`FileQueue::open`] does with an empty file.
+    pub fn open(storage: S, config: QueueConfig) -> Result<StorageQueue<S>> {
+        let mut core = Core::new(storage, &config);
+        core.init_if_empty()?;
         static NEXT_HOLDER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         let mut q = StorageQueue {
-            core: Core::new(storage, &config),
+            core,
             holder: NEXT_HOLDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         q.core.refresh()?;
@@ -659,6 +847,12 @@ impl<S: Storage> StorageQueue<S> {
     /// True if no message is queued.
     pub fn is_empty(&mut self) -> Result<bool> {
         Ok(self.len()? == 0)
+    }
+
+    /// What this handle repaired when it took the state from the storage (see
+    /// [`FileQueue::recoveries`]).
+    pub fn recoveries(&self) -> Vec<Recovery> {
+        self.core.recoveries().to_vec()
     }
 
     /// Gives the storage back.

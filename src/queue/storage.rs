@@ -124,6 +124,16 @@ pub trait Storage {
     fn is_empty(&mut self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+
+    /// Makes the `len` bytes at `off`, which lie within the file, read as zeros (the queue
+    /// erases consumed records with it, [`QueueConfig::erase_consumed`]). Provided: writes
+    /// zeros with [`write_at`](Storage::write_at), 64 KiB at a time; [`FileStorage`]
+    /// punches a hole instead where the file system can, which also frees the space.
+    ///
+    /// [`QueueConfig::erase_consumed`]: super::QueueConfig::erase_consumed
+    fn zero_range(&mut self, off: u64, len: u64) -> io::Result<()> {
+        write_zeros(self, off, len)
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for &mut S {
@@ -145,6 +155,10 @@ impl<S: Storage + ?Sized> Storage for &mut S {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         (**self).set_len(len)
+    }
+
+    fn zero_range(&mut self, off: u64, len: u64) -> io::Result<()> {
+        (**self).zero_range(off, len)
     }
 }
 
@@ -168,6 +182,25 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         (**self).set_len(len)
     }
+
+    fn zero_range(&mut self, off: u64, len: u64) -> io::Result<()> {
+        (**self).zero_range(off, len)
+    }
+}
+
+/// Writes `len` zeros at `off`, 64 KiB at a time.
+fn write_zeros<S: Storage + ?Sized>(s: &mut S, off: u64, len: u64) -> io::Result<()> {
+    let zeros = vec![0u8; len.min(64 * 1024) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64);
+        let at = off
+            .checked_add(done)
+            .ok_or_else(|| invalid_input("offset out of range"))?;
+        s.write_at(&zeros[..n as usize], at)?;
+        done += n;
+    }
+    Ok(())
 }
 
 fn invalid_input(what: &'static str) -> io::Error {
@@ -336,6 +369,29 @@ impl Storage for FileStorage {
             return Err(invalid_input("length out of range"));
         }
         self.file.set_len(len)
+    }
+
+    /// Punches a hole (`fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`): the bytes
+    /// read as zeros and their blocks go back to the file system. Where the file system
+    /// cannot punch holes, writes zeros.
+    fn zero_range(&mut self, off: u64, len: u64) -> io::Result<()> {
+        let (Ok(o), Ok(l)) = (i64::try_from(off), i64::try_from(len)) else {
+            return Err(invalid_input("range out of range"));
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        use nix::fcntl::FallocateFlags;
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        loop {
+            match nix::fcntl::fallocate(&self.file, flags, o, l) {
+                Ok(()) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        write_zeros(self, off, len)
     }
 }
 
