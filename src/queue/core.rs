@@ -230,7 +230,9 @@ impl<S: Storage> Core<S> {
             Some((from, seq)) => self.scan(from, seq, None)?,
             None => {
                 let len = self.storage.len().map_err(|e| io("stat queue file", e))?;
-                if slot.head_offset > len {
+                // A head at the start of the data area is fine in a file that ends before
+                // it: no records.
+                if slot.head_offset > len.max(DATA_START) {
                     return Err(Error::Corrupt(format!(
                         "the head (offset {}, message {}) is past the end of the file \
                          ({len} bytes): the file was cut short, or its header is wrong",
