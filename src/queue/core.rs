@@ -77,6 +77,9 @@ struct ScanEnd {
     head_proof: Option<u64>,
 }
 
+/// A header slot found unusable: its index (0 = A, 1 = B) and why.
+type LostSlot = (u64, String);
+
 /// The queue over one storage.
 #[derive(Debug)]
 pub(crate) struct Core<S: Storage> {
@@ -267,7 +270,7 @@ impl<S: Storage> Core<S> {
 
     /// Reads and decodes both slots: the current one, its index, and, if the other is
     /// unusable, which one that is and why.
-    fn read_slots(&mut self) -> Result<(Slot, u64, Option<(u64, String)>)> {
+    fn read_slots(&mut self) -> Result<(Slot, u64, Option<LostSlot>)> {
         let mut both = std::mem::take(&mut self.read_buf);
         if both.len() < CHUNK {
             both.resize(CHUNK, 0);
