@@ -677,3 +677,123 @@ fn no_recovery_is_reported_for_a_file_used_cleanly() {
     drop(q);
     assert!(open(&path).recoveries().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// 2b. Salvage: the way out of Corrupt.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn salvage_copies_every_valid_unconsumed_message_and_lists_what_it_skipped() {
+    let dir = TempDir::new("salvage");
+    let path = dir.file("q");
+    let q = open(&path);
+    let big = vec![7u8; 100_000];
+    q.push_batch(&[b"m0", b"m1"]).unwrap();
+    q.push_batch(&[b"m2", b"m3", &big, b"m5"]).unwrap();
+    q.push(b"m6").unwrap();
+    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"m0"[..])); // consumed: not salvaged
+    let leased = q.take().unwrap().unwrap(); // m1 leased, never acknowledged: salvaged
+    assert_eq!(leased.message(), b"m1");
+    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"m2"[..])); // out of order: consumed
+    drop(q);
+    // Damage m3 (offset: m0, m1, m2 are 32 bytes each) and the big one's payload.
+    let m3 = DATA + 3 * size(2);
+    flip(&path, m3 + 24);
+    flip(&path, m3 + size(2) + 24 + 50_000);
+    corrupt(FileQueue::open(&path, QueueConfig::new()));
+    let before = std::fs::read(&path).unwrap();
+    let saved = dir.file("saved");
+    let report = FileQueue::salvage(&path, &saved).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "salvage wrote to its source"
+    );
+    assert_eq!(report.header, Some(SlotName::B)); // generation 4: pop, take, pop
+    assert_eq!(report.first_seq, Some(1));
+    assert_eq!((report.copied, report.copied_bytes), (3, 6));
+    assert_eq!(report.consumed_skipped, 1);
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    let s = &report.skipped[0];
+    assert_eq!(
+        (s.offset, s.first_seq, s.resumed_at_seq),
+        (m3, Some(3), Some(5))
+    );
+    assert_eq!(s.bytes, size(2) + size(100_000));
+    let out = open(&saved);
+    assert_eq!(
+        out.pop_batch(10).unwrap(),
+        vec![b"m1".to_vec(), b"m5".to_vec(), b"m6".to_vec()]
+    );
+    // The destination must be new.
+    let err = FileQueue::salvage(&path, &saved).unwrap_err();
+    assert!(err.to_string().contains("exists"), "{err}");
+}
+
+#[test]
+fn salvage_without_a_usable_header_copies_from_the_start_and_reports_the_tail() {
+    let dir = TempDir::new("salvage-nohead");
+    let path = dir.file("q");
+    let q = open(&path);
+    q.push_batch(&[b"a", b"b", b"c"]).unwrap();
+    drop(q);
+    write_at(&path, 0, &[0xff; 64]);
+    write_at(&path, PAGE, &[0xff; 64]);
+    let len = std::fs::metadata(&path).unwrap().len();
+    write_at(&path, len, &[1, 2, 3]); // a torn fragment at the end
+    let saved = dir.file("saved");
+    let report = FileQueue::salvage(&path, &saved).unwrap();
+    assert_eq!(report.header, None);
+    assert_eq!(report.copied, 3);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(
+        (
+            report.skipped[0].offset,
+            report.skipped[0].bytes,
+            report.skipped[0].resumed_at_seq
+        ),
+        (len, 3, None)
+    );
+    assert_eq!(open(&saved).len().unwrap(), 3);
+}
+
+#[test]
+fn cli_queue_salvage_prints_the_report_and_exits_one_when_something_was_lost() {
+    let dir = TempDir::new("salvage-cli");
+    let path = dir.file("q");
+    three_records(&path);
+    flip(&path, DATA + size(8) + 27);
+    let saved = dir.file("saved");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
+        .args(["queue", "salvage"])
+        .arg(&path)
+        .arg(&saved)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("copied 2 message(s)"), "{text}");
+    assert!(
+        text.contains(&format!("at offset {}: messages 1..1 lost", DATA + size(8))),
+        "{text}"
+    );
+    // Clean source: exit 0. Missing source: exit 2 with the reason.
+    let clean = dir.file("clean");
+    three_records(&clean);
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
+        .args(["queue", "salvage"])
+        .arg(&clean)
+        .arg(dir.file("clean-saved"))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&st.stdout).contains("nothing skipped"));
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
+        .args(["queue", "salvage"])
+        .arg(dir.file("missing"))
+        .arg(dir.file("x"))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(2));
+    assert!(!dir.file("x").exists());
+}

@@ -7,6 +7,7 @@
 //!               [--jobs N] [--json] [--save DIR]
 //! ipcprop bench [--only pipe|ring|queue|fork]... [--sizes 0,64,4096,65536] [--budget-ms MS]
 //!               [--plot FILE] [--markdown] [--queue-dir DIR]
+//! ipcprop queue salvage SRC DST
 //! ```
 
 use std::process::ExitCode;
@@ -65,6 +66,22 @@ enum Command {
     /// with each figure and its ratio to the baseline, the design targets, and optionally
     /// an SVG chart.
     Bench(BenchArgs),
+    /// Work with a queue file.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Copy every valid, unconsumed message of a damaged queue file, in order, into a new
+    /// queue file, and list what could not be read (the way out of "corrupt"). The source
+    /// is only read; the destination must not exist. Exits 1 if anything was skipped.
+    Salvage {
+        /// The damaged queue file.
+        src: std::path::PathBuf,
+        /// Where to write the new queue file.
+        dst: std::path::PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +115,64 @@ fn main() -> ExitCode {
         Command::Demo { scenario } => demo(scenario),
         Command::Check(args) => check(args),
         Command::Bench(args) => bench(args),
+        Command::Queue(QueueCommand::Salvage { src, dst }) => salvage(&src, &dst),
+    }
+}
+
+fn salvage(src: &std::path::Path, dst: &std::path::Path) -> ExitCode {
+    let report = match ipcprop::queue::FileQueue::salvage(src, dst) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ipcprop queue salvage: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match report.header {
+        Some(slot) => println!(
+            "header: slot {slot:?} (offset {}); started at its head",
+            slot.offset()
+        ),
+        None => println!(
+            "header: neither slot usable; copied every valid record from the start of the data \
+             area (consumed messages may be among them)"
+        ),
+    }
+    println!(
+        "copied {} message(s), {} byte(s), to {}{}",
+        report.copied,
+        report.copied_bytes,
+        dst.display(),
+        report
+            .first_seq
+            .map_or(String::new(), |s| format!(" (from message {s} on)"))
+    );
+    if report.consumed_skipped > 0 {
+        println!(
+            "left out {} message(s) the header records as consumed",
+            report.consumed_skipped
+        );
+    }
+    for s in &report.skipped {
+        let from = s.first_seq.map_or("?".to_string(), |q| q.to_string());
+        match s.resumed_at_seq {
+            Some(to) => println!(
+                "skipped {} byte(s) at offset {}: messages {from}..{} lost",
+                s.bytes,
+                s.offset,
+                to.saturating_sub(1)
+            ),
+            None => println!(
+                "skipped {} byte(s) at offset {} to the end of the file (from message {from}): \
+                 the torn remains of an unfinished write, or damaged last records",
+                s.bytes, s.offset
+            ),
+        }
+    }
+    if report.skipped.is_empty() {
+        println!("nothing skipped");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

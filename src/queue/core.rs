@@ -134,6 +134,36 @@ pub(crate) fn initial_image() -> Vec<u8> {
     image
 }
 
+/// Whether the `len`-byte payload of the record whose header `h` is at `off` is all in the
+/// file and matches the record's checksum, reading it in pieces of at most 64 KiB into
+/// `scratch` (never allocating by a length read from the file).
+pub(crate) fn payload_matches<S: Storage + ?Sized>(
+    storage: &mut S,
+    h: &RecordHeader,
+    off: u64,
+    scratch: &mut Vec<u8>,
+) -> Result<bool> {
+    if scratch.len() < CHUNK {
+        scratch.resize(CHUNK, 0);
+    }
+    let mut crc = h.crc_start();
+    let mut at = off + RECORD_HEADER as u64;
+    let mut left = h.len as usize;
+    while left > 0 {
+        let want = left.min(scratch.len());
+        let n = storage
+            .read_at(&mut scratch[..want], at)
+            .map_err(|e| io("read queue file", e))?;
+        crc = crc32c::crc32c_append(crc, &scratch[..n]);
+        if n < want {
+            return Ok(false); // cut short by the end of the file
+        }
+        left -= n;
+        at += n as u64;
+    }
+    Ok(crc == h.crc)
+}
+
 impl<S: Storage> Core<S> {
     pub(crate) fn new(storage: S, config: &QueueConfig) -> Core<S> {
         Core {
@@ -373,29 +403,6 @@ impl<S: Storage> Core<S> {
         Ok(())
     }
 
-    /// Whether the `len`-byte payload of the record whose header `h` is at `off` is all in
-    /// the file and matches the record's checksum, reading it in chunks into `scratch`
-    /// (never allocating by a length read from the file).
-    fn payload_matches(&mut self, h: &RecordHeader, off: u64, scratch: &mut [u8]) -> Result<bool> {
-        let mut crc = h.crc_start();
-        let mut at = off + RECORD_HEADER as u64;
-        let mut left = h.len as usize;
-        while left > 0 {
-            let want = left.min(scratch.len());
-            let n = self
-                .storage
-                .read_at(&mut scratch[..want], at)
-                .map_err(|e| io("read queue file", e))?;
-            crc = crc32c::crc32c_append(crc, &scratch[..n]);
-            if n < want {
-                return Ok(false); // cut short by the end of the file
-            }
-            left -= n;
-            at += n as u64;
-        }
-        Ok(crc == h.crc)
-    }
-
     /// Walks valid records from `off` (expected to hold `seq`) to the first that is torn,
     /// garbage, stale (wrong sequence) or cut off by the end of the file, and decides what
     /// that end is: the end of the file, the torn remains of the last write, or damage
@@ -458,10 +465,7 @@ impl<S: Storage> Core<S> {
                     false // cut short by the end of the file
                 } else if at == 0 {
                     // Larger than a chunk: check it in pieces.
-                    if scratch.is_empty() {
-                        scratch.resize(CHUNK, 0);
-                    }
-                    self.payload_matches(&h, here, &mut scratch)?
+                    payload_matches(&mut self.storage, &h, here, &mut scratch)?
                 } else {
                     break; // the next chunk starts with it
                 };
@@ -537,10 +541,7 @@ impl<S: Storage> Core<S> {
                     let ok = if end <= n {
                         h.matches(&chunk[at + RECORD_HEADER..end])
                     } else {
-                        if scratch.is_empty() {
-                            scratch.resize(CHUNK, 0);
-                        }
-                        self.payload_matches(&h, here, &mut scratch)?
+                        payload_matches(&mut self.storage, &h, here, &mut scratch)?
                     };
                     if ok {
                         return Ok(Some((here, h)));

@@ -57,9 +57,11 @@ mod channel;
 mod core;
 mod exclusive;
 mod format;
+mod salvage;
 pub mod storage;
 
 pub use channel::{channel, QueueReceiver, QueueSender};
+pub use salvage::{SalvageReport, Skipped};
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd};
@@ -464,6 +466,97 @@ impl FileQueue {
             sync_parent_dir(&q.path)?;
         }
         Ok(q)
+    }
+
+    /// Copies every valid, unconsumed message of the queue file at `src`, in order, into a
+    /// new queue file at `dst`, and reports what it could not read. `src` is only read
+    /// (under its lock, so no other handle changes it meanwhile); `dst` must not exist.
+    ///
+    /// This is the way out of [`Error::Corrupt`]: a damaged queue is refused rather than
+    /// read around, and salvage makes the choice explicit. It starts at the head of the
+    /// usable header slot (skipping messages it records as consumed) and walks the
+    /// records; where one is damaged it looks further (at every multiple of 8) for the next
+    /// valid record with a higher sequence number, and lists the stretch it skipped and
+    /// the sequence numbers lost there ([`SalvageReport::skipped`]). Messages taken under a
+    /// lease and not acknowledged are copied. If neither header slot is usable, every
+    /// valid record from the start of the data area is copied, and consumed ones may be
+    /// among them (`header` is `None`). The new file's messages are numbered afresh.
+    ///
+    /// ```
+    /// use ipcprop::queue::{FileQueue, QueueConfig};
+    /// use std::os::unix::fs::FileExt;
+    /// # let dir = std::env::temp_dir().join(format!("ipcprop-salvage-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let (path, saved) = (dir.join("jobs.q"), dir.join("jobs.saved.q"));
+    /// let q = FileQueue::open(&path, QueueConfig::new())?;
+    /// for job in [b"job 1", b"job 2", b"job 3"] {
+    ///     q.push(job)?;
+    /// }
+    /// drop(q);
+    /// // The media damages job 2 (a record is 24 header bytes and the payload, padded to 8).
+    /// let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+    /// f.write_all_at(b"X", 8192 + 32 + 24)?;
+    /// assert!(FileQueue::open(&path, QueueConfig::new()).is_err()); // Corrupt
+    /// let report = FileQueue::salvage(&path, &saved)?;
+    /// assert_eq!((report.copied, report.skipped.len()), (2, 1));
+    /// assert_eq!(report.skipped[0].resumed_at_seq, Some(2)); // message 1 lost
+    /// let q = FileQueue::open(&saved, QueueConfig::new())?;
+    /// assert_eq!(q.pop_batch(10)?, vec![b"job 1".to_vec(), b"job 3".to_vec()]);
+    /// # drop(q); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn salvage(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<SalvageReport> {
+        let (src, dst) = (src.as_ref(), dst.as_ref());
+        if std::fs::symlink_metadata(dst).is_ok() {
+            return Err(Error::Io {
+                op: "salvage queue",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} exists: salvage writes a new file", dst.display()),
+                ),
+            });
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(src)
+            .map_err(|e| io("open queue file", e))?;
+        check_regular(&file, src)?;
+        file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
+        let mut storage = FileStorage::new(file);
+        let out = FileQueue::open(
+            dst,
+            QueueConfig::new()
+                .max_message_len(u32::MAX as usize)
+                .durability(Durability::Sync),
+        )?;
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0usize;
+        let flush = |batch: &mut Vec<Vec<u8>>, bytes: &mut usize| {
+            let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            let r = out.push_batch(&refs);
+            batch.clear();
+            *bytes = 0;
+            r
+        };
+        let result = salvage::salvage(&mut storage, |m| {
+            batch.push(m.to_vec());
+            bytes += m.len();
+            if bytes >= 1 << 20 || batch.len() >= 4096 {
+                flush(&mut batch, &mut bytes)?;
+            }
+            Ok(())
+        })
+        .and_then(|report| {
+            if !batch.is_empty() {
+                flush(&mut batch, &mut bytes)?;
+            }
+            Ok(report)
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(dst);
+        }
+        result
     }
 
     /// Reopens the file this handle's descriptor names, through `/proc/self/fd` (so it
