@@ -851,6 +851,59 @@ impl SimDisk {
         SimDisk::from_bytes(image)
     }
 
+    /// Like [`after_power_loss`](SimDisk::after_power_loss), but as a disk that writes
+    /// back in any order: each pending write lands as an arbitrary subset of its 512-byte
+    /// sectors (aligned to file offsets), so a later part of a write may reach the disk
+    /// while an earlier part does not, and each `set_len` lands or not. Pending operations
+    /// are applied in order, each partly or not at all. A new, independent disk.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipcprop::queue::storage::{SimDisk, Storage};
+    ///
+    /// let mut disk = SimDisk::new();
+    /// disk.write_at(&[0u8; 2048], 0)?;
+    /// disk.sync_data()?;
+    /// disk.write_at(&[1u8; 2048], 0)?;
+    /// let images: Vec<Vec<u8>> = (0..64).map(|s| disk.after_power_loss_sectors(s).snapshot()).collect();
+    /// for image in &images {
+    ///     // Each sector is all old or all new.
+    ///     assert!(image.chunks(512).all(|c| c.iter().all(|&b| b == c[0])));
+    /// }
+    /// // Some image keeps a later sector and loses an earlier one.
+    /// assert!(images.iter().any(|i| i[0] == 0 && i[2047] == 1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn after_power_loss_sectors(&self, seed: u64) -> SimDisk {
+        const SECTOR: usize = 512;
+        let s = self.lock();
+        let mut rng = SplitMix64(seed);
+        let mut image = s.durable.clone();
+        for op in &s.pending {
+            match op {
+                Pending::Write { off, data } => {
+                    // Sector boundaries at multiples of 512 of the file offset.
+                    let mut at = 0usize;
+                    while at < data.len() {
+                        let sector_end = ((off + at) / SECTOR + 1) * SECTOR - off;
+                        let end = sector_end.min(data.len());
+                        if rng.one_in(2) {
+                            write_into(&mut image, off + at, &data[at..end]);
+                        }
+                        at = end;
+                    }
+                }
+                Pending::SetLen(_) => {
+                    if rng.one_in(2) {
+                        op.apply(&mut image);
+                    }
+                }
+            }
+        }
+        SimDisk::from_bytes(image)
+    }
+
     /// The disk a restarted process finds after only the process crashed (the machine
     /// and its page cache survive): a new, independent disk whose durable and current image
     /// is this disk's current image.
