@@ -157,3 +157,66 @@ fn sigkill_of_an_exclusive_writer_loses_no_acknowledged_push() {
         );
     }
 }
+
+/// Descriptors of this process that name `path`.
+fn fds_naming(path: &std::path::Path) -> Vec<i32> {
+    let mut fds = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if std::fs::read_link(e.path()).is_ok_and(|t| t == path) {
+            fds.extend(e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()));
+        }
+    }
+    fds
+}
+
+#[test]
+fn a_child_forked_while_an_exclusive_open_waits_for_the_lock_does_not_share_it() {
+    let dir = TempDir::new("excl-register");
+    let path = std::fs::canonicalize(dir.0.clone()).unwrap().join("q");
+    drop(FileQueue::open(&path, QueueConfig::new()).unwrap());
+    // Hold the lock through a descriptor of our own, so the exclusive open must wait.
+    let holder = std::fs::File::open(&path).unwrap();
+    holder.lock().unwrap();
+    let holder_fd = std::os::fd::AsRawFd::as_raw_fd(&holder);
+    let p = path.clone();
+    let opener = std::thread::spawn(move || FileQueue::open(&p, exclusive()));
+    // Wait until the opener has its descriptor (it is then waiting in flock).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fds_naming(&path).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the exclusive open never opened the file"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    // A fork now: the child must not get the waiting handle's descriptor, since the lock
+    // the parent is about to take on it would be the child's too.
+    let mut group = ChildGroup::new();
+    let p = path.clone();
+    group
+        .spawn("inspector", move |_| {
+            let leaked: Vec<i32> = fds_naming(&p)
+                .into_iter()
+                .filter(|&fd| fd != holder_fd)
+                .collect();
+            if leaked.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "descriptor(s) {leaked:?} of the waiting exclusive handle"
+                ))
+            }
+        })
+        .unwrap();
+    let r = group.wait(Duration::from_secs(20)).remove(0);
+    holder.unlock().unwrap();
+    drop(holder);
+    let q = opener.join().unwrap().unwrap();
+    q.push(b"mine").unwrap();
+    assert_eq!(r.end, ChildEnd::Returned, "{r:?}");
+}
