@@ -15,6 +15,9 @@ use ipcprop::Error;
 
 use common::TempDir;
 
+/// Every test here fails, rather than hangs, past this.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 const PAGE: u64 = 4096;
 const DATA: u64 = 8192;
 
@@ -85,78 +88,84 @@ fn corrupt(r: Result<impl std::fmt::Debug, Error>) -> String {
 
 #[test]
 fn a_handle_with_a_smaller_maximum_leaves_longer_messages_alone() {
-    let dir = TempDir::new("maxlen");
-    let path = dir.file("q");
-    let big = vec![0x5a; 64 * 1024];
-    let a = open(&path);
-    a.push(&big).unwrap();
-    a.push(b"after").unwrap();
-    let b = FileQueue::open(&path, QueueConfig::new().max_message_len(4096)).unwrap();
-    assert_eq!(
-        b.len().unwrap(),
-        2,
-        "the long record is a message, not the end"
-    );
-    b.push(b"small").unwrap();
-    // B will not read what it does not accept, and consumes nothing.
-    for _ in 0..2 {
-        match b.pop() {
-            Err(Error::MessageTooLarge { len, max, .. }) => assert_eq!((len, max), (65536, 4096)),
-            other => panic!("expected MessageTooLarge, got {other:?}"),
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("maxlen");
+        let path = dir.file("q");
+        let big = vec![0x5a; 64 * 1024];
+        let a = open(&path);
+        a.push(&big).unwrap();
+        a.push(b"after").unwrap();
+        let b = FileQueue::open(&path, QueueConfig::new().max_message_len(4096)).unwrap();
+        assert_eq!(
+            b.len().unwrap(),
+            2,
+            "the long record is a message, not the end"
+        );
+        b.push(b"small").unwrap();
+        // B will not read what it does not accept, and consumes nothing.
+        for _ in 0..2 {
+            match b.pop() {
+                Err(Error::MessageTooLarge { len, max, .. }) => {
+                    assert_eq!((len, max), (65536, 4096))
+                }
+                other => panic!("expected MessageTooLarge, got {other:?}"),
+            }
         }
-    }
-    assert!(matches!(b.peek(), Err(Error::MessageTooLarge { .. })));
-    assert!(matches!(b.take(), Err(Error::MessageTooLarge { .. })));
-    assert_eq!(b.len().unwrap(), 3);
-    // A reads everything, in order, the long message intact.
-    assert_eq!(a.pop().unwrap(), Some(big.clone()));
-    // Now the head is something B accepts: a batch stops before a long one.
-    a.push(&big).unwrap();
-    assert_eq!(
-        b.pop_batch(10).unwrap(),
-        vec![b"after".to_vec(), b"small".to_vec()]
-    );
-    assert!(matches!(b.pop(), Err(Error::MessageTooLarge { .. })));
-    drop((a, b));
-    // And a reopened handle with the default maximum finds it.
-    assert_eq!(open(&path).pop_batch(10).unwrap(), vec![big]);
+        assert!(matches!(b.peek(), Err(Error::MessageTooLarge { .. })));
+        assert!(matches!(b.take(), Err(Error::MessageTooLarge { .. })));
+        assert_eq!(b.len().unwrap(), 3);
+        // A reads everything, in order, the long message intact.
+        assert_eq!(a.pop().unwrap(), Some(big.clone()));
+        // Now the head is something B accepts: a batch stops before a long one.
+        a.push(&big).unwrap();
+        assert_eq!(
+            b.pop_batch(10).unwrap(),
+            vec![b"after".to_vec(), b"small".to_vec()]
+        );
+        assert!(matches!(b.pop(), Err(Error::MessageTooLarge { .. })));
+        drop((a, b));
+        // And a reopened handle with the default maximum finds it.
+        assert_eq!(open(&path).pop_batch(10).unwrap(), vec![big]);
+    })
 }
 
 #[test]
 fn a_message_of_exactly_the_maximum_and_one_over_a_read_chunk_survive_a_reopen() {
-    let dir = TempDir::new("exact-max");
-    let path = dir.file("q");
-    let cfg = QueueConfig::new().max_message_len(1000);
-    let q = FileQueue::open(&path, cfg).unwrap();
-    let exact: Vec<u8> = (0..1000).map(|i| i as u8).collect();
-    q.push(&exact).unwrap();
-    assert!(matches!(
-        q.push(&[0; 1001]),
-        Err(Error::MessageTooLarge {
-            len: 1001,
-            max: 1000,
-            ..
-        })
-    ));
-    drop(q);
-    let q = FileQueue::open(&path, cfg).unwrap();
-    assert_eq!(q.pop().unwrap(), Some(exact));
-    // Records longer than the 64 KiB read chunk, alone and between small ones, with odd
-    // lengths (padding) and through a reopen.
-    let sizes = [65_536 - 24, 65_536 - 23, 65_536, 200_001, 3, 70_000];
-    let msgs: Vec<Vec<u8>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| (0..n).map(|j| (i * 7 + j * 13) as u8).collect())
-        .collect();
-    let q = open(&path);
-    for m in &msgs {
-        q.push(m).unwrap();
-    }
-    drop(q);
-    let q = open(&path);
-    assert_eq!(q.len().unwrap(), msgs.len() as u64);
-    assert_eq!(q.pop_batch(100).unwrap(), msgs);
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("exact-max");
+        let path = dir.file("q");
+        let cfg = QueueConfig::new().max_message_len(1000);
+        let q = FileQueue::open(&path, cfg).unwrap();
+        let exact: Vec<u8> = (0..1000).map(|i| i as u8).collect();
+        q.push(&exact).unwrap();
+        assert!(matches!(
+            q.push(&[0; 1001]),
+            Err(Error::MessageTooLarge {
+                len: 1001,
+                max: 1000,
+                ..
+            })
+        ));
+        drop(q);
+        let q = FileQueue::open(&path, cfg).unwrap();
+        assert_eq!(q.pop().unwrap(), Some(exact));
+        // Records longer than the 64 KiB read chunk, alone and between small ones, with odd
+        // lengths (padding) and through a reopen.
+        let sizes = [65_536 - 24, 65_536 - 23, 65_536, 200_001, 3, 70_000];
+        let msgs: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 7 + j * 13) as u8).collect())
+            .collect();
+        let q = open(&path);
+        for m in &msgs {
+            q.push(m).unwrap();
+        }
+        drop(q);
+        let q = open(&path);
+        assert_eq!(q.len().unwrap(), msgs.len() as u64);
+        assert_eq!(q.pop_batch(100).unwrap(), msgs);
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -173,149 +182,157 @@ fn three_records(path: &Path) {
 
 #[test]
 fn a_flipped_bit_in_the_middle_is_corrupt_and_nothing_is_overwritten() {
-    let dir = TempDir::new("mid-damage");
-    let path = dir.file("q");
-    three_records(&path);
-    let rec = size(8);
-    // Any bit of the second record: its CRC, length, sequence, batch index, head gap or
-    // payload.
-    for (field, at) in [
-        ("crc", 0),
-        ("len", 4),
-        ("seq", 8),
-        ("batch", 16),
-        ("gap", 20),
-        ("payload", 27),
-    ] {
-        let copy = dir.file(&format!("copy-{field}"));
-        std::fs::copy(&path, &copy).unwrap();
-        flip(&copy, DATA + rec + at);
-        let before = std::fs::read(&copy).unwrap();
-        let why = corrupt(FileQueue::open(&copy, QueueConfig::new()));
-        assert!(
-            why.contains(&format!("offset {}", DATA + rec))
-                && why.contains("message 1")
-                && why.contains("message 2"),
-            "{field}: {why}"
-        );
-        assert_eq!(
-            std::fs::read(&copy).unwrap(),
-            before,
-            "{field}: the file was written"
-        );
-    }
-    // A handle that was open before the damage never writes over it: a push lands after
-    // the records it knows (it does not re-read those), and a pop that reaches the damaged
-    // record refuses, consuming nothing; a new handle refuses at once.
-    let q = open(&path);
-    flip(&path, DATA + rec + 27);
-    let before = std::fs::read(&path).unwrap();
-    q.push(b"messageX").unwrap();
-    let after = std::fs::read(&path).unwrap();
-    assert_eq!(&after[..before.len()], &before[..], "written over");
-    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"message0"[..]));
-    let why = corrupt(q.pop());
-    assert!(why.contains("checksum"), "{why}");
-    corrupt(q.pop_batch(10));
-    corrupt(FileQueue::open(&path, QueueConfig::new()));
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("mid-damage");
+        let path = dir.file("q");
+        three_records(&path);
+        let rec = size(8);
+        // Any bit of the second record: its CRC, length, sequence, batch index, head gap or
+        // payload.
+        for (field, at) in [
+            ("crc", 0),
+            ("len", 4),
+            ("seq", 8),
+            ("batch", 16),
+            ("gap", 20),
+            ("payload", 27),
+        ] {
+            let copy = dir.file(&format!("copy-{field}"));
+            std::fs::copy(&path, &copy).unwrap();
+            flip(&copy, DATA + rec + at);
+            let before = std::fs::read(&copy).unwrap();
+            let why = corrupt(FileQueue::open(&copy, QueueConfig::new()));
+            assert!(
+                why.contains(&format!("offset {}", DATA + rec))
+                    && why.contains("message 1")
+                    && why.contains("message 2"),
+                "{field}: {why}"
+            );
+            assert_eq!(
+                std::fs::read(&copy).unwrap(),
+                before,
+                "{field}: the file was written"
+            );
+        }
+        // A handle that was open before the damage never writes over it: a push lands after
+        // the records it knows (it does not re-read those), and a pop that reaches the damaged
+        // record refuses, consuming nothing; a new handle refuses at once.
+        let q = open(&path);
+        flip(&path, DATA + rec + 27);
+        let before = std::fs::read(&path).unwrap();
+        q.push(b"messageX").unwrap();
+        let after = std::fs::read(&path).unwrap();
+        assert_eq!(&after[..before.len()], &before[..], "written over");
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"message0"[..]));
+        let why = corrupt(q.pop());
+        assert!(why.contains("checksum"), "{why}");
+        corrupt(q.pop_batch(10));
+        corrupt(FileQueue::open(&path, QueueConfig::new()));
+    })
 }
 
 #[test]
 fn damage_in_an_earlier_batch_is_corrupt_but_a_hole_in_the_last_write_is_a_torn_tail() {
-    let dir = TempDir::new("batches");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push_batch(&[b"a0", b"a1", b"a2"]).unwrap();
-    q.push_batch(&[b"b0", b"b1", b"b2"]).unwrap();
-    drop(q);
-    let rec = size(2); // 32
-                       // Damage to the first batch, a later batch behind it: committed messages lost.
-    let copy = dir.file("first");
-    std::fs::copy(&path, &copy).unwrap();
-    flip(&copy, DATA + rec + 25);
-    corrupt(FileQueue::open(&copy, QueueConfig::new()));
-    // A hole in the last write (power failed: a later page of the write landed, an earlier
-    // one did not): only records of that same write follow. That write was never
-    // acknowledged: cut off, reported.
-    let copy = dir.file("last");
-    std::fs::copy(&path, &copy).unwrap();
-    write_at(&copy, DATA + 3 * rec, &[0; 32]);
-    let q = open(&copy);
-    assert_eq!(
-        q.recoveries(),
-        vec![Recovery::TornTail {
-            offset: DATA + 3 * rec,
-            bytes: 3 * rec,
-            next_seq: 3
-        }]
-    );
-    assert_eq!(
-        std::fs::metadata(&copy).unwrap().len(),
-        DATA + 3 * rec,
-        "cut at the tail"
-    );
-    q.push(b"c0").unwrap();
-    assert_eq!(
-        q.pop_batch(10).unwrap(),
-        vec![
-            b"a0".to_vec(),
-            b"a1".to_vec(),
-            b"a2".to_vec(),
-            b"c0".to_vec()
-        ]
-    );
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("batches");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a0", b"a1", b"a2"]).unwrap();
+        q.push_batch(&[b"b0", b"b1", b"b2"]).unwrap();
+        drop(q);
+        let rec = size(2); // 32
+                           // Damage to the first batch, a later batch behind it: committed messages lost.
+        let copy = dir.file("first");
+        std::fs::copy(&path, &copy).unwrap();
+        flip(&copy, DATA + rec + 25);
+        corrupt(FileQueue::open(&copy, QueueConfig::new()));
+        // A hole in the last write (power failed: a later page of the write landed, an earlier
+        // one did not): only records of that same write follow. That write was never
+        // acknowledged: cut off, reported.
+        let copy = dir.file("last");
+        std::fs::copy(&path, &copy).unwrap();
+        write_at(&copy, DATA + 3 * rec, &[0; 32]);
+        let q = open(&copy);
+        assert_eq!(
+            q.recoveries(),
+            vec![Recovery::TornTail {
+                offset: DATA + 3 * rec,
+                bytes: 3 * rec,
+                next_seq: 3
+            }]
+        );
+        assert_eq!(
+            std::fs::metadata(&copy).unwrap().len(),
+            DATA + 3 * rec,
+            "cut at the tail"
+        );
+        q.push(b"c0").unwrap();
+        assert_eq!(
+            q.pop_batch(10).unwrap(),
+            vec![
+                b"a0".to_vec(),
+                b"a1".to_vec(),
+                b"a2".to_vec(),
+                b"c0".to_vec()
+            ]
+        );
+    })
 }
 
 #[test]
 fn a_flipped_payload_byte_of_an_intact_record_is_never_delivered() {
-    let dir = TempDir::new("payload");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push(b"only one").unwrap();
-    drop(q);
-    flip(&path, DATA + 24 + 3);
-    // The last record of the last write, damaged, looks like a torn write: cut off and
-    // reported, never delivered.
-    let q = open(&path);
-    assert_eq!(q.pop().unwrap(), None);
-    assert!(matches!(
-        q.recoveries()[..],
-        [Recovery::TornTail { offset: DATA, .. }]
-    ));
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("payload");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push(b"only one").unwrap();
+        drop(q);
+        flip(&path, DATA + 24 + 3);
+        // The last record of the last write, damaged, looks like a torn write: cut off and
+        // reported, never delivered.
+        let q = open(&path);
+        assert_eq!(q.pop().unwrap(), None);
+        assert!(matches!(
+            q.recoveries()[..],
+            [Recovery::TornTail { offset: DATA, .. }]
+        ));
+    })
 }
 
 #[test]
 fn a_torn_tail_is_cut_off_reported_and_written_over() {
-    let dir = TempDir::new("torn");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push(b"kept").unwrap();
-    let end = DATA + size(4);
-    // A writer killed mid-write: a record header and part of its payload.
-    let mut torn = vec![0u8; 24 + 10];
-    torn[4..8].copy_from_slice(&100u32.to_le_bytes());
-    torn[8..16].copy_from_slice(&1u64.to_le_bytes());
-    write_at(&path, end, &torn);
-    assert_eq!(q.len().unwrap(), 1);
-    assert_eq!(
-        q.recoveries(),
-        vec![Recovery::TornTail {
-            offset: end,
-            bytes: 34,
-            next_seq: 1
-        }]
-    );
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
-    q.push(b"next").unwrap();
-    assert_eq!(
-        q.pop_batch(5).unwrap(),
-        vec![b"kept".to_vec(), b"next".to_vec()]
-    );
-    assert_eq!(
-        q.recoveries().len(),
-        1,
-        "a clean file is not reported again"
-    );
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("torn");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push(b"kept").unwrap();
+        let end = DATA + size(4);
+        // A writer killed mid-write: a record header and part of its payload.
+        let mut torn = vec![0u8; 24 + 10];
+        torn[4..8].copy_from_slice(&100u32.to_le_bytes());
+        torn[8..16].copy_from_slice(&1u64.to_le_bytes());
+        write_at(&path, end, &torn);
+        assert_eq!(q.len().unwrap(), 1);
+        assert_eq!(
+            q.recoveries(),
+            vec![Recovery::TornTail {
+                offset: end,
+                bytes: 34,
+                next_seq: 1
+            }]
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+        q.push(b"next").unwrap();
+        assert_eq!(
+            q.pop_batch(5).unwrap(),
+            vec![b"kept".to_vec(), b"next".to_vec()]
+        );
+        assert_eq!(
+            q.recoveries().len(),
+            1,
+            "a clean file is not reported again"
+        );
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -324,128 +341,136 @@ fn a_torn_tail_is_cut_off_reported_and_written_over() {
 
 #[test]
 fn a_damaged_current_slot_is_reported_with_what_may_repeat() {
-    let dir = TempDir::new("slot");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push_batch(&[b"a", b"b"]).unwrap();
-    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"a"[..])); // generation 2, slot B
-    drop(q);
-    flip(&path, PAGE + 30); // slot B's generation field
-    let q = open(&path);
-    // Nothing pushed after the pop proves it happened: "a" may come again, and says so.
-    assert_eq!(
-        q.recoveries(),
-        vec![Recovery::HeaderFallback {
-            damaged: SlotName::B,
-            reason: q
-                .recoveries()
-                .iter()
-                .find_map(|r| match r {
-                    Recovery::HeaderFallback { reason, .. } => Some(reason.clone()),
-                    _ => None,
-                })
-                .unwrap(),
-            used_generation: 1,
-            proven_newer: false,
-            advanced: 0,
-            may_repeat_at_most: 2,
-        }]
-    );
-    assert_eq!(q.pop_batch(5).unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
-    // The slot was rewritten: a later opener finds a clean file.
-    drop(q);
-    let q = open(&path);
-    assert!(q.recoveries().is_empty());
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("slot");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a", b"b"]).unwrap();
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"a"[..])); // generation 2, slot B
+        drop(q);
+        flip(&path, PAGE + 30); // slot B's generation field
+        let q = open(&path);
+        // Nothing pushed after the pop proves it happened: "a" may come again, and says so.
+        assert_eq!(
+            q.recoveries(),
+            vec![Recovery::HeaderFallback {
+                damaged: SlotName::B,
+                reason: q
+                    .recoveries()
+                    .iter()
+                    .find_map(|r| match r {
+                        Recovery::HeaderFallback { reason, .. } => Some(reason.clone()),
+                        _ => None,
+                    })
+                    .unwrap(),
+                used_generation: 1,
+                proven_newer: false,
+                advanced: 0,
+                may_repeat_at_most: 2,
+            }]
+        );
+        assert_eq!(q.pop_batch(5).unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+        // The slot was rewritten: a later opener finds a clean file.
+        drop(q);
+        let q = open(&path);
+        assert!(q.recoveries().is_empty());
+    })
 }
 
 #[test]
 fn a_push_after_the_lost_pop_proves_it_and_nothing_repeats() {
-    let dir = TempDir::new("slot-proof");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push_batch(&[b"a", b"b"]).unwrap();
-    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"a"[..])); // slot B, generation 2
-    q.push(b"c").unwrap(); // written when the head was 1
-    drop(q);
-    write_at(&path, PAGE, &[0; 64]); // slot B lost
-    let q = open(&path);
-    match &q.recoveries()[..] {
-        [Recovery::HeaderFallback {
-            damaged: SlotName::B,
-            proven_newer: true,
-            advanced: 1,
-            may_repeat_at_most: 2,
-            used_generation: 1,
-            ..
-        }] => {}
-        other => panic!("unexpected recoveries: {other:?}"),
-    }
-    assert_eq!(q.pop_batch(5).unwrap(), vec![b"b".to_vec(), b"c".to_vec()]);
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("slot-proof");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a", b"b"]).unwrap();
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"a"[..])); // slot B, generation 2
+        q.push(b"c").unwrap(); // written when the head was 1
+        drop(q);
+        write_at(&path, PAGE, &[0; 64]); // slot B lost
+        let q = open(&path);
+        match &q.recoveries()[..] {
+            [Recovery::HeaderFallback {
+                damaged: SlotName::B,
+                proven_newer: true,
+                advanced: 1,
+                may_repeat_at_most: 2,
+                used_generation: 1,
+                ..
+            }] => {}
+            other => panic!("unexpected recoveries: {other:?}"),
+        }
+        assert_eq!(q.pop_batch(5).unwrap(), vec![b"b".to_vec(), b"c".to_vec()]);
+    })
 }
 
 #[test]
 fn a_damaged_older_slot_costs_nothing_but_is_reported() {
-    let dir = TempDir::new("slot-old");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push_batch(&[b"a", b"b"]).unwrap();
-    q.pop().unwrap(); // generation 2 in B; A (generation 1) is the older
-    drop(q);
-    flip(&path, 20);
-    let q = open(&path);
-    assert!(matches!(
-        q.recoveries()[..],
-        [Recovery::HeaderFallback {
-            damaged: SlotName::A,
-            used_generation: 2,
-            advanced: 0,
-            ..
-        }]
-    ));
-    assert_eq!(q.pop_batch(5).unwrap(), vec![b"b".to_vec()]);
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("slot-old");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a", b"b"]).unwrap();
+        q.pop().unwrap(); // generation 2 in B; A (generation 1) is the older
+        drop(q);
+        flip(&path, 20);
+        let q = open(&path);
+        assert!(matches!(
+            q.recoveries()[..],
+            [Recovery::HeaderFallback {
+                damaged: SlotName::A,
+                used_generation: 2,
+                advanced: 0,
+                ..
+            }]
+        ));
+        assert_eq!(q.pop_batch(5).unwrap(), vec![b"b".to_vec()]);
+    })
 }
 
 #[test]
 fn slots_with_out_of_order_or_unknown_lease_entries_are_unusable() {
-    let dir = TempDir::new("bad-leases");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push_batch(&[b"a", b"b", b"c"]).unwrap();
-    drop(q);
-    // A newer slot B, CRC-valid, whose lease entries are not increasing: unusable, so A
-    // (generation 1, nothing consumed) is used.
-    for (name, leases) in [
-        ("order", vec![(2u64, 0u32, 2u32), (1, 0, 2)]),
-        ("state", vec![(1, 0, 3)]),
-        ("below head", vec![(0, 0, 2)]),
-    ] {
-        let copy = dir.file(name);
-        std::fs::copy(&path, &copy).unwrap();
-        let head = if name == "below head" {
-            DATA + size(1)
-        } else {
-            DATA
-        };
-        let seq = if name == "below head" { 1 } else { 0 };
-        write_at(&copy, PAGE, &slot(2, 5, head, seq, &leases));
-        let q = open(&copy);
-        assert!(
-            matches!(
-                q.recoveries()[..],
-                [Recovery::HeaderFallback {
-                    damaged: SlotName::B,
-                    ..
-                }]
-            ),
-            "{name}"
-        );
-        assert_eq!(q.len().unwrap(), 3, "{name}");
-    }
-    // The same slot with its entries in order is used: message 1 consumed out of order.
-    write_at(&path, PAGE, &slot(2, 5, DATA, 0, &[(1, 0, 2)]));
-    let q = open(&path);
-    assert!(q.recoveries().is_empty());
-    assert_eq!(q.pop_batch(5).unwrap(), vec![b"a".to_vec(), b"c".to_vec()]);
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("bad-leases");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a", b"b", b"c"]).unwrap();
+        drop(q);
+        // A newer slot B, CRC-valid, whose lease entries are not increasing: unusable, so A
+        // (generation 1, nothing consumed) is used.
+        for (name, leases) in [
+            ("order", vec![(2u64, 0u32, 2u32), (1, 0, 2)]),
+            ("state", vec![(1, 0, 3)]),
+            ("below head", vec![(0, 0, 2)]),
+        ] {
+            let copy = dir.file(name);
+            std::fs::copy(&path, &copy).unwrap();
+            let head = if name == "below head" {
+                DATA + size(1)
+            } else {
+                DATA
+            };
+            let seq = if name == "below head" { 1 } else { 0 };
+            write_at(&copy, PAGE, &slot(2, 5, head, seq, &leases));
+            let q = open(&copy);
+            assert!(
+                matches!(
+                    q.recoveries()[..],
+                    [Recovery::HeaderFallback {
+                        damaged: SlotName::B,
+                        ..
+                    }]
+                ),
+                "{name}"
+            );
+            assert_eq!(q.len().unwrap(), 3, "{name}");
+        }
+        // The same slot with its entries in order is used: message 1 consumed out of order.
+        write_at(&path, PAGE, &slot(2, 5, DATA, 0, &[(1, 0, 2)]));
+        let q = open(&path);
+        assert!(q.recoveries().is_empty());
+        assert_eq!(q.pop_batch(5).unwrap(), vec![b"a".to_vec(), b"c".to_vec()]);
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -454,125 +479,135 @@ fn slots_with_out_of_order_or_unknown_lease_entries_are_unusable() {
 
 #[test]
 fn a_head_beyond_the_end_of_the_file_is_corrupt() {
-    let dir = TempDir::new("head-far");
-    let path = dir.file("q");
-    drop(open(&path));
-    // A CRC-valid, newer slot whose head is far past the end of the file.
-    write_at(&path, PAGE, &slot(2, 2, 1 << 62, 0, &[]));
-    let why = corrupt(FileQueue::open(&path, QueueConfig::new()));
-    assert!(why.contains("past the end of the file"), "{why}");
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("head-far");
+        let path = dir.file("q");
+        drop(open(&path));
+        // A CRC-valid, newer slot whose head is far past the end of the file.
+        write_at(&path, PAGE, &slot(2, 2, 1 << 62, 0, &[]));
+        let why = corrupt(FileQueue::open(&path, QueueConfig::new()));
+        assert!(why.contains("past the end of the file"), "{why}");
+    })
 }
 
 #[test]
 fn a_file_cut_below_its_head_is_corrupt_not_empty() {
-    let dir = TempDir::new("cut-head");
-    let path = dir.file("q");
-    let q = open(&path);
-    for i in 0..10u8 {
-        q.push(&[i; 16]).unwrap();
-    }
-    for _ in 0..5 {
-        q.pop().unwrap();
-    }
-    drop(q);
-    let head = DATA + 5 * size(16);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(head - 8)
-        .unwrap();
-    let why = corrupt(FileQueue::open(&path, QueueConfig::new()));
-    assert!(why.contains(&format!("offset {head}")), "{why}");
-    // Cut exactly at the head: an empty queue (nothing after the head was lost that the
-    // file can tell of; the torn-tail rules apply past the head).
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(head)
-        .unwrap();
-    assert_eq!(open(&path).len().unwrap(), 0);
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("cut-head");
+        let path = dir.file("q");
+        let q = open(&path);
+        for i in 0..10u8 {
+            q.push(&[i; 16]).unwrap();
+        }
+        for _ in 0..5 {
+            q.pop().unwrap();
+        }
+        drop(q);
+        let head = DATA + 5 * size(16);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(head - 8)
+            .unwrap();
+        let why = corrupt(FileQueue::open(&path, QueueConfig::new()));
+        assert!(why.contains(&format!("offset {head}")), "{why}");
+        // Cut exactly at the head: an empty queue (nothing after the head was lost that the
+        // file can tell of; the torn-tail rules apply past the head).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(head)
+            .unwrap();
+        assert_eq!(open(&path).len().unwrap(), 0);
+    })
 }
 
 #[test]
 fn an_empty_file_is_a_new_queue_for_every_opener() {
-    let dir = TempDir::new("empty");
-    let path = dir.file("q");
-    std::fs::write(&path, b"").unwrap();
-    let q = open(&path);
-    q.push(b"x").unwrap();
-    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"x"[..]));
-    let mut sq = StorageQueue::open(SimDisk::new(), QueueConfig::new()).unwrap();
-    sq.push(b"y").unwrap();
-    assert_eq!(sq.pop().unwrap().as_deref(), Some(&b"y"[..]));
-    // Both write the same image: the file and the simulated disk agree byte for byte.
-    let dir2 = TempDir::new("empty2");
-    let p2 = dir2.file("q");
-    drop(open(&p2));
-    let disk = SimDisk::new();
-    drop(StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap());
-    assert_eq!(std::fs::read(&p2).unwrap(), disk.snapshot());
-    // Short of the two slots but not empty: not a queue.
-    std::fs::write(&path, b"x").unwrap();
-    let why = corrupt(FileQueue::open(&path, QueueConfig::new()));
-    assert!(why.contains("shorter than its two header slots"), "{why}");
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("empty");
+        let path = dir.file("q");
+        std::fs::write(&path, b"").unwrap();
+        let q = open(&path);
+        q.push(b"x").unwrap();
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"x"[..]));
+        let mut sq = StorageQueue::open(SimDisk::new(), QueueConfig::new()).unwrap();
+        sq.push(b"y").unwrap();
+        assert_eq!(sq.pop().unwrap().as_deref(), Some(&b"y"[..]));
+        // Both write the same image: the file and the simulated disk agree byte for byte.
+        let dir2 = TempDir::new("empty2");
+        let p2 = dir2.file("q");
+        drop(open(&p2));
+        let disk = SimDisk::new();
+        drop(StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap());
+        assert_eq!(std::fs::read(&p2).unwrap(), disk.snapshot());
+        // Short of the two slots but not empty: not a queue.
+        std::fs::write(&path, b"x").unwrap();
+        let why = corrupt(FileQueue::open(&path, QueueConfig::new()));
+        assert!(why.contains("shorter than its two header slots"), "{why}");
+    })
 }
 
 #[test]
 fn a_slot_of_another_version_refuses_the_file_without_falling_back() {
-    let dir = TempDir::new("version");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push_batch(&[b"a", b"b"]).unwrap();
-    q.pop().unwrap(); // generation 2 in slot B
-    drop(q);
-    for (at, name) in [(PAGE, "slot B"), (0, "slot A")] {
-        let copy = dir.file(name);
-        std::fs::copy(&path, &copy).unwrap();
-        let mut s = read_at(&copy, at, 64);
-        s[8..12].copy_from_slice(&3u32.to_le_bytes());
-        write_at(&copy, at, &s);
-        let before = std::fs::read(&copy).unwrap();
-        match FileQueue::open(&copy, QueueConfig::new()) {
-            Err(Error::UnsupportedVersion {
-                found: 3,
-                supported: 2,
-                what,
-            }) => assert!(what.contains(name)),
-            other => panic!("{name}: expected UnsupportedVersion, got {other:?}"),
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("version");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a", b"b"]).unwrap();
+        q.pop().unwrap(); // generation 2 in slot B
+        drop(q);
+        for (at, name) in [(PAGE, "slot B"), (0, "slot A")] {
+            let copy = dir.file(name);
+            std::fs::copy(&path, &copy).unwrap();
+            let mut s = read_at(&copy, at, 64);
+            s[8..12].copy_from_slice(&3u32.to_le_bytes());
+            write_at(&copy, at, &s);
+            let before = std::fs::read(&copy).unwrap();
+            match FileQueue::open(&copy, QueueConfig::new()) {
+                Err(Error::UnsupportedVersion {
+                    found: 3,
+                    supported: 2,
+                    what,
+                }) => assert!(what.contains(name)),
+                other => panic!("{name}: expected UnsupportedVersion, got {other:?}"),
+            }
+            assert_eq!(std::fs::read(&copy).unwrap(), before);
         }
-        assert_eq!(std::fs::read(&copy).unwrap(), before);
-    }
+    })
 }
 
 #[test]
 fn the_lease_table_holds_exactly_its_limit_and_refuses_one_more_consuming_nothing() {
-    let dir = TempDir::new("leases");
-    let path = dir.file("q");
-    let q = open(&path);
-    let n = 252;
-    let msgs: Vec<Vec<u8>> = (0..n + 2).map(|i: u32| i.to_le_bytes().to_vec()).collect();
-    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-    q.push_batch(&refs).unwrap();
-    let leased: Vec<_> = (0..n).map(|_| q.take().unwrap().unwrap()).collect();
-    assert_eq!(q.len().unwrap(), n as u64 + 2);
-    match q.take() {
-        Err(Error::TooManyLeases { limit }) => assert_eq!(limit, n as usize),
-        other => panic!("expected TooManyLeases, got {other:?}"),
-    }
-    // Nothing was consumed: a pop behind the leases would need one more entry too.
-    assert!(matches!(q.pop(), Err(Error::TooManyLeases { .. })));
-    assert_eq!(q.len().unwrap(), n as u64 + 2);
-    // Acknowledging the oldest frees its entry and moves the head: room again.
-    q.ack(&leased[0]).unwrap();
-    let next = q.take().unwrap().unwrap();
-    assert_eq!(next.message(), &msgs[n as usize][..]);
-    for l in &leased[1..] {
-        q.ack(l).unwrap();
-    }
-    q.ack(&next).unwrap();
-    assert_eq!(q.pop_batch(10).unwrap(), vec![msgs[n as usize + 1].clone()]);
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("leases");
+        let path = dir.file("q");
+        let q = open(&path);
+        let n = 252;
+        let msgs: Vec<Vec<u8>> = (0..n + 2).map(|i: u32| i.to_le_bytes().to_vec()).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        q.push_batch(&refs).unwrap();
+        let leased: Vec<_> = (0..n).map(|_| q.take().unwrap().unwrap()).collect();
+        assert_eq!(q.len().unwrap(), n as u64 + 2);
+        match q.take() {
+            Err(Error::TooManyLeases { limit }) => assert_eq!(limit, n as usize),
+            other => panic!("expected TooManyLeases, got {other:?}"),
+        }
+        // Nothing was consumed: a pop behind the leases would need one more entry too.
+        assert!(matches!(q.pop(), Err(Error::TooManyLeases { .. })));
+        assert_eq!(q.len().unwrap(), n as u64 + 2);
+        // Acknowledging the oldest frees its entry and moves the head: room again.
+        q.ack(&leased[0]).unwrap();
+        let next = q.take().unwrap().unwrap();
+        assert_eq!(next.message(), &msgs[n as usize][..]);
+        for l in &leased[1..] {
+            q.ack(l).unwrap();
+        }
+        q.ack(&next).unwrap();
+        assert_eq!(q.pop_batch(10).unwrap(), vec![msgs[n as usize + 1].clone()]);
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -581,30 +616,32 @@ fn the_lease_table_holds_exactly_its_limit_and_refuses_one_more_consuming_nothin
 
 #[test]
 fn consumed_messages_stay_in_the_file_unless_erased() {
-    let dir = TempDir::new("erase");
-    for erase in [false, true] {
-        let path = dir.file(&format!("q-{erase}"));
-        let q = FileQueue::open(&path, QueueConfig::new().erase_consumed(erase)).unwrap();
-        q.push_batch(&[b"secret-one", b"secret-two", b"public"])
-            .unwrap();
-        let leased = q.take().unwrap().unwrap(); // secret-one, leased
-        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"secret-two"[..]));
-        let has = |needle: &[u8]| {
-            std::fs::read(&path)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
-        };
-        // secret-two is consumed out of order: erased only when the head passes it.
-        assert!(has(b"secret-two"));
-        q.ack(&leased).unwrap();
-        assert_eq!(has(b"secret-one"), !erase, "erase {erase}");
-        assert_eq!(has(b"secret-two"), !erase, "erase {erase}");
-        assert!(has(b"public"));
-        drop(q);
-        // The queue is intact after erasing.
-        assert_eq!(open(&path).pop_batch(5).unwrap(), vec![b"public".to_vec()]);
-    }
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("erase");
+        for erase in [false, true] {
+            let path = dir.file(&format!("q-{erase}"));
+            let q = FileQueue::open(&path, QueueConfig::new().erase_consumed(erase)).unwrap();
+            q.push_batch(&[b"secret-one", b"secret-two", b"public"])
+                .unwrap();
+            let leased = q.take().unwrap().unwrap(); // secret-one, leased
+            assert_eq!(q.pop().unwrap().as_deref(), Some(&b"secret-two"[..]));
+            let has = |needle: &[u8]| {
+                std::fs::read(&path)
+                    .unwrap()
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+            };
+            // secret-two is consumed out of order: erased only when the head passes it.
+            assert!(has(b"secret-two"));
+            q.ack(&leased).unwrap();
+            assert_eq!(has(b"secret-one"), !erase, "erase {erase}");
+            assert_eq!(has(b"secret-two"), !erase, "erase {erase}");
+            assert!(has(b"public"));
+            drop(q);
+            // The queue is intact after erasing.
+            assert_eq!(open(&path).pop_batch(5).unwrap(), vec![b"public".to_vec()]);
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -613,26 +650,28 @@ fn consumed_messages_stay_in_the_file_unless_erased() {
 
 #[test]
 fn a_symlink_fifo_or_directory_is_refused_and_left_alone() {
-    let dir = TempDir::new("paths");
-    let real = dir.file("real.q");
-    drop(open(&real));
-    let before = std::fs::read(&real).unwrap();
-    let link = dir.file("link.q");
-    std::os::unix::fs::symlink(&real, &link).unwrap();
-    let err = FileQueue::open(&link, QueueConfig::new()).unwrap_err();
-    assert!(err.to_string().contains("symbolic link"), "{err}");
-    // A dangling link is not followed to create a file where it points.
-    let dangling = dir.file("dangling.q");
-    let target = dir.file("elsewhere.q");
-    std::os::unix::fs::symlink(&target, &dangling).unwrap();
-    assert!(FileQueue::open(&dangling, QueueConfig::new()).is_err());
-    assert!(!target.exists(), "the link was followed");
-    let fifo = dir.file("fifo.q");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let err = FileQueue::open(&fifo, QueueConfig::new()).unwrap_err();
-    assert!(err.to_string().contains("not a regular file"), "{err}");
-    assert!(FileQueue::open(&dir.0, QueueConfig::new()).is_err());
-    assert_eq!(std::fs::read(&real).unwrap(), before);
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("paths");
+        let real = dir.file("real.q");
+        drop(open(&real));
+        let before = std::fs::read(&real).unwrap();
+        let link = dir.file("link.q");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = FileQueue::open(&link, QueueConfig::new()).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // A dangling link is not followed to create a file where it points.
+        let dangling = dir.file("dangling.q");
+        let target = dir.file("elsewhere.q");
+        std::os::unix::fs::symlink(&target, &dangling).unwrap();
+        assert!(FileQueue::open(&dangling, QueueConfig::new()).is_err());
+        assert!(!target.exists(), "the link was followed");
+        let fifo = dir.file("fifo.q");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = FileQueue::open(&fifo, QueueConfig::new()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(FileQueue::open(&dir.0, QueueConfig::new()).is_err());
+        assert_eq!(std::fs::read(&real).unwrap(), before);
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -641,41 +680,45 @@ fn a_symlink_fifo_or_directory_is_refused_and_left_alone() {
 
 #[test]
 fn a_handle_that_looked_before_a_reset_appends_where_the_records_now_end() {
-    let dir = TempDir::new("epoch");
-    let path = dir.file("q");
-    let cfg = QueueConfig::new().reclaim_over(0);
-    let a = FileQueue::open(&path, cfg).unwrap();
-    let b = FileQueue::open(&path, cfg).unwrap();
-    a.push_batch(&[b"one", b"two"]).unwrap();
-    assert_eq!(b.len().unwrap(), 2); // b has seen the records end at the old tail
-    assert_eq!(a.pop_batch(2).unwrap().len(), 2); // drained: reset, file cut to the header
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), DATA);
-    b.push(b"three").unwrap();
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().len(),
-        DATA + size(5),
-        "appended at the start"
-    );
-    assert_eq!(a.pop().unwrap().as_deref(), Some(&b"three"[..]));
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("epoch");
+        let path = dir.file("q");
+        let cfg = QueueConfig::new().reclaim_over(0);
+        let a = FileQueue::open(&path, cfg).unwrap();
+        let b = FileQueue::open(&path, cfg).unwrap();
+        a.push_batch(&[b"one", b"two"]).unwrap();
+        assert_eq!(b.len().unwrap(), 2); // b has seen the records end at the old tail
+        assert_eq!(a.pop_batch(2).unwrap().len(), 2); // drained: reset, file cut to the header
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), DATA);
+        b.push(b"three").unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            DATA + size(5),
+            "appended at the start"
+        );
+        assert_eq!(a.pop().unwrap().as_deref(), Some(&b"three"[..]));
+    })
 }
 
 #[test]
 fn no_recovery_is_reported_for_a_file_used_cleanly() {
-    let dir = TempDir::new("clean");
-    let path = dir.file("q");
-    let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(64)).unwrap();
-    for i in 0..200u32 {
-        q.push(&i.to_le_bytes()).unwrap();
-        if i % 3 == 0 {
-            q.pop().unwrap();
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("clean");
+        let path = dir.file("q");
+        let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(64)).unwrap();
+        for i in 0..200u32 {
+            q.push(&i.to_le_bytes()).unwrap();
+            if i % 3 == 0 {
+                q.pop().unwrap();
+            }
         }
-    }
-    let l = q.take().unwrap().unwrap();
-    q.ack(&l).unwrap();
-    while q.pop_timeout(Duration::ZERO).unwrap().is_some() {}
-    assert!(q.recoveries().is_empty());
-    drop(q);
-    assert!(open(&path).recoveries().is_empty());
+        let l = q.take().unwrap().unwrap();
+        q.ack(&l).unwrap();
+        while q.pop_timeout(Duration::ZERO).unwrap().is_some() {}
+        assert!(q.recoveries().is_empty());
+        drop(q);
+        assert!(open(&path).recoveries().is_empty());
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -684,116 +727,122 @@ fn no_recovery_is_reported_for_a_file_used_cleanly() {
 
 #[test]
 fn salvage_copies_every_valid_unconsumed_message_and_lists_what_it_skipped() {
-    let dir = TempDir::new("salvage");
-    let path = dir.file("q");
-    let q = open(&path);
-    let big = vec![7u8; 100_000];
-    q.push_batch(&[b"m0", b"m1"]).unwrap();
-    q.push_batch(&[b"m2", b"m3", &big, b"m5"]).unwrap();
-    q.push(b"m6").unwrap();
-    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"m0"[..])); // consumed: not salvaged
-    let leased = q.take().unwrap().unwrap(); // m1 leased, never acknowledged: salvaged
-    assert_eq!(leased.message(), b"m1");
-    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"m2"[..])); // out of order: consumed
-    drop(q);
-    // Damage m3 (offset: m0, m1, m2 are 32 bytes each) and the big one's payload.
-    let m3 = DATA + 3 * size(2);
-    flip(&path, m3 + 24);
-    flip(&path, m3 + size(2) + 24 + 50_000);
-    corrupt(FileQueue::open(&path, QueueConfig::new()));
-    let before = std::fs::read(&path).unwrap();
-    let saved = dir.file("saved");
-    let report = FileQueue::salvage(&path, &saved).unwrap();
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        before,
-        "salvage wrote to its source"
-    );
-    assert_eq!(report.header, Some(SlotName::B)); // generation 4: pop, take, pop
-    assert_eq!(report.first_seq, Some(1));
-    assert_eq!((report.copied, report.copied_bytes), (3, 6));
-    assert_eq!(report.consumed_skipped, 1);
-    assert_eq!(report.skipped.len(), 1, "{report:?}");
-    let s = &report.skipped[0];
-    assert_eq!(
-        (s.offset, s.first_seq, s.resumed_at_seq),
-        (m3, Some(3), Some(5))
-    );
-    assert_eq!(s.bytes, size(2) + size(100_000));
-    let out = open(&saved);
-    assert_eq!(
-        out.pop_batch(10).unwrap(),
-        vec![b"m1".to_vec(), b"m5".to_vec(), b"m6".to_vec()]
-    );
-    // The destination must be new.
-    let err = FileQueue::salvage(&path, &saved).unwrap_err();
-    assert!(err.to_string().contains("exists"), "{err}");
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("salvage");
+        let path = dir.file("q");
+        let q = open(&path);
+        let big = vec![7u8; 100_000];
+        q.push_batch(&[b"m0", b"m1"]).unwrap();
+        q.push_batch(&[b"m2", b"m3", &big, b"m5"]).unwrap();
+        q.push(b"m6").unwrap();
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"m0"[..])); // consumed: not salvaged
+        let leased = q.take().unwrap().unwrap(); // m1 leased, never acknowledged: salvaged
+        assert_eq!(leased.message(), b"m1");
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"m2"[..])); // out of order: consumed
+        drop(q);
+        // Damage m3 (offset: m0, m1, m2 are 32 bytes each) and the big one's payload.
+        let m3 = DATA + 3 * size(2);
+        flip(&path, m3 + 24);
+        flip(&path, m3 + size(2) + 24 + 50_000);
+        corrupt(FileQueue::open(&path, QueueConfig::new()));
+        let before = std::fs::read(&path).unwrap();
+        let saved = dir.file("saved");
+        let report = FileQueue::salvage(&path, &saved).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "salvage wrote to its source"
+        );
+        assert_eq!(report.header, Some(SlotName::B)); // generation 4: pop, take, pop
+        assert_eq!(report.first_seq, Some(1));
+        assert_eq!((report.copied, report.copied_bytes), (3, 6));
+        assert_eq!(report.consumed_skipped, 1);
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
+        let s = &report.skipped[0];
+        assert_eq!(
+            (s.offset, s.first_seq, s.resumed_at_seq),
+            (m3, Some(3), Some(5))
+        );
+        assert_eq!(s.bytes, size(2) + size(100_000));
+        let out = open(&saved);
+        assert_eq!(
+            out.pop_batch(10).unwrap(),
+            vec![b"m1".to_vec(), b"m5".to_vec(), b"m6".to_vec()]
+        );
+        // The destination must be new.
+        let err = FileQueue::salvage(&path, &saved).unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+    })
 }
 
 #[test]
 fn salvage_without_a_usable_header_copies_from_the_start_and_reports_the_tail() {
-    let dir = TempDir::new("salvage-nohead");
-    let path = dir.file("q");
-    let q = open(&path);
-    q.push_batch(&[b"a", b"b", b"c"]).unwrap();
-    drop(q);
-    write_at(&path, 0, &[0xff; 64]);
-    write_at(&path, PAGE, &[0xff; 64]);
-    let len = std::fs::metadata(&path).unwrap().len();
-    write_at(&path, len, &[1, 2, 3]); // a torn fragment at the end
-    let saved = dir.file("saved");
-    let report = FileQueue::salvage(&path, &saved).unwrap();
-    assert_eq!(report.header, None);
-    assert_eq!(report.copied, 3);
-    assert_eq!(report.skipped.len(), 1);
-    assert_eq!(
-        (
-            report.skipped[0].offset,
-            report.skipped[0].bytes,
-            report.skipped[0].resumed_at_seq
-        ),
-        (len, 3, None)
-    );
-    assert_eq!(open(&saved).len().unwrap(), 3);
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("salvage-nohead");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a", b"b", b"c"]).unwrap();
+        drop(q);
+        write_at(&path, 0, &[0xff; 64]);
+        write_at(&path, PAGE, &[0xff; 64]);
+        let len = std::fs::metadata(&path).unwrap().len();
+        write_at(&path, len, &[1, 2, 3]); // a torn fragment at the end
+        let saved = dir.file("saved");
+        let report = FileQueue::salvage(&path, &saved).unwrap();
+        assert_eq!(report.header, None);
+        assert_eq!(report.copied, 3);
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(
+            (
+                report.skipped[0].offset,
+                report.skipped[0].bytes,
+                report.skipped[0].resumed_at_seq
+            ),
+            (len, 3, None)
+        );
+        assert_eq!(open(&saved).len().unwrap(), 3);
+    })
 }
 
 #[test]
 fn cli_queue_salvage_prints_the_report_and_exits_one_when_something_was_lost() {
-    let dir = TempDir::new("salvage-cli");
-    let path = dir.file("q");
-    three_records(&path);
-    flip(&path, DATA + size(8) + 27);
-    let saved = dir.file("saved");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
-        .args(["queue", "salvage"])
-        .arg(&path)
-        .arg(&saved)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("copied 2 message(s)"), "{text}");
-    assert!(
-        text.contains(&format!("at offset {}: messages 1..1 lost", DATA + size(8))),
-        "{text}"
-    );
-    // Clean source: exit 0. Missing source: exit 2 with the reason.
-    let clean = dir.file("clean");
-    three_records(&clean);
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
-        .args(["queue", "salvage"])
-        .arg(&clean)
-        .arg(dir.file("clean-saved"))
-        .output()
-        .unwrap();
-    assert_eq!(st.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&st.stdout).contains("nothing skipped"));
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
-        .args(["queue", "salvage"])
-        .arg(dir.file("missing"))
-        .arg(dir.file("x"))
-        .output()
-        .unwrap();
-    assert_eq!(st.status.code(), Some(2));
-    assert!(!dir.file("x").exists());
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("salvage-cli");
+        let path = dir.file("q");
+        three_records(&path);
+        flip(&path, DATA + size(8) + 27);
+        let saved = dir.file("saved");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
+            .args(["queue", "salvage"])
+            .arg(&path)
+            .arg(&saved)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("copied 2 message(s)"), "{text}");
+        assert!(
+            text.contains(&format!("at offset {}: messages 1..1 lost", DATA + size(8))),
+            "{text}"
+        );
+        // Clean source: exit 0. Missing source: exit 2 with the reason.
+        let clean = dir.file("clean");
+        three_records(&clean);
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
+            .args(["queue", "salvage"])
+            .arg(&clean)
+            .arg(dir.file("clean-saved"))
+            .output()
+            .unwrap();
+        assert_eq!(st.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&st.stdout).contains("nothing skipped"));
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_ipcprop"))
+            .args(["queue", "salvage"])
+            .arg(dir.file("missing"))
+            .arg(dir.file("x"))
+            .output()
+            .unwrap();
+        assert_eq!(st.status.code(), Some(2));
+        assert!(!dir.file("x").exists());
+    })
 }

@@ -46,3 +46,29 @@ pub fn prop_config(cases: u32, name: &'static str) -> Config {
         ..Config::default()
     }
 }
+
+/// Runs `body` on a thread of its own and fails the calling test if it has not finished
+/// within `limit`: a hang becomes a failed assertion naming the limit, not a stuck CI job.
+/// A panic in `body` is the test's panic.
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        let _ = tx.send(());
+        r
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            match worker.join().expect("the test thread was not joined") {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the test did not finish within {limit:?}: it hangs")
+        }
+    }
+}
