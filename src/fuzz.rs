@@ -173,7 +173,7 @@ pub fn queue_recover(data: &[u8]) {
                     "a message over the maximum"
                 );
                 assert!(
-                    n <= data.len() / 16 + 1,
+                    n <= data.len() / 24 + 1,
                     "more messages than the file could hold"
                 );
             }
