@@ -89,6 +89,7 @@ mod names {
     pub const Q_PUSH_POP: &str = "ipcprop push+pop";
     pub const Q_BATCH: &str = "ipcprop push+pop batch 64";
     pub const Q_EXCLUSIVE: &str = "ipcprop push+pop, exclusive";
+    pub const Q_ERASE: &str = "ipcprop push+pop, erase consumed";
     pub const QF_SYNC: &str = "queue-file sync";
     pub const QF_SYNC_BATCH: &str = "queue-file sync batch 64";
     pub const Q_DURABLE: &str = "ipcprop durable push";
@@ -217,6 +218,14 @@ fn specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                             b(QF),
                             Box::new(move |n| {
                                 let config = QueueConfig::new().exclusive(true);
+                                queue::push_pop_with(dir, n, s, 1, config)
+                            }),
+                        ),
+                        (
+                            Q_ERASE,
+                            b(QF),
+                            Box::new(move |n| {
+                                let config = QueueConfig::new().erase_consumed(true);
                                 queue::push_pop_with(dir, n, s, 1, config)
                             }),
                         ),
