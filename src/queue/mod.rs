@@ -28,12 +28,26 @@
 //!   `F_OFD_SETLK` lock on a byte far past the end of the file names its holder.
 //! - **Crash-safe**: a process killed at any instant (SIGKILL) loses no committed message and
 //!   leaves nothing that is delivered corrupt or twice: each record carries its length,
-//!   sequence number and CRC-32C, so a torn record is simply not there; the consumer's
-//!   position lives in two checksummed header slots on different pages, written
-//!   alternately, so a torn header write falls back to the other slot. With
-//!   [`Durability::Sync`] the same holds across power loss: one `fdatasync` per push, batch
-//!   or pop.
-//! - **Locking done right** (DESIGN section 4): `flock` is held exclusively across each
+//!   sequence number and CRC-32C, so a torn record is simply not there (the next handle to
+//!   take the lock cuts its remains off); the consumer's position lives in two checksummed
+//!   header slots on different pages, written alternately, so a torn header write falls
+//!   back to the other slot. With [`Durability::Sync`] the same holds across power loss:
+//!   one `fdatasync` per push, batch or pop.
+//! - **Damage is an error, not a silent loss**: a damaged record followed by records of a
+//!   later write (so the damaged ones were committed) makes every operation fail with
+//!   [`Error::Corrupt`] naming the offset and sequence numbers, and nothing is written;
+//!   [`FileQueue::salvage`] (or `ipcprop queue salvage`) copies every valid record to a new
+//!   file and lists what was lost. A lost header slot is rewritten and reported
+//!   ([`FileQueue::recoveries`], [`Recovery`]), with how many messages may be delivered
+//!   again. Exactly which damage cannot be told from a crash, and what it costs, is in
+//!   `docs/FORMAT.md` section 3.
+//! - **A handle's limits are its own**: [`QueueConfig::max_message_len`] bounds what a
+//!   handle pushes and reads back; a longer message another handle pushed is refused by this
+//!   one with [`Error::MessageTooLarge`] and stays queued, never taken for the end of the
+//!   queue.
+//! - **Paths that cannot be redirected**: the queue file is opened with `O_NOFOLLOW` and
+//!   must be a regular file, created mode 0600; an empty file is initialized as a new queue.
+//! - **Locking done right**: `flock` is held exclusively across each
 //!   operation's read-validate-write(-sync); every acquisition re-reads and validates the
 //!   on-disk state, because the last holder may have died mid-update; a handle notices it is
 //!   in a new process after `fork` and reopens its own open file description (a shared one
