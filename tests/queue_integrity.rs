@@ -846,3 +846,89 @@ fn cli_queue_salvage_prints_the_report_and_exits_one_when_something_was_lost() {
         assert!(!dir.file("x").exists());
     })
 }
+
+#[test]
+fn damage_to_the_smallest_record_with_a_later_write_behind_it_is_corrupt() {
+    let dir = TempDir::new("tiny-damage");
+    let path = dir.file("q");
+    let q = open(&path);
+    for _ in 0..3 {
+        q.push(b"").unwrap(); // 24-byte records: exactly one header of room between
+    }
+    drop(q);
+    flip(&path, DATA + 24 + 2); // the second record's length
+    let why = corrupt(FileQueue::open(&path, QueueConfig::new()));
+    assert!(
+        why.contains("offset 8216") && why.contains("offset 8240"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_handle_keeps_its_latest_sixteen_recoveries_oldest_first() {
+    let dir = TempDir::new("recoveries");
+    let path = dir.file("q");
+    let q = open(&path);
+    for i in 0..20u64 {
+        write_at(&path, DATA, &vec![0xee; 8 + i as usize]);
+        assert_eq!(q.len().unwrap(), 0);
+    }
+    let r = q.recoveries();
+    assert_eq!(r.len(), 16);
+    for (k, rec) in r.iter().enumerate() {
+        let want = 8 + 4 + k as u64;
+        assert!(
+            matches!(rec, Recovery::TornTail { offset: DATA, bytes, next_seq: 0 } if *bytes == want),
+            "{k}: {rec:?}"
+        );
+    }
+}
+
+#[test]
+fn space_is_reclaimed_exactly_past_the_threshold() {
+    let dir = TempDir::new("thresholds");
+    let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+    // Reset: a drained queue whose records took more than the threshold.
+    for (threshold, reset) in [(32u64, false), (31, true)] {
+        let path = dir.file(&format!("reset-{threshold}"));
+        let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(threshold)).unwrap();
+        q.push(b"12345678").unwrap(); // one 32-byte record
+        q.pop().unwrap();
+        assert_eq!(
+            len(&path),
+            if reset { DATA } else { DATA + 32 },
+            "threshold {threshold}"
+        );
+        q.push(b"x").unwrap();
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"x"[..]));
+    }
+    // Compaction: a consumed prefix over the threshold and at least twice the live records.
+    // Four 32-byte records, two consumed (64 bytes), two live (64 bytes): not twice.
+    // Three consumed (96) against one live (32): compacts if 96 > threshold.
+    for (threshold, compacts) in [(96u64, false), (95, true)] {
+        let path = dir.file(&format!("compact-{threshold}"));
+        let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(threshold)).unwrap();
+        q.push_batch(&[b"aaaaaaaa", b"bbbbbbbb", b"cccccccc", b"dddddddd"])
+            .unwrap();
+        q.pop_batch(2).unwrap();
+        assert_eq!(
+            len(&path),
+            DATA + 128,
+            "64 consumed, 64 live: no compaction"
+        );
+        q.pop().unwrap();
+        let want = if compacts { DATA + 32 } else { DATA + 128 };
+        assert_eq!(len(&path), want, "threshold {threshold}");
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"dddddddd"[..]));
+    }
+    // Twice exactly: 64 consumed against 32 live compacts (>= 2x).
+    let path = dir.file("twice");
+    let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(0)).unwrap();
+    q.push_batch(&[b"aaaaaaaa", b"bbbbbbbb", b"cccccccc"])
+        .unwrap();
+    q.pop().unwrap(); // 32 consumed, 64 live
+    assert_eq!(len(&path), DATA + 96);
+    q.pop().unwrap(); // 64 consumed, 32 live
+    assert_eq!(len(&path), DATA + 32);
+    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"cccccccc"[..]));
+}
