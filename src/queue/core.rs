@@ -164,6 +164,47 @@ pub(crate) fn payload_matches<S: Storage + ?Sized>(
     Ok(crc == h.crc)
 }
 
+/// The first record after `bad` (at a multiple of 8 past it) that `accept(offset,
+/// header)` takes, fits in the file's `len` bytes and matches its checksum. `chunk` (at
+/// least 64 KiB) is used for reading.
+pub(crate) fn find_record_after<S: Storage + ?Sized>(
+    storage: &mut S,
+    bad: u64,
+    len: u64,
+    chunk: &mut [u8],
+    accept: impl Fn(u64, &RecordHeader) -> bool,
+) -> Result<Option<(u64, RecordHeader)>> {
+    let mut scratch = Vec::new();
+    let mut base = bad + 8;
+    while base + RECORD_HEADER as u64 <= len {
+        let n = storage
+            .read_at(&mut chunk[..CHUNK], base)
+            .map_err(|e| io("read queue file", e))?;
+        let mut at = 0usize;
+        while at + RECORD_HEADER <= n {
+            let h = RecordHeader::decode(&chunk[at..at + RECORD_HEADER]);
+            let here = base + at as u64;
+            if accept(here, &h) && here + RECORD_HEADER as u64 + u64::from(h.len) <= len {
+                let end = at + RECORD_HEADER + h.len as usize;
+                let ok = if end <= n {
+                    h.matches(&chunk[at + RECORD_HEADER..end])
+                } else {
+                    payload_matches(storage, &h, here, &mut scratch)?
+                };
+                if ok {
+                    return Ok(Some((here, h)));
+                }
+            }
+            at += 8;
+        }
+        if n < CHUNK {
+            break;
+        }
+        base += at as u64;
+    }
+    Ok(None)
+}
+
 impl<S: Storage> Core<S> {
     pub(crate) fn new(storage: S, config: &QueueConfig) -> Core<S> {
         Core {
@@ -518,43 +559,12 @@ impl<S: Storage> Core<S> {
         len: u64,
         chunk: &mut [u8],
     ) -> Result<Option<(u64, RecordHeader)>> {
-        let mut base = bad_at + 8;
-        let mut scratch = Vec::new();
-        while base + RECORD_HEADER as u64 <= len {
-            let n = self
-                .storage
-                .read_at(&mut chunk[..CHUNK], base)
-                .map_err(|e| io("read queue file", e))?;
-            let mut at = 0usize;
-            while at + RECORD_HEADER <= n {
-                let h = RecordHeader::decode(&chunk[at..at + RECORD_HEADER]);
-                let here = base + at as u64;
-                // Messages seq..h.seq would lie between bad_at and here, each at least a
-                // header long: a cheap filter before the checksum.
-                let room = (here - bad_at) / RECORD_HEADER as u64;
-                let candidate = h.seq > seq
-                    && h.seq - seq <= room
-                    && h.write_start().is_some_and(|w| w > seq)
-                    && here + RECORD_HEADER as u64 + u64::from(h.len) <= len;
-                if candidate {
-                    let end = at + RECORD_HEADER + h.len as usize;
-                    let ok = if end <= n {
-                        h.matches(&chunk[at + RECORD_HEADER..end])
-                    } else {
-                        payload_matches(&mut self.storage, &h, here, &mut scratch)?
-                    };
-                    if ok {
-                        return Ok(Some((here, h)));
-                    }
-                }
-                at += 8;
-            }
-            if n < CHUNK {
-                break;
-            }
-            base += at as u64;
-        }
-        Ok(None)
+        find_record_after(&mut self.storage, bad_at, len, chunk, |here, h| {
+            // Messages seq..h.seq would lie between bad_at and here, each at least a
+            // header long.
+            let room = (here - bad_at) / RECORD_HEADER as u64;
+            h.seq > seq && h.seq - seq <= room && h.write_start().is_some_and(|w| w > seq)
+        })
     }
 
     fn state(&self) -> Result<State> {

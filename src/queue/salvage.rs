@@ -6,7 +6,7 @@
 //! writes it, and hands every valid unconsumed record, in order, to the caller, with a
 //! report of every stretch it could not read.
 
-use super::core::payload_matches;
+use super::core::{find_record_after, payload_matches};
 use super::format::{
     LeaseState, RecordHeader, Slot, SlotError, DATA_START, PAGE, RECORD_HEADER, VERSION,
 };
@@ -110,7 +110,7 @@ pub(crate) fn salvage<S: Storage>(
         let h = match record_at(src, off, len, expected, &mut scratch)? {
             Some(h) => h,
             None => {
-                let next = next_record(src, off, len, expected, &mut scratch)?;
+                let next = next_record(src, off, len, expected)?;
                 report.skipped.push(Skipped {
                     offset: off,
                     bytes: next.map_or(len, |(p, _)| p) - off,
@@ -186,36 +186,10 @@ fn next_record<S: Storage>(
     bad: u64,
     len: u64,
     expected: Option<u64>,
-    scratch: &mut Vec<u8>,
 ) -> Result<Option<(u64, RecordHeader)>> {
     let mut chunk = vec![0u8; CHUNK];
-    let mut base = bad + 8;
-    while base + RECORD_HEADER as u64 <= len {
-        let n = src.read_at(&mut chunk, base).map_err(|e| Error::Io {
-            op: "read queue file",
-            source: e,
-        })?;
-        let mut at = 0usize;
-        while at + RECORD_HEADER <= n {
-            let h = RecordHeader::decode(&chunk[at..at + RECORD_HEADER]);
-            let here = base + at as u64;
-            let room = (here - bad) / RECORD_HEADER as u64;
-            let plausible = match expected {
-                Some(e) => h.seq > e && h.seq - e <= room,
-                None => true,
-            };
-            if plausible
-                && here + RECORD_HEADER as u64 + u64::from(h.len) <= len
-                && payload_matches(src, &h, here, scratch)?
-            {
-                return Ok(Some((here, h)));
-            }
-            at += 8;
-        }
-        if n < CHUNK {
-            break;
-        }
-        base += at as u64;
-    }
-    Ok(None)
+    find_record_after(src, bad, len, &mut chunk, |here, h| match expected {
+        Some(e) => h.seq > e && h.seq - e <= (here - bad) / RECORD_HEADER as u64,
+        None => true,
+    })
 }
