@@ -15,9 +15,6 @@ use ipcprop::check::fork::ChildGroup;
 use ipcprop::queue::{FileQueue, QueueConfig};
 use proptest::prelude::*;
 
-/// Every test here fails, rather than hangs, past this.
-const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
-
 fn body(id: u32, len: usize) -> Vec<u8> {
     let mut v = id.to_le_bytes().to_vec();
     v.extend((4..len.max(4)).map(|i| (id as usize * 17 + i) as u8));
