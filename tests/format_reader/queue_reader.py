@@ -9,6 +9,7 @@ Usage:
     queue_reader.py FILE            prints one JSON object for FILE
     queue_reader.py FILE1 FILE2 ... prints one JSON object per line, one per file, in order
                                     (one interpreter for many files; same output per file)
+    queue_reader.py -               the same for the paths read from stdin, one per line
 
 The output is either
     {"status": "ok", "messages": [hex, ...], "head_seq": N, "next_seq": N,
@@ -405,11 +406,16 @@ def read_file(path):
 
 def main(argv):
     if len(argv) < 2:
-        sys.stderr.write("usage: %s FILE [FILE...]\n" % argv[0])
+        sys.stderr.write("usage: %s FILE [FILE...] | -\n" % argv[0])
         return 2
     _self_check()
     out = sys.stdout
-    for path in argv[1:]:
+    if argv[1:] == ["-"]:
+        # One path per line on stdin, each answered as soon as it is read.
+        paths = (line.rstrip("\n") for line in sys.stdin)
+    else:
+        paths = argv[1:]
+    for path in paths:
         out.write(json.dumps(read_file(path), separators=(",", ":")))
         out.write("\n")
     out.flush()
