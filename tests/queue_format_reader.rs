@@ -63,11 +63,11 @@ fn slot_len(b: &[u8], slot: usize) -> usize {
     64 + 16 * (u32_at(b, slot + 16) as usize).min(252)
 }
 
-/// Recomputes a slot's crc (bytes 16 .. 64 + 16 * lease_count) after an edit.
+/// Recomputes a slot's crc (bytes 8..12, over 12 .. 64 + 16 * lease_count) after an edit.
 fn reseal(b: &mut [u8], slot: usize) {
     let end = slot + slot_len(b, slot);
-    let crc = crc32c::crc32c(&b[slot + 16..end]);
-    put_u32(b, slot + 12, crc);
+    let crc = crc32c::crc32c(&b[slot + 12..end]);
+    put_u32(b, slot + 8, crc);
 }
 
 /// A record as a writer lays it out, padded to a multiple of 8.
@@ -517,9 +517,9 @@ fn damages(base: &Base) -> Vec<Case> {
         let end = s + 64 + 16 * n;
         for (what, at, bit) in [
             ("magic", 0, 0),
-            ("version", 8, 0),
-            ("version high", 11, 7),
-            ("crc", 12, 3),
+            ("crc", 8, 3),
+            ("version", 12, 0),
+            ("version high", 15, 7),
             ("lease_count", 16, 0),
             ("reserved", 20, 0),
             ("generation", 24, 0),
@@ -559,7 +559,7 @@ fn damages(base: &Base) -> Vec<Case> {
         for version in [0u32, 1, 3, 0xffff_ffff] {
             add(
                 format!("slot {name}: version {version}, crc recomputed"),
-                edit(&|v| put_u32(v, s + 8, version)),
+                edit(&|v| put_u32(v, s + 12, version)),
             );
         }
         add(
@@ -820,6 +820,11 @@ enum Repair {
         advanced: u64,
         may_repeat_at_most: u64,
     },
+    LeasesPastTail {
+        next_seq: u64,
+        leased: u64,
+        consumed: u64,
+    },
     Other(String),
 }
 
@@ -891,6 +896,15 @@ fn crate_side(path: &Path) -> (Outcome, Option<Vec<u8>>) {
                 proven_newer,
                 advanced,
                 may_repeat_at_most,
+            },
+            Recovery::LeasesPastTail {
+                next_seq,
+                leased,
+                consumed,
+            } => Repair::LeasesPastTail {
+                next_seq,
+                leased,
+                consumed,
             },
             other => Repair::Other(format!("{other:?}")),
         })
@@ -1123,6 +1137,13 @@ fn reader_outcome(j: &Json) -> Outcome {
                     may_repeat_at_most: j.get("next_seq").u64() - after,
                 });
             }
+            if let l @ Json::Obj(_) = rec.get("leases_past_tail") {
+                repairs.push(Repair::LeasesPastTail {
+                    next_seq: l.get("next_seq").u64(),
+                    leased: l.get("leased").u64(),
+                    consumed: l.get("consumed").u64(),
+                });
+            }
             repairs.sort();
             Outcome::Ok { messages, repairs }
         }
@@ -1329,7 +1350,7 @@ fn the_independent_reader_and_the_crate_agree_on_every_file() {
 fn slot(generation: u64, head_offset: u64, head_seq: u64, leases: &[(u64, u32, u32)]) -> Vec<u8> {
     let mut v = vec![0u8; 64 + 16 * leases.len()];
     v[..8].copy_from_slice(b"ipcpqueu");
-    put_u32(&mut v, 8, 2);
+    put_u32(&mut v, 12, 2);
     put_u32(&mut v, 16, leases.len() as u32);
     put_u64(&mut v, 24, generation);
     put_u64(&mut v, 40, head_offset);

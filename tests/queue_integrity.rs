@@ -31,7 +31,7 @@ fn slot(
 ) -> Vec<u8> {
     let mut b = vec![0u8; 64 + 16 * leases.len()];
     b[0..8].copy_from_slice(b"ipcpqueu");
-    b[8..12].copy_from_slice(&version.to_le_bytes());
+    b[12..16].copy_from_slice(&version.to_le_bytes());
     b[16..20].copy_from_slice(&(leases.len() as u32).to_le_bytes());
     b[24..32].copy_from_slice(&generation.to_le_bytes());
     b[40..48].copy_from_slice(&head_offset.to_le_bytes());
@@ -42,9 +42,15 @@ fn slot(
         b[e + 8..e + 12].copy_from_slice(&holder.to_le_bytes());
         b[e + 12..e + 16].copy_from_slice(&state.to_le_bytes());
     }
-    let crc = crc32c::crc32c(&b[16..]);
-    b[12..16].copy_from_slice(&crc.to_le_bytes());
+    reseal(&mut b);
     b
+}
+
+/// Recomputes a slot's checksum (bytes 8..12, over 12 .. 64 + 16 * lease_count).
+fn reseal(b: &mut [u8]) {
+    let n = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c(&b[12..64 + 16 * n]);
+    b[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Record sizes, per the document: `(24 + len + 7) & !7`.
@@ -563,7 +569,8 @@ fn a_slot_of_another_version_refuses_the_file_without_falling_back() {
             let copy = dir.file(name);
             std::fs::copy(&path, &copy).unwrap();
             let mut s = read_at(&copy, at, 64);
-            s[8..12].copy_from_slice(&3u32.to_le_bytes());
+            s[12..16].copy_from_slice(&3u32.to_le_bytes());
+            reseal(&mut s);
             write_at(&copy, at, &s);
             let before = std::fs::read(&copy).unwrap();
             match FileQueue::open(&copy, QueueConfig::new()) {
@@ -576,6 +583,88 @@ fn a_slot_of_another_version_refuses_the_file_without_falling_back() {
             }
             assert_eq!(std::fs::read(&copy).unwrap(), before);
         }
+    })
+}
+
+#[test]
+fn a_flipped_version_bit_is_damage_to_one_slot_not_another_format() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("version-bit");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a", b"b"]).unwrap();
+        q.pop().unwrap(); // generation 2 in slot B
+        drop(q);
+        flip(&path, PAGE + 12); // B's version, 2 -> 18, checksum not recomputed
+        let q = open(&path);
+        assert!(matches!(
+            q.recoveries()[..],
+            [Recovery::HeaderFallback {
+                damaged: SlotName::B,
+                used_generation: 1,
+                ..
+            }]
+        ));
+        assert_eq!(q.len().unwrap(), 2);
+    })
+}
+
+#[test]
+fn lease_entries_past_the_end_of_the_records_are_dropped_and_reported() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("leases-past");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"m0", b"m1", b"m2", b"m3"]).unwrap();
+        drop(q);
+        // A newer header that leased message 1 and consumed 2 and 3 (a consumer saw them),
+        // over a file whose records 2 and 3 are gone (cut after m1).
+        write_at(
+            &path,
+            PAGE,
+            &slot(2, 5, DATA, 0, &[(1, 7, 1), (2, 0, 2), (3, 0, 2)]),
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(DATA + 2 * size(2))
+            .unwrap();
+        let q = open(&path);
+        assert_eq!(
+            q.recoveries(),
+            vec![Recovery::LeasesPastTail {
+                next_seq: 2,
+                leased: 0,
+                consumed: 2
+            }]
+        );
+        // New messages take sequence numbers 2 and 3 and are not taken for consumed ones.
+        q.push_batch(&[b"n2", b"n3"]).unwrap();
+        assert_eq!(q.len().unwrap(), 4);
+        assert_eq!(
+            q.pop_batch(10).unwrap(),
+            vec![
+                b"m0".to_vec(),
+                b"m1".to_vec(),
+                b"n2".to_vec(),
+                b"n3".to_vec()
+            ]
+        );
+        // A leased one past the end is a lost message, and said so.
+        let path = dir.file("q2");
+        let q = open(&path);
+        q.push(b"x").unwrap();
+        drop(q);
+        write_at(&path, PAGE, &slot(2, 5, DATA, 0, &[(1, 3, 1)]));
+        assert!(matches!(
+            open(&path).recoveries()[..],
+            [Recovery::LeasesPastTail {
+                next_seq: 1,
+                leased: 1,
+                consumed: 0
+            }]
+        ));
     })
 }
 
@@ -931,4 +1020,23 @@ fn space_is_reclaimed_exactly_past_the_threshold() {
     q.pop().unwrap(); // 64 consumed, 32 live
     assert_eq!(len(&path), DATA + 32);
     assert_eq!(q.pop().unwrap().as_deref(), Some(&b"cccccccc"[..]));
+}
+
+#[test]
+fn thousands_of_storage_queue_handles_keep_their_leases() {
+    common::within(LIMIT, move || {
+        // Holder ids in the file are 0..4096; a process that opens more handles than that
+        // must still write ids the format accepts.
+        let disk = SimDisk::new();
+        for i in 0..4200u32 {
+            let mut q = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+            q.push(&i.to_le_bytes()).unwrap();
+            let l = q.take().unwrap().unwrap();
+            q.ack(&l).unwrap();
+        }
+        assert!(StorageQueue::open(disk, QueueConfig::new())
+            .unwrap()
+            .recoveries()
+            .is_empty());
+    })
 }

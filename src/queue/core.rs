@@ -81,7 +81,6 @@ struct ScanEnd {
 type LostSlot = (u64, String);
 
 /// The queue over one storage.
-#[derive(Debug)]
 pub(crate) struct Core<S: Storage> {
     pub(crate) storage: S,
     max_len: usize,
@@ -101,6 +100,20 @@ pub(crate) struct Core<S: Storage> {
     buf: Vec<u8>,
     /// Reused for reading records (kept at least CHUNK long, so it is zeroed only once).
     read_buf: Vec<u8>,
+}
+
+impl<S: Storage + std::fmt::Debug> std::fmt::Debug for Core<S> {
+    // Not derived: the reusable buffers (64 KiB and more) would drown what matters.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("storage", &self.storage)
+            .field("max_len", &self.max_len)
+            .field("durability", &self.durability)
+            .field("state", &self.state)
+            .field("poisoned", &self.poisoned)
+            .field("recoveries", &self.recoveries)
+            .finish_non_exhaustive()
+    }
 }
 
 fn io(op: &'static str, e: std::io::Error) -> Error {
@@ -333,10 +346,7 @@ impl<S: Storage> Core<S> {
                 next_seq: end.tail_seq,
             });
         }
-        if let Some((damaged, reason)) = lost {
-            self.repair_slot(damaged, reason, end.head_proof)?;
-        }
-        Ok(())
+        self.repair(lost, end.head_proof)
     }
 
     /// Reads and decodes both slots: the current one, its index, and, if the other is
@@ -398,13 +408,29 @@ impl<S: Storage> Core<S> {
         })
     }
 
-    /// One header slot was unusable and the other is current: rewrite the lost one at
-    /// once (the next header write goes there anyway), moving the head as far as the
-    /// records prove consumers had got, and record what happened.
-    fn repair_slot(&mut self, damaged: u64, reason: String, proof: Option<u64>) -> Result<()> {
+    /// Rewrites the header if the file needs it, and records why:
+    /// - one slot was unusable (`lost`) and the other is current: the lost one is
+    ///   rewritten at once (the next header write goes there anyway), the head moved as far
+    ///   as the records prove consumers had got (`proof`);
+    /// - the header has lease entries for messages past the end of the records (a crash
+    ///   or damage took records the header had seen): they go, or the next messages pushed
+    ///   would take their sequence numbers and count as consumed or leased.
+    fn repair(&mut self, lost: Option<LostSlot>, proof: Option<u64>) -> Result<()> {
         let st = self.state()?;
+        let past = |l: &&Lease| l.seq >= st.tail_seq;
+        let leased_past = st
+            .slot
+            .leases
+            .iter()
+            .filter(past)
+            .filter(|l| l.state != LeaseState::Done)
+            .count() as u64;
+        let done_past = st.slot.leases.iter().filter(past).count() as u64 - leased_past;
+        if lost.is_none() && leased_past + done_past == 0 {
+            return Ok(());
+        }
         let fell_back_to = st.slot.head_seq;
-        let proven = proof.filter(|&p| p > fell_back_to && p <= st.tail_seq);
+        let proven = proof.filter(|&p| lost.is_some() && p > fell_back_to && p <= st.tail_seq);
         let mut slot = Slot {
             generation: st.slot.generation + 1,
             ..st.slot.clone()
@@ -420,16 +446,26 @@ impl<S: Storage> Core<S> {
             slot.head_seq = p;
             slot.leases.retain(|l| l.seq >= p);
         }
+        slot.leases.retain(|l| l.seq < st.tail_seq);
         let head_seq = slot.head_seq;
         self.write_slot(&st, slot)?;
-        self.record_recovery(Recovery::HeaderFallback {
-            damaged: slot_name(damaged),
-            reason,
-            used_generation: st.slot.generation,
-            proven_newer: proven.is_some(),
-            advanced: head_seq - fell_back_to,
-            may_repeat_at_most: st.tail_seq - head_seq,
-        });
+        if let Some((damaged, reason)) = lost {
+            self.record_recovery(Recovery::HeaderFallback {
+                damaged: slot_name(damaged),
+                reason,
+                used_generation: st.slot.generation,
+                proven_newer: proven.is_some(),
+                advanced: head_seq - fell_back_to,
+                may_repeat_at_most: st.tail_seq - head_seq,
+            });
+        }
+        if leased_past + done_past > 0 {
+            self.record_recovery(Recovery::LeasesPastTail {
+                next_seq: st.tail_seq,
+                leased: leased_past,
+                consumed: done_past,
+            });
+        }
         Ok(())
     }
 
@@ -582,7 +618,9 @@ impl<S: Storage> Core<S> {
             .iter()
             .filter(|l| l.state == LeaseState::Done)
             .count() as u64;
-        Ok(st.tail_seq - st.slot.head_seq - done)
+        // Entries past the tail were removed when the state was read, so this cannot
+        // underflow; saturate anyway rather than trust it.
+        Ok((st.tail_seq - st.slot.head_seq).saturating_sub(done))
     }
 
     /// Appends `msgs` as records in one write (and one fdatasync in sync mode).

@@ -38,6 +38,8 @@ pub(crate) const MAX_LEASES: usize = (PAGE as usize - SLOT_FIXED) / LEASE_LEN;
 pub(crate) const RECORD_HEADER: usize = 24;
 /// `head_gap` value meaning "the head was 2^32 - 1 or more messages behind".
 pub(crate) const GAP_UNKNOWN: u32 = u32::MAX;
+/// Lease holder ids are `0 .. HOLDERS`.
+pub(crate) const HOLDERS: u32 = 4096;
 
 /// What a lease entry says about one message between head and tail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +98,7 @@ impl Slot {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; SLOT_FIXED + LEASE_LEN * self.leases.len()];
         b[0..8].copy_from_slice(&MAGIC.to_le_bytes());
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&VERSION.to_le_bytes());
         b[16..20].copy_from_slice(&(self.leases.len() as u32).to_le_bytes());
         b[24..32].copy_from_slice(&self.generation.to_le_bytes());
         b[32..40].copy_from_slice(&self.epoch.to_le_bytes());
@@ -112,8 +114,8 @@ impl Slot {
             e[8..12].copy_from_slice(&holder.to_le_bytes());
             e[12..16].copy_from_slice(&state.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&b[16..]);
-        b[12..16].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&b[12..]);
+        b[8..12].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -129,34 +131,34 @@ impl Slot {
             }
             return invalid(format!("magic {:#018x}", u64_at(b, 0)));
         }
-        // The version is checked before the checksum: a slot of another version is laid
-        // out differently, and the file must be refused, not fallen back from.
-        let version = u32_at(b, 8);
-        if version != VERSION {
-            return Err(SlotError::Version(version));
-        }
         let count = u32_at(b, 16) as usize;
         if count > MAX_LEASES || SLOT_FIXED + count * LEASE_LEN > b.len() {
             return invalid(format!("{count} lease entries, at most {MAX_LEASES}"));
         }
-        let body = &b[16..SLOT_FIXED + count * LEASE_LEN];
-        let crc = crc32c::crc32c(body);
-        if u32_at(b, 12) != crc {
+        let crc = crc32c::crc32c(&b[12..SLOT_FIXED + count * LEASE_LEN]);
+        if u32_at(b, 8) != crc {
             return invalid(format!(
                 "checksum {:#010x}, contents hash to {crc:#010x}",
-                u32_at(b, 12)
+                u32_at(b, 8)
             ));
+        }
+        // The version is under the checksum, and checked after it: a damaged slot is
+        // damage (the other slot is used), an intact slot of another version is a file
+        // of another format (refused whole, never half-read or fallen back from).
+        let version = u32_at(b, 12);
+        if version != VERSION {
+            return Err(SlotError::Version(version));
         }
         let head_seq = u64_at(b, 48);
         let mut leases = Vec::with_capacity(count);
         for i in 0..count {
             let e = SLOT_FIXED + i * LEASE_LEN;
             let seq = u64_at(b, e);
-            let state = match u32_at(b, e + 12) {
-                1 => LeaseState::Leased {
-                    holder: u32_at(b, e + 8),
-                },
-                2 => LeaseState::Done,
+            let (holder, state) = (u32_at(b, e + 8), u32_at(b, e + 12));
+            let state = match state {
+                1 if holder < HOLDERS => LeaseState::Leased { holder },
+                2 if holder == 0 => LeaseState::Done,
+                1 | 2 => return invalid(format!("lease entry {i} names holder {holder}")),
                 other => return invalid(format!("lease entry {i} in unknown state {other}")),
             };
             if seq < head_seq || leases.last().is_some_and(|l: &Lease| l.seq >= seq) {
@@ -297,8 +299,8 @@ mod tests {
         let enc = s.encode();
         assert_eq!(enc.len(), SLOT_FIXED + 2 * LEASE_LEN);
         assert_eq!(Slot::decode(&enc), Ok(s));
-        // Every bit of the slot except the magic and version is under the checksum (and
-        // those two are checked first): flipping any bit makes the slot unusable.
+        // Every bit of the slot but the magic's is under the checksum (and the magic is
+        // checked first): flipping any bit makes the slot unusable, not of another version.
         for i in 0..enc.len() * 8 {
             let mut bad = enc.clone();
             bad[i / 8] ^= 1 << (i % 8);
@@ -311,21 +313,38 @@ mod tests {
 
     #[test]
     fn a_slot_of_another_version_is_a_version_error_not_damage() {
+        let reseal = |mut b: Vec<u8>| {
+            let crc = crc32c::crc32c(&b[12..]);
+            b[8..12].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
         let mut enc = slot().encode();
-        enc[8..12].copy_from_slice(&1u32.to_le_bytes());
+        enc[12..16].copy_from_slice(&1u32.to_le_bytes());
+        assert!(
+            matches!(Slot::decode(&enc), Err(SlotError::Invalid(_))),
+            "damage"
+        );
+        let enc = reseal(enc);
         assert_eq!(Slot::decode(&enc), Err(SlotError::Version(1)));
-        enc[8..12].copy_from_slice(&3u32.to_le_bytes());
-        assert_eq!(Slot::decode(&enc), Err(SlotError::Version(3)));
+        let mut enc = enc;
+        enc[12..16].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(
+            Slot::decode(&reseal(enc.clone())),
+            Err(SlotError::Version(3))
+        );
         // Without the magic, it is just not a slot.
         enc[0] ^= 1;
-        assert!(matches!(Slot::decode(&enc), Err(SlotError::Invalid(_))));
+        assert!(matches!(
+            Slot::decode(&reseal(enc)),
+            Err(SlotError::Invalid(_))
+        ));
     }
 
     #[test]
     fn slots_with_bad_fields_are_refused_even_with_a_good_checksum() {
         let reseal = |mut b: Vec<u8>| {
-            let crc = crc32c::crc32c(&b[16..]);
-            b[12..16].copy_from_slice(&crc.to_le_bytes());
+            let crc = crc32c::crc32c(&b[12..]);
+            b[8..12].copy_from_slice(&crc.to_le_bytes());
             b
         };
         let good = slot().encode();
@@ -346,6 +365,15 @@ mod tests {
         assert!(Slot::decode(&reseal(b)).is_err());
         let mut b = good.clone();
         b[64 + 12..64 + 16].copy_from_slice(&3u32.to_le_bytes()); // unknown state
+        assert!(Slot::decode(&reseal(b)).is_err());
+        let mut b = good.clone();
+        b[64 + 8..64 + 12].copy_from_slice(&HOLDERS.to_le_bytes()); // no such holder
+        assert!(Slot::decode(&reseal(b)).is_err());
+        let mut b = good.clone();
+        b[64 + 8..64 + 12].copy_from_slice(&(HOLDERS - 1).to_le_bytes()); // the last one
+        assert!(Slot::decode(&reseal(b)).is_ok());
+        let mut b = good.clone();
+        b[64 + 16 + 8..64 + 16 + 12].copy_from_slice(&1u32.to_le_bytes()); // done, held
         assert!(Slot::decode(&reseal(b)).is_err());
         let mut b = good.clone();
         b[16..20].copy_from_slice(&3u32.to_le_bytes()); // more entries than bytes

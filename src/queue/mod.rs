@@ -281,6 +281,18 @@ pub enum Recovery {
         /// the recovered head; the true number is what the lost operation consumed).
         may_repeat_at_most: u64,
     },
+    /// The header recorded leases on (or consumption of) messages past the end of the
+    /// records: a crash or damage took records that a consumer had already seen. The
+    /// entries were removed (else the next messages pushed would take their sequence
+    /// numbers and count as leased or consumed). Leased ones are messages lost.
+    LeasesPastTail {
+        /// The sequence number the next message gets.
+        next_seq: u64,
+        /// Entries of messages taken under a lease and never acknowledged: lost.
+        leased: u64,
+        /// Entries of messages already consumed.
+        consumed: u64,
+    },
     /// Bytes after the last valid record that were not records (the torn remains of a
     /// write that a crash cut short, whose push was never acknowledged; or, if the media
     /// damaged the last records of the last write, those records) were cut off.
@@ -886,7 +898,9 @@ impl<S: Storage> StorageQueue<S> {
         static NEXT_HOLDER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         let mut q = StorageQueue {
             core,
-            holder: NEXT_HOLDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            // Ids are 0..HOLDERS in the file; reusing one is harmless here (the leases
+            // recorded under it are given back just below).
+            holder: NEXT_HOLDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % HOLDERS,
         };
         q.core.refresh()?;
         // Leases recorded under this id belong to an earlier handle (ids restart with the
@@ -997,7 +1011,7 @@ impl Leased {
 /// end of a file), one byte per holder id.
 const HOLDER_BASE: i64 = 1 << 40;
 /// How many holder ids exist (concurrent taking handles per queue).
-const HOLDERS: u32 = 4096;
+const HOLDERS: u32 = format::HOLDERS;
 
 fn holder_flock(kind: i32, id: u32) -> nix::libc::flock {
     nix::libc::flock {

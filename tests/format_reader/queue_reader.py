@@ -136,18 +136,8 @@ def read_slot(data, name, base):
         if magic == b"\x00" * 8:
             return None, "slot %s: no magic (all-zero)" % name
         return None, "slot %s: bad magic %s" % (name, magic.hex())
-    # 2. version: refuse the whole file, never fall back to the other slot. Checked before
-    # the crc, as listed (gap G2: the version is not under the crc, so a flipped version
-    # bit refuses the file even when the other slot is fine).
-    (version,) = struct.unpack_from("<I", data, base + 8)
-    if version != VERSION:
-        raise Refused(
-            "unsupported_version",
-            "slot %s has the magic and version %d (this reader knows version %d)"
-            % (name, version, VERSION),
-        )
-    # 3. lease_count, extent in the file, crc, entries, head_offset.
-    (crc, lease_count) = struct.unpack_from("<II", data, base + 12)
+    # 2. lease_count, extent in the file, crc (over bytes 12 .. end: the version included).
+    (crc, version, lease_count) = struct.unpack_from("<III", data, base + 8)
     if lease_count > MAX_LEASES:
         return None, "slot %s: lease_count %d > %d" % (name, lease_count, MAX_LEASES)
     end = base + SLOT_FIXED + LEASE_ENTRY * lease_count
@@ -158,19 +148,27 @@ def read_slot(data, name, base):
             end,
             file_len,
         )
-    actual = crc32c(memoryview(data)[base + 16 : end])
+    actual = crc32c(memoryview(data)[base + 12 : end])
     if actual != crc:
         return None, "slot %s: crc %08x, computed %08x" % (name, crc, actual)
+    # 3. version: an intact slot of another version refuses the whole file, never falls
+    # back to the other slot.
+    if version != VERSION:
+        raise Refused(
+            "unsupported_version",
+            "slot %s has the magic and version %d (this reader knows version %d)"
+            % (name, version, VERSION),
+        )
     # The reserved fields (20, 56) are not checked: "readers ignore it".
     (generation, epoch, head_offset, head_seq) = struct.unpack_from("<QQQQ", data, base + 24)
     leases = []
     prev = None
     for i in range(lease_count):
         seq, holder, state = struct.unpack_from("<QII", data, base + SLOT_FIXED + LEASE_ENTRY * i)
-        # ASSUMPTION (gap G3): the holder is not checked (not 0 for state 2, not <= 4095 for
-        # state 1): step 3 lists only the state and the order of the entries.
         if state not in (1, 2):
             return None, "slot %s: lease entry %d has state %d" % (name, i, state)
+        if (state == 1 and holder > 4095) or (state == 2 and holder != 0):
+            return None, "slot %s: lease entry %d names holder %d" % (name, i, holder)
         if seq < head_seq:
             return None, "slot %s: lease entry %d seq %d below head_seq %d" % (
                 name,
@@ -261,7 +259,12 @@ def later_write(data, tail, s):
 
 def read_queue(data):
     file_len = len(data)
-    recovery = {"initialized": False, "torn_tail": None, "header_fallback": None}
+    recovery = {
+        "initialized": False,
+        "torn_tail": None,
+        "header_fallback": None,
+        "leases_past_tail": None,
+    }
     # FORMAT 3: "a file of 0 bytes is a new queue, and the first opener writes the initial
     # image into it". ASSUMPTION (gap G1): reported as an empty queue at seq 0 (the initial
     # image's contents) with "initialized"; the document names no Recovery for it.
@@ -372,8 +375,16 @@ def read_queue(data):
         fallback["lease_entries_dropped"] = dropped
         recovery["header_fallback"] = fallback
 
+    # Lease entries at or past the end of the records go (and are reported).
+    past = [e for e in leases if e[0] >= s]
+    if past:
+        recovery["leases_past_tail"] = {
+            "next_seq": s,
+            "leased": sum(1 for e in past if e[2] == 1),
+            "consumed": sum(1 for e in past if e[2] == 2),
+        }
+        leases = [e for e in leases if e[0] < s]
     consumed = {seq for seq, _holder, state in leases if state == 2}
-    # ASSUMPTION (gap G4): lease entries at or past the end of the records are ignored.
     messages = [payload.hex() for _o, seq, _g, payload in records if seq not in consumed]
     return {
         "status": "ok",
