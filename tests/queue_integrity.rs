@@ -1040,3 +1040,19 @@ fn thousands_of_storage_queue_handles_keep_their_leases() {
             .is_empty());
     })
 }
+
+#[test]
+fn a_handle_prints_its_state_without_its_buffers() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("debug");
+        let q = open(&dir.file("q"));
+        q.push(&[7u8; 100_000]).unwrap();
+        q.pop().unwrap();
+        let shown = format!("{q:?}");
+        assert!(
+            shown.contains("tail_seq: 1") && shown.contains("recoveries"),
+            "{shown}"
+        );
+        assert!(shown.len() < 2000, "{} bytes of Debug output", shown.len());
+    })
+}
