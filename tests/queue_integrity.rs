@@ -1056,3 +1056,80 @@ fn a_handle_prints_its_state_without_its_buffers() {
         assert!(shown.len() < 2000, "{} bytes of Debug output", shown.len());
     })
 }
+
+/// A record per docs/FORMAT.md section 3: `crc | len | seq | batch_index | head_gap |
+/// payload | pad`, the CRC-32C over everything after the CRC up to the end of the payload.
+fn record(seq: u64, batch_index: u32, head_gap: u32, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; size(payload.len()) as usize];
+    b[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    b[8..16].copy_from_slice(&seq.to_le_bytes());
+    b[16..20].copy_from_slice(&batch_index.to_le_bytes());
+    b[20..24].copy_from_slice(&head_gap.to_le_bytes());
+    b[24..24 + payload.len()].copy_from_slice(payload);
+    let crc = crc32c::crc32c(&b[4..24 + payload.len()]);
+    b[0..4].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// A valid-looking record after a torn one proves a later write only if the messages it
+/// skips could fit between them (each at least a header long): one numbered 100 just one
+/// record past the damage is stray bytes, so the damage is a torn tail, cut off.
+#[test]
+fn a_record_too_far_ahead_to_fit_proves_no_later_write() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("too-far");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push(b"message0").unwrap();
+        q.push(b"message1").unwrap();
+        drop(q);
+        let rec = size(8);
+        flip(&path, DATA + rec + 27);
+        write_at(&path, DATA + 2 * rec, &record(100, 0, 0, b"strayrec"));
+        let q = open(&path);
+        assert_eq!(
+            q.recoveries(),
+            vec![Recovery::TornTail {
+                offset: DATA + rec,
+                bytes: 2 * rec,
+                next_seq: 1
+            }]
+        );
+        assert_eq!(q.pop_batch(10).unwrap(), vec![b"message0".to_vec()]);
+        // The same record where the 99 messages between could lie is a later write.
+        let copy = dir.file("room");
+        let q = open(&copy);
+        q.push(b"message0").unwrap();
+        q.push(b"message1").unwrap();
+        drop(q);
+        flip(&copy, DATA + rec + 27);
+        write_at(&copy, DATA + rec + 99 * 24, &record(100, 0, 0, b"laterrec"));
+        corrupt(FileQueue::open(&copy, QueueConfig::new()));
+    })
+}
+
+/// A record replaced behind a handle's back (another writer ignoring the lock) by a valid
+/// record of another message is refused when the handle reaches it, never delivered.
+#[test]
+fn a_record_replaced_under_a_handle_is_refused_not_delivered() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("replaced");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push(b"message0").unwrap();
+        q.push(b"message1").unwrap();
+        let rec = size(8);
+        write_at(&path, DATA + rec, &record(7, 0, 0, b"imposter"));
+        // The pop that walks past it may refuse already (it reads ahead); either way the
+        // imposter never comes out, and the refusal names it.
+        let why = match q.pop() {
+            Ok(m) => {
+                assert_eq!(m.as_deref(), Some(&b"message0"[..]));
+                corrupt(q.pop())
+            }
+            Err(e) => corrupt(Err::<(), _>(e)),
+        };
+        assert!(why.contains("changed under the lock"), "{why}");
+        assert!(why.contains("message 7"), "{why}");
+    })
+}
