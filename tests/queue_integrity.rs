@@ -1020,6 +1020,20 @@ fn space_is_reclaimed_exactly_past_the_threshold() {
     q.pop().unwrap(); // 64 consumed, 32 live
     assert_eq!(len(&path), DATA + 32);
     assert_eq!(q.pop().unwrap().as_deref(), Some(&b"cccccccc"[..]));
+    // Short of twice: 96 consumed against 64 live stays (1.5x), though over the threshold.
+    let path = dir.file("one-and-a-half");
+    let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(0)).unwrap();
+    q.push_batch(&[
+        b"aaaaaaaa",
+        b"bbbbbbbb",
+        b"cccccccc",
+        b"dddddddd",
+        b"eeeeeeee",
+    ])
+    .unwrap();
+    q.pop_batch(3).unwrap(); // 96 consumed, 64 live
+    assert_eq!(len(&path), DATA + 160, "1.5x: no compaction");
+    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"dddddddd"[..]));
 }
 
 #[test]
