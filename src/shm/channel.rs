@@ -64,8 +64,7 @@ pub fn channel() -> Result<(RingSender, RingReceiver)> {
 /// Makes a ring with `config`.
 pub fn channel_with(config: RingConfig) -> Result<(RingSender, RingReceiver)> {
     let region = Region::create(config.capacity)?;
-    let memfd = nix::unistd::dup(region.memfd()).map_err(|e| Error::sys("dup", e))?;
-    set_cloexec(&memfd)?;
+    let memfd = dup_cloexec(region.memfd())?;
     let other = Region::attach(memfd)?;
     let (s_live, r_live) = liveness::pair()?;
     let prod = Producer::new(&region)?;
@@ -88,6 +87,18 @@ pub fn channel_with(config: RingConfig) -> Result<(RingSender, RingReceiver)> {
     ))
 }
 
+/// Duplicates `fd` with `FD_CLOEXEC` set atomically (`F_DUPFD_CLOEXEC`): a `dup` followed
+/// by setting the flag would leave a window in which another thread's `fork` + `exec` hands
+/// the ring's memory, read-write, to an unrelated program.
+fn dup_cloexec(fd: &OwnedFd) -> Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(0))
+        .map_err(|e| Error::sys("fcntl(F_DUPFD_CLOEXEC)", e))?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) just returned this new descriptor; nothing else in the
+    // process knows its number, so this OwnedFd is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Sets `FD_CLOEXEC` on a descriptor the crate did not create (adopted from the caller).
 fn set_cloexec(fd: &OwnedFd) -> Result<()> {
     nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
         .map_err(|e| Error::sys("fcntl(F_SETFD)", e))?;
@@ -186,7 +197,9 @@ fn inherit_fds(cmd: &mut Command, fds: [std::os::fd::BorrowedFd<'_>; 3]) -> Stri
     format!("{},{},{}", raw[0], raw[1], raw[2])
 }
 
-/// Parses `"memfd,own,peer"` and takes ownership of the descriptors.
+/// Parses `"memfd,own,peer"`, takes ownership of the descriptors and sets `FD_CLOEXEC` on
+/// them (they were inherited without it). Until then a concurrent `fork` + `exec` by
+/// another thread of the caller's would pass them on: that window is the caller's.
 ///
 /// # Safety
 /// The three numbers must be open descriptors that this process owns and nothing else uses.
@@ -362,7 +375,10 @@ impl RingSender {
         Ok(inherit_fds(cmd, end_fds(&self.region, &self.live)?))
     }
 
-    /// Rebuilds a sending end from the list [`RingSender::inherit_in`] returned.
+    /// Rebuilds a sending end from the list [`RingSender::inherit_in`] returned, setting
+    /// `FD_CLOEXEC` on the descriptors. They were inherited without it, so between the exec
+    /// and this call a `fork` + `exec` by another thread would pass them on too: call it
+    /// before starting threads that spawn programs (that window is the caller's).
     ///
     /// # Safety
     /// The descriptors named in `spec` must be open, owned by this process, and used by
@@ -500,7 +516,10 @@ impl RingReceiver {
         Ok(inherit_fds(cmd, end_fds(&self.region, &self.live)?))
     }
 
-    /// Rebuilds a receiving end from the list [`RingReceiver::inherit_in`] returned.
+    /// Rebuilds a receiving end from the list [`RingReceiver::inherit_in`] returned, setting
+    /// `FD_CLOEXEC` on the descriptors. They were inherited without it, so between the exec
+    /// and this call a `fork` + `exec` by another thread would pass them on too: call it
+    /// before starting threads that spawn programs (that window is the caller's).
     ///
     /// # Safety
     /// The descriptors named in `spec` must be open, owned by this process, and used by
