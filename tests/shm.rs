@@ -398,3 +398,38 @@ fn recv_many_takes_what_is_published_in_order_up_to_max() {
             .is_disconnected());
     })
 }
+
+/// The ring's memory is mode 0600 (memfds start at 0777) and, on kernels that know
+/// `MFD_NOEXEC_SEAL` (Linux 6.3 and later), sealed against ever being made executable
+/// (`F_SEAL_EXEC`), for both ends' descriptors.
+#[test]
+fn the_ring_memory_is_private_to_its_user_and_not_executable() {
+    common::within(LIMIT, move || {
+        use nix::fcntl::{fcntl, FcntlArg};
+        const F_SEAL_EXEC: i32 = 0x0020;
+        const MFD_NOEXEC_SEAL: u32 = 0x0008;
+        let (tx, rx) = shm::channel_with(small()).unwrap();
+        for fd in [tx.memory_fd(), rx.memory_fd()] {
+            let st = nix::sys::stat::fstat(fd).unwrap();
+            assert_eq!(st.st_mode & 0o7777, 0o600, "mode {:o}", st.st_mode);
+        }
+        // Does this kernel know the flag? Older ones refuse it with EINVAL.
+        let probe = nix::sys::memfd::memfd_create(
+            c"ipcprop-probe",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC
+                | nix::sys::memfd::MFdFlags::from_bits_retain(MFD_NOEXEC_SEAL),
+        );
+        if matches!(probe, Err(nix::errno::Errno::EINVAL)) {
+            eprintln!("this kernel has no MFD_NOEXEC_SEAL: the exec seal is not checked");
+            return;
+        }
+        drop(probe.unwrap());
+        for fd in [tx.memory_fd(), rx.memory_fd()] {
+            let seals = fcntl(fd, FcntlArg::F_GET_SEALS).unwrap();
+            assert_ne!(seals & F_SEAL_EXEC, 0, "seals {seals:#x}");
+            // And chmod cannot give it an exec bit back.
+            let err = nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(0o700));
+            assert_eq!(err, Err(nix::errno::Errno::EPERM));
+        }
+    })
+}

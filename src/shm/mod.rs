@@ -38,6 +38,9 @@
 //!   out-of-bounds access or an endless loop. Every access to shared memory is atomic
 //!   (except the payload accesses of trusted ends), so a peer writing at the same time is
 //!   no data race.
+//! - **Hardened memory**: the memfd is close-on-exec from its creation (and so is every
+//!   copy of it the crate makes), mode 0600, and not executable (`MFD_NOEXEC_SEAL`, on
+//!   kernels that have it: Linux 6.3 and later).
 //!
 //! ```
 //! use ipcprop::shm;

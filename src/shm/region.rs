@@ -23,6 +23,23 @@ use super::ring::Memory;
 use crate::error::{Error, Result};
 use crate::sync::{futex, AtomicU32, Ordering};
 
+/// `MFD_NOEXEC_SEAL` (Linux 6.3): the memfd is not executable, and sealed so (`F_SEAL_EXEC`).
+/// Not in nix's flags yet.
+const MFD_NOEXEC_SEAL: nix::libc::c_uint = 0x0008;
+
+/// Creates the ring's memfd: close-on-exec, sealable, and not executable where the kernel
+/// knows `MFD_NOEXEC_SEAL`; older kernels refuse the unknown flag with `EINVAL`, and get a
+/// memfd without it.
+fn create_memfd() -> Result<OwnedFd> {
+    let base = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    let noexec = base | MFdFlags::from_bits_retain(MFD_NOEXEC_SEAL);
+    match nix::sys::memfd::memfd_create(c"ipcprop-ring", noexec) {
+        Err(nix::errno::Errno::EINVAL) => nix::sys::memfd::memfd_create(c"ipcprop-ring", base),
+        other => other,
+    }
+    .map_err(|e| Error::sys("memfd_create", e))
+}
+
 /// A mapped ring region.
 #[derive(Debug)]
 pub(crate) struct Region {
@@ -46,11 +63,12 @@ impl Region {
                 "ring capacity {capacity} must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}"
             )));
         }
-        let fd = nix::sys::memfd::memfd_create(
-            c"ipcprop-ring",
-            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-        )
-        .map_err(|e| Error::sys("memfd_create", e))?;
+        let fd = create_memfd()?;
+        // memfds are created with mode 0777 (0666 with MFD_NOEXEC_SEAL); the ring is for
+        // this user's processes alone, and the mode is what a reopen of the memory through
+        // /proc/<pid>/fd/<n> is checked against.
+        nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| Error::sys("fchmod", e))?;
         let size = DATA_OFFSET + capacity;
         nix::unistd::ftruncate(&fd, size as i64).map_err(|e| Error::sys("ftruncate", e))?;
         nix::fcntl::fcntl(
