@@ -38,7 +38,7 @@ fn ring_with(trusted: bool) -> Result<(RingSender, RingReceiver)> {
 
 /// Our ring: `n` messages of `size` bytes to a child process; `batch == 1` uses `send` and
 /// `recv_with`, larger batches `send_batch` and `recv_many`. The time from the first send
-/// until the child has received the last and exited. `trusted`: see [`ring_with`].
+/// until the child has received the last and exited. `trusted`: both ends zero-copy.
 pub fn channel(n: u64, size: usize, batch: usize, trusted: bool) -> Result<Duration> {
     if batch <= 1 {
         one_way(ring_with(trusted)?, n, size, 1, recv_one)
@@ -172,8 +172,8 @@ pub fn crossbeam_threads(n: u64, size: usize) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// Ping-pong over two of our rings to an echoing child process (`trusted`: see
-/// [`ring_with`]).
+/// Ping-pong over two of our rings to an echoing child process (`trusted`: all four ends
+/// zero-copy).
 pub fn channel_pingpong(n: u64, size: usize, trusted: bool) -> Result<Vec<Duration>> {
     let (a_tx, a_rx) = ring_with(trusted)?;
     let (b_tx, b_rx) = ring_with(trusted)?;
