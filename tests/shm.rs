@@ -433,3 +433,130 @@ fn the_ring_memory_is_private_to_its_user_and_not_executable() {
         }
     })
 }
+
+/// Space freed by the receiver is usable to the last byte: a full ring with one record
+/// taken out takes exactly one more record of that size (the sender re-reads the
+/// receiver's index and finds precisely the room it needs), then is full again.
+#[test]
+fn freed_space_is_usable_to_the_last_byte() {
+    common::within(LIMIT, move || {
+        let (mut tx, mut rx) = shm::channel_with(small()).unwrap();
+        for round in 0..3u8 {
+            // 512-byte records: eight fill the 4 KiB ring exactly.
+            let mut sent = 0;
+            while tx.try_send(&[round; 504]).is_ok() {
+                sent += 1;
+            }
+            assert_eq!(sent, if round == 0 { 8 } else { 1 }, "round {round}");
+            assert_eq!(rx.try_recv().unwrap().len(), 504);
+            tx.try_send(&[round; 504])
+                .expect("the space of the record just received");
+            assert!(matches!(tx.try_send(&[round; 504]), Err(Error::Full)));
+            assert!(matches!(tx.try_send(&[]), Err(Error::Full)));
+            assert_eq!(rx.try_recv().unwrap().len(), 504);
+        }
+    })
+}
+
+/// How many times each wake-up is timed.
+const WAKES: usize = 25;
+
+/// The median of `WAKES` timings of `one`, which returns how long a sleeper took to wake.
+fn median(one: impl Fn() -> Duration) -> Duration {
+    let mut d: Vec<Duration> = (0..WAKES).map(|_| one()).collect();
+    d.sort();
+    d[WAKES / 2]
+}
+
+/// How late a sleeper may wake, at the median: a sleeper nobody wakes finds out by its
+/// own 20 ms timer, about 15 ms after the event in these tests.
+const PROMPT: Duration = Duration::from_millis(5);
+
+/// A full ring (eight 504-byte messages in 4 KiB).
+fn full() -> (shm::RingSender, shm::RingReceiver) {
+    let (mut tx, rx) = shm::channel_with(small()).unwrap();
+    for _ in 0..8 {
+        tx.try_send(&[1; 504]).unwrap();
+    }
+    (tx, rx)
+}
+
+/// Each side wakes the other when it has gone to sleep: a receiver waiting on an empty
+/// ring when a message is sent or the sender is dropped, a sender waiting on a full ring
+/// when a message is received or the receiver is dropped. Each is timed from the event
+/// (5 ms after the sleeper started waiting) to the sleeper's return; a missing wake-up
+/// shows as the sleeper's 20 ms timer.
+#[test]
+fn sleepers_are_woken_at_once_not_by_their_timer() {
+    common::within(LIMIT, move || {
+        let woken = |sleeper: std::thread::JoinHandle<Instant>, event: Instant| {
+            sleeper.join().unwrap().saturating_duration_since(event)
+        };
+        let on_send = median(|| {
+            let (mut tx, mut rx) = shm::channel_with(small()).unwrap();
+            let s = std::thread::spawn(move || {
+                rx.recv().unwrap();
+                Instant::now()
+            });
+            std::thread::sleep(Duration::from_millis(5));
+            let t = Instant::now();
+            tx.send(b"wake").unwrap();
+            woken(s, t)
+        });
+        let on_sender_drop = median(|| {
+            let (tx, mut rx) = shm::channel_with(small()).unwrap();
+            let s = std::thread::spawn(move || {
+                assert!(rx.recv().unwrap_err().is_disconnected());
+                Instant::now()
+            });
+            std::thread::sleep(Duration::from_millis(5));
+            let t = Instant::now();
+            drop(tx);
+            woken(s, t)
+        });
+        let on_recv = median(|| {
+            let (mut tx, mut rx) = full();
+            let s = std::thread::spawn(move || {
+                tx.send(&[2; 504]).unwrap();
+                Instant::now()
+            });
+            std::thread::sleep(Duration::from_millis(5));
+            let t = Instant::now();
+            rx.recv().unwrap();
+            let l = woken(s, t);
+            drop(rx);
+            l
+        });
+        let on_receiver_drop = median(|| {
+            let (mut tx, rx) = full();
+            let s = std::thread::spawn(move || {
+                assert!(tx.send(&[2; 504]).unwrap_err().is_disconnected());
+                Instant::now()
+            });
+            std::thread::sleep(Duration::from_millis(5));
+            let t = Instant::now();
+            drop(rx);
+            woken(s, t)
+        });
+        let all = [on_send, on_sender_drop, on_recv, on_receiver_drop];
+        assert!(
+            all.iter().all(|&d| d < PROMPT),
+            "median wake-ups (send, sender drop, receive, receiver drop): {all:?}"
+        );
+    })
+}
+
+/// A sender whose receiver is gone learns it within 1024 sends even while the ring never
+/// fills (a 256 KiB ring, 16-byte records), and the check is amortised: not one `poll`
+/// per send, so the first send after the receiver went still goes through.
+#[test]
+fn a_sender_learns_the_receiver_is_gone_within_1024_sends() {
+    common::within(LIMIT, move || {
+        let (mut tx, rx) = shm::channel().unwrap();
+        drop(rx);
+        tx.send(b"12345678")
+            .expect("no liveness check on the first send");
+        let err = (2..=1024).find_map(|_| tx.send(b"12345678").err());
+        assert!(err.expect("1024 sends and no error").is_disconnected());
+    })
+}

@@ -330,3 +330,218 @@ fn indices_off_a_record_boundary_are_corrupt_on_attach() {
         }
     })
 }
+
+/// Reads the receiver's index through the peer's mapping, as the sender would.
+fn head_of(map: &MmapRaw) -> u64 {
+    // SAFETY: HEAD is an 8-aligned offset inside the live mapping (page-aligned), and the
+    // ring only ever accesses that word atomically.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(map.as_mut_ptr().add(HEAD).cast()) }
+        .load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Hands both ends over a socket and returns the received copies (the originals dropped).
+fn reattach(tx: RingSender, rx: RingReceiver) -> Result<(RingSender, RingReceiver), Error> {
+    let (a, b) = UnixStream::pair().unwrap();
+    tx.send_over(&a).unwrap();
+    rx.send_over(&a).unwrap();
+    let tx2 = RingSender::receive_from(&b);
+    let rx2 = RingReceiver::receive_from(&b);
+    drop((tx, rx));
+    Ok((tx2?, rx2?))
+}
+
+/// Ends attached to a ring whose indices have gone round it many times (so head and tail
+/// are far above the capacity) pick up where the ring is: the published messages are
+/// received intact and in order, and it carries on. Also when the ring is exactly full.
+#[test]
+fn ends_attach_to_a_ring_that_has_carried_many_times_its_capacity() {
+    common::within(LIMIT, move || {
+        for pending in [0usize, 3, 8] {
+            let (mut tx, mut rx, map) = ring();
+            // 50 laps of the 4 KiB ring, in 504-byte messages (512-byte records).
+            for i in 0..400u32 {
+                let m = [i as u8; 504];
+                tx.send(&m).unwrap();
+                assert_eq!(rx.recv().unwrap(), m);
+            }
+            for i in 0..pending {
+                tx.send(&[i as u8 ^ 0x5a; 504]).unwrap();
+            }
+            if pending == 8 {
+                assert!(matches!(tx.try_send(b"x").unwrap_err(), Error::Full));
+            }
+            assert_eq!(head_of(&map), 400 * 512);
+            let (mut tx, mut rx) = reattach(tx, rx).unwrap();
+            for i in 0..pending {
+                assert_eq!(rx.try_recv().unwrap(), [i as u8 ^ 0x5a; 504], "pending {i}");
+            }
+            assert!(matches!(rx.try_recv().unwrap_err(), Error::Empty));
+            for i in 0..20u32 {
+                let m = vec![i as u8; 100 + i as usize * 50];
+                tx.send(&m).unwrap();
+                assert_eq!(rx.recv().unwrap(), m);
+            }
+            // The attached receiver frees what it reads: the sender's view of head moved.
+            assert!(head_of(&map) > (400 + pending as u64) * 512);
+        }
+    })
+}
+
+/// Indices out of range when an end attaches are `Corrupt` for either end: tail behind
+/// head, or more than a capacity ahead of it; a ring exactly full is fine (above).
+#[test]
+fn indices_out_of_range_are_corrupt_on_attach() {
+    common::within(LIMIT, move || {
+        let cap = CAP as u64;
+        for (head, tail) in [
+            (800, 8),
+            (8, 0),
+            (0, cap + 8),
+            (40 * cap, 41 * cap + 8),
+            (u64::MAX - 7, 0),
+        ] {
+            let (tx, rx, map) = ring();
+            poke(&map, HEAD, &head.to_le_bytes());
+            poke(&map, TAIL, &tail.to_le_bytes());
+            let (a, b) = UnixStream::pair().unwrap();
+            tx.send_over(&a).unwrap();
+            rx.send_over(&a).unwrap();
+            let what = corrupt(RingSender::receive_from(&b).unwrap_err());
+            assert!(what.contains("out of range"), "{head}, {tail}: {what}");
+            let what = corrupt(RingReceiver::receive_from(&b).unwrap_err());
+            assert!(what.contains("out of range"), "{head}, {tail}: {what}");
+        }
+        // Right at the limits: empty at a high index, and full.
+        for (head, tail) in [(40 * cap, 40 * cap), (40 * cap, 41 * cap)] {
+            let (tx, rx, map) = ring();
+            poke(&map, HEAD, &head.to_le_bytes());
+            poke(&map, TAIL, &tail.to_le_bytes());
+            assert!(reattach(tx, rx).is_ok(), "{head}, {tail}");
+        }
+    })
+}
+
+/// `recv_many` hands over at most `max` messages, each once, in order, and frees a large
+/// batch a quarter ring at a time (the sender sees head move while the batch is still
+/// being read); `max == 0` takes nothing and returns at once, even from an empty ring.
+#[test]
+fn recv_many_hands_over_at_most_max_and_frees_a_quarter_ring_at_a_time() {
+    use ipcprop::Wait;
+    common::within(LIMIT, move || {
+        let (mut tx, mut rx, map) = ring();
+        assert_eq!(
+            rx.recv_many(0, Wait::Forever, |_| panic!("max 0")).unwrap(),
+            0
+        );
+        for i in 0..8u8 {
+            tx.send(&[i; 504]).unwrap(); // 512-byte records: the ring is full
+        }
+        assert_eq!(
+            rx.recv_many(0, Wait::Forever, |_| panic!("max 0")).unwrap(),
+            0
+        );
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(3, Wait::Never, |m| got.push(m[0])).unwrap(), 3);
+        assert_eq!(got, [0, 1, 2]);
+        // The first message is freed on its own (it is taken as `recv` takes it), then a
+        // quarter ring (two records) at a time, then the rest at the end.
+        let mut seen = Vec::new();
+        let n = rx
+            .recv_many(100, Wait::Never, |m| seen.push((m[0], head_of(&map))))
+            .unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(
+            seen,
+            [(3, 1536), (4, 2048), (5, 2048), (6, 3072), (7, 3072)]
+        );
+        assert_eq!(head_of(&map), 4096);
+        assert!(matches!(
+            rx.recv_many(3, Wait::Never, |_| ()).unwrap_err(),
+            Error::Empty
+        ));
+    })
+}
+
+/// A padding record must be followed by a real record at offset 0: a second padding
+/// there is refused as a header that fails its check (padding never sits at offset 0),
+/// not taken for a record of 4 GiB.
+#[test]
+fn padding_after_padding_is_corrupt() {
+    common::within(LIMIT, move || {
+        let (mut tx, mut rx, map) = ring();
+        for _ in 0..7 {
+            tx.send(&[1; 504]).unwrap();
+            rx.recv().unwrap();
+        }
+        // 3584 bytes used: a 608-byte record does not fit the last 512, so the sender
+        // pads them and writes the record at offset 0.
+        tx.send(&[2; 600]).unwrap();
+        poke(&map, DATA, &u32::MAX.to_le_bytes());
+        poke(&map, DATA + 4, &0u32.to_le_bytes());
+        let what = corrupt(rx.try_recv().unwrap_err());
+        assert!(
+            what.contains("offset 0") && what.contains("check word"),
+            "{what}"
+        );
+    })
+}
+
+/// The receiver's sleep words (line 3 of the header): its waiting flag, and the futex word
+/// the sender bumps each time it publishes while that flag is set.
+const RX_WAITING: usize = 384;
+const RX_SEQ: usize = 388;
+
+fn rx_seq(map: &MmapRaw) -> u32 {
+    // SAFETY: RX_SEQ is a 4-aligned offset inside the live, page-aligned mapping, and the
+    // ring only ever accesses that word atomically.
+    unsafe { std::sync::atomic::AtomicU32::from_ptr(map.as_mut_ptr().add(RX_SEQ).cast()) }
+        .load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// A batch is published a quarter ring at a time (so a receiver starts on it while the
+/// rest is being written), and a single send is published at once. Counted by setting the
+/// receiver's waiting flag by hand, which makes every publication bump its futex word.
+#[test]
+fn a_batch_is_published_a_quarter_ring_at_a_time() {
+    common::within(LIMIT, move || {
+        let (mut tx, _rx, map) = ring();
+        poke(&map, RX_WAITING, &1u32.to_le_bytes());
+        let before = rx_seq(&map);
+        // Eight 512-byte records: 1024 bytes (a quarter of 4 KiB) every two.
+        let msgs = [[7u8; 504]; 8];
+        let refs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+        tx.send_batch(&refs).unwrap();
+        assert_eq!(
+            rx_seq(&map) - before,
+            4,
+            "publications of an 8-record batch"
+        );
+        let (mut tx, mut rx, map) = ring();
+        poke(&map, RX_WAITING, &1u32.to_le_bytes());
+        let before = rx_seq(&map);
+        for i in 0..3 {
+            tx.send(&[i; 100]).unwrap();
+        }
+        assert_eq!(rx_seq(&map) - before, 3, "publications of three sends");
+        assert_eq!(rx.try_recv().unwrap(), [0; 100]);
+    })
+}
+
+/// The sender reads the receiver's index only when its last view of it leaves too little
+/// room (so it does not pull the receiver's cache line on every send): with room for
+/// exactly the next record by that view, a garbage head goes unnoticed; the send after,
+/// which needs a fresh view, finds it and reports it.
+#[test]
+fn the_sender_reads_head_only_when_short_of_room() {
+    common::within(LIMIT, move || {
+        let (mut tx, _rx, map) = ring();
+        for _ in 0..7 {
+            tx.try_send(&[1; 504]).unwrap();
+        }
+        poke(&map, HEAD, &999_999u64.to_le_bytes());
+        tx.try_send(&[2; 504])
+            .expect("room for exactly this record by the head read before");
+        let what = corrupt(tx.try_send(&[3; 504]).unwrap_err());
+        assert!(what.contains("head 999999"), "{what}");
+    })
+}
