@@ -74,14 +74,14 @@ pub fn channel_with(config: RingConfig) -> Result<(RingSender, RingReceiver)> {
             region,
             prod,
             live: s_live,
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             trusted: false,
         },
         RingReceiver {
             region: other,
             cons,
             live: r_live,
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             trusted: false,
         },
     ))
@@ -238,9 +238,20 @@ pub struct RingSender {
     prod: Producer,
     live: Liveness,
     /// The private buffer `send_with` lends (unless trusted).
-    scratch: Vec<u8>,
+    scratch: Scratch,
     /// Set by [`RingSender::trust_peer`]: lend the ring's memory itself.
     trusted: bool,
+}
+
+/// An end's private buffer for payloads. Its `Debug` shows its size, not its bytes (it
+/// holds up to a maximum-size message).
+#[derive(Default)]
+struct Scratch(Vec<u8>);
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scratch({} bytes)", self.0.len())
+    }
 }
 
 /// Runs `$call` with `$mem` bound to the ring's memory as this end sees it: copying
@@ -251,7 +262,7 @@ macro_rules! with_memory {
             let $mem = &$end.region;
             $call
         } else {
-            let $mem = &Copying::new(&$end.region, &mut $end.scratch);
+            let $mem = &Copying::new(&$end.region, &mut $end.scratch.0);
             $call
         }
     };
@@ -268,7 +279,7 @@ impl RingSender {
             region,
             prod,
             live: Liveness::sender(own, peer),
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             trusted: false,
         })
     }
@@ -352,7 +363,7 @@ impl RingSender {
     /// data. Without this call (the default) the end is sound whatever the peer writes.
     pub unsafe fn trust_peer(mut self) -> RingSender {
         self.trusted = true;
-        self.scratch = Vec::new();
+        self.scratch = Scratch::default();
         self
     }
 
@@ -424,7 +435,7 @@ pub struct RingReceiver {
     cons: Consumer,
     live: Liveness,
     /// The private buffer each message is copied into (unless trusted).
-    scratch: Vec<u8>,
+    scratch: Scratch,
     /// Set by [`RingReceiver::trust_peer`]: lend messages in place.
     trusted: bool,
 }
@@ -437,7 +448,7 @@ impl RingReceiver {
             region,
             cons,
             live: Liveness::receiver(own, peer),
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             trusted: false,
         })
     }
@@ -494,7 +505,7 @@ impl RingReceiver {
     /// message out with atomic loads first.
     pub unsafe fn trust_peer(mut self) -> RingReceiver {
         self.trusted = true;
-        self.scratch = Vec::new();
+        self.scratch = Scratch::default();
         self
     }
 
@@ -586,6 +597,17 @@ mod tests {
         })
         .unwrap();
         inside
+    }
+
+    #[test]
+    fn debug_output_leaves_out_the_private_buffers() {
+        let (mut tx, mut rx) = channel_with(RingConfig::new().capacity(8192)).unwrap();
+        tx.send_with(4000, |b| b.fill(0xab)).unwrap();
+        assert_eq!(rx.recv().unwrap(), vec![0xab; 4000]);
+        for dbg in [format!("{tx:?}"), format!("{rx:?}")] {
+            assert!(dbg.contains("Scratch(4000 bytes)"), "{dbg}");
+            assert!(dbg.len() < 2000, "{} bytes of Debug output", dbg.len());
+        }
     }
 
     #[test]
