@@ -185,13 +185,19 @@ impl Region {
     /// of the last word past `src` are stored as zero (they are the record's padding).
     pub(crate) fn store(&self, off: usize, src: &[u8]) {
         let words = self.words(off, src.len().div_ceil(8));
-        let mut chunks = src.chunks_exact(8);
-        for (w, c) in words.iter().zip(&mut chunks) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+        let whole = src.len() / 8;
+        let from = src.as_ptr();
+        for (i, w) in words[..whole].iter().enumerate() {
+            // SAFETY: i < src.len() / 8, so bytes 8i..8i+8 lie in `src`, which is this
+            // process's own memory (a caller's slice or an end's private buffer, never the
+            // mapping), borrowed shared for this call; read_unaligned needs no alignment,
+            // and any 8 bytes are a valid u64.
+            w.store(
+                unsafe { from.add(i * 8).cast::<u64>().read_unaligned() },
+                Ordering::Relaxed,
+            );
         }
-        let rest = chunks.remainder();
+        let rest = &src[whole * 8..];
         if let (Some(w), false) = (words.last(), rest.is_empty()) {
             let mut b = [0u8; 8];
             b[..rest.len()].copy_from_slice(rest);
@@ -206,8 +212,16 @@ impl Region {
         if buf.len() < words.len() * 8 {
             buf.resize(words.len() * 8, 0);
         }
-        for (w, b) in words.iter().zip(buf.chunks_exact_mut(8)) {
-            b.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+        let dst = buf.as_mut_ptr();
+        for (i, w) in words.iter().enumerate() {
+            // SAFETY: `buf` is a private Vec we hold `&mut`, at least words.len() * 8 bytes
+            // long (grown above), so bytes 8i..8i+8 are in it and nothing else accesses
+            // them; write_unaligned needs no alignment.
+            unsafe {
+                dst.add(i * 8)
+                    .cast::<u64>()
+                    .write_unaligned(w.load(Ordering::Relaxed))
+            };
         }
     }
 
