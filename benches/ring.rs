@@ -1,7 +1,8 @@
 //! The shared-memory ring between two processes against `rtrb` and `crossbeam-channel`
 //! between two threads, and against a bare shared-memory spin ping-pong (the floor), at 0,
 //! 64, 4096 and 65536 bytes: throughput (one `send`/receive per message, and batches of 64:
-//! `send_batch`/`recv_many`) and ping-pong round trips (DESIGN section 7). The workloads
+//! `send_batch`/`recv_many`; the default ends, which copy each payload, and trusted zero-copy
+//! ends) and ping-pong round trips (DESIGN section 7). The workloads
 //! are `ipcprop::bench::ring`, the same as `ipcprop bench`. After the criterion groups: the
 //! ratio table with p50/p99, and how fast a sleeping receiver notices its sender's SIGKILL.
 //!
@@ -21,10 +22,13 @@ fn throughput(c: &mut Criterion) {
     for size in SIZES {
         let mut g = common::throughput(c, "ring", size);
         g.bench_function("ipcprop_send", |b| {
-            b.iter_custom(|n| ring::channel(n, size, 1).unwrap())
+            b.iter_custom(|n| ring::channel(n, size, 1, false).unwrap())
+        });
+        g.bench_function("ipcprop_send_trusted", |b| {
+            b.iter_custom(|n| ring::channel(n, size, 1, true).unwrap())
         });
         g.bench_function("ipcprop_batch64", |b| {
-            b.iter_custom(|n| ring::channel(n, size, BATCH).unwrap())
+            b.iter_custom(|n| ring::channel(n, size, BATCH, false).unwrap())
         });
         g.bench_function("rtrb_threads", |b| {
             b.iter_custom(|n| ring::rtrb_threads(n, size).unwrap())
@@ -40,7 +44,10 @@ fn latency(c: &mut Criterion) {
     for size in SIZES {
         let mut g = common::latency(c, "ring", size);
         g.bench_function("ipcprop", |b| {
-            b.iter_custom(|n| common::total(ring::channel_pingpong(n, size)))
+            b.iter_custom(|n| common::total(ring::channel_pingpong(n, size, false)))
+        });
+        g.bench_function("ipcprop_trusted", |b| {
+            b.iter_custom(|n| common::total(ring::channel_pingpong(n, size, true)))
         });
         g.bench_function("bare_shm_spin", |b| {
             b.iter_custom(|n| common::total(ring::spin_pingpong(n, size)))

@@ -25,11 +25,17 @@ fn small_ring() -> RingTransport {
     }
 }
 
+/// Every test here (every proptest case) fails, rather than hangs, past this.
+const LIMIT: Duration = Duration::from_secs(60);
+
 fn assert_passes(plan: &Plan) -> Result<(), TestCaseError> {
-    let outcome = run_case(&small_ring(), plan, &RunConfig::default())
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert!(outcome.passed(), "{}", outcome.report());
-    Ok(())
+    let plan = plan.clone();
+    common::within(LIMIT, move || {
+        let outcome = run_case(&small_ring(), &plan, &RunConfig::default())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(outcome.passed(), "{}", outcome.report());
+        Ok(())
+    })
 }
 
 proptest! {
@@ -75,17 +81,19 @@ proptest! {
 
 #[test]
 fn every_boundary_size_round_trips() {
-    let caps = small_ring().capabilities();
-    // Each size four times in a row: the ring wraps at every alignment these sizes reach.
-    let sizes: Vec<usize> = caps.boundary_sizes.iter().flat_map(|&s| [s; 4]).collect();
-    assert!(caps.boundary_sizes.contains(&2040) && caps.boundary_sizes.contains(&1016));
-    let outcome = run_case(
-        &small_ring(),
-        &Plan::simple(9, sizes),
-        &RunConfig::default(),
-    )
-    .unwrap();
-    assert!(outcome.passed(), "{}", outcome.report());
+    common::within(LIMIT, move || {
+        let caps = small_ring().capabilities();
+        // Each size four times in a row: the ring wraps at every alignment these sizes reach.
+        let sizes: Vec<usize> = caps.boundary_sizes.iter().flat_map(|&s| [s; 4]).collect();
+        assert!(caps.boundary_sizes.contains(&2040) && caps.boundary_sizes.contains(&1016));
+        let outcome = run_case(
+            &small_ring(),
+            &Plan::simple(9, sizes),
+            &RunConfig::default(),
+        )
+        .unwrap();
+        assert!(outcome.passed(), "{}", outcome.report());
+    })
 }
 
 proptest! {
@@ -99,50 +107,53 @@ proptest! {
         scribbles in proptest::collection::vec((0usize..8192, proptest::collection::vec(any::<u8>(), 1..16)), 1..20),
         sizes in proptest::collection::vec(0usize..2041, 1..60),
     ) {
-        let (tx, rx) = shm::channel_with(RingConfig::new().capacity(4096)).unwrap();
-        let map = memmap2::MmapOptions::new().len(8192).map_raw(&tx.memory_fd()).unwrap();
-        let (mut tx, mut rx) = (Some(tx), Some(rx));
-        let mut group = ChildGroup::new();
-        group.spawn("sender", |_| {
-            drop(rx.take());
-            let tx = tx.as_mut().ok_or("no sender")?;
-            for &s in &sizes {
-                match tx.send_timeout(&vec![0xab; s], Duration::from_millis(50)) {
-                    Ok(()) | Err(Error::Timeout(_)) => {}
-                    Err(_) => break, // Corrupt or Disconnected: stop, as a real sender would
+        common::within(LIMIT, move || -> Result<(), TestCaseError> {
+            let (tx, rx) = shm::channel_with(RingConfig::new().capacity(4096)).unwrap();
+            let map = memmap2::MmapOptions::new().len(8192).map_raw(&tx.memory_fd()).unwrap();
+            let (mut tx, mut rx) = (Some(tx), Some(rx));
+            let mut group = ChildGroup::new();
+            group.spawn("sender", |_| {
+                drop(rx.take());
+                let tx = tx.as_mut().ok_or("no sender")?;
+                for &s in &sizes {
+                    match tx.send_timeout(&vec![0xab; s], Duration::from_millis(50)) {
+                        Ok(()) | Err(Error::Timeout(_)) => {}
+                        Err(_) => break, // Corrupt or Disconnected: stop, as a real sender would
+                    }
                 }
-            }
-            Ok(())
-        }).unwrap();
-        group.spawn("scribbler", |_| {
+                Ok(())
+            }).unwrap();
+            group.spawn("scribbler", |_| {
+                drop(tx.take());
+                drop(rx.take());
+                for (off, bytes) in &scribbles {
+                    let off = (*off).min(8192 - bytes.len());
+                    // SAFETY: in bounds of a live shared mapping; being a hostile peer is the point.
+                    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(off), bytes.len()) };
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Ok(())
+            }).unwrap();
             drop(tx.take());
-            drop(rx.take());
-            for (off, bytes) in &scribbles {
-                let off = (*off).min(8192 - bytes.len());
-                // SAFETY: in bounds of a live shared mapping; being a hostile peer is the point.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(off), bytes.len()) };
-                std::thread::sleep(Duration::from_micros(200));
+            let mut rx = rx.take().unwrap();
+            let mut outcome = None;
+            for _ in 0..10_000 {
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(m) => prop_assert!(m.len() <= 2040),
+                    Err(e @ (Error::Disconnected | Error::Corrupt(_) | Error::Timeout(_))) => {
+                        outcome = Some(e);
+                        break;
+                    }
+                    Err(e) => prop_assert!(false, "unexpected error {e:?}"),
+                }
+            }
+            prop_assert!(outcome.is_some(), "the receiver never ended");
+            drop(rx); // the sender then learns it is gone, rather than time out message by message
+            let reports = group.wait(Duration::from_secs(20));
+            for r in reports {
+                prop_assert_eq!(r.end, ChildEnd::Returned, "{}", r.name);
             }
             Ok(())
-        }).unwrap();
-        drop(tx.take());
-        let mut rx = rx.take().unwrap();
-        let mut outcome = None;
-        for _ in 0..10_000 {
-            match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(m) => prop_assert!(m.len() <= 2040),
-                Err(e @ (Error::Disconnected | Error::Corrupt(_) | Error::Timeout(_))) => {
-                    outcome = Some(e);
-                    break;
-                }
-                Err(e) => prop_assert!(false, "unexpected error {e:?}"),
-            }
-        }
-        prop_assert!(outcome.is_some(), "the receiver never ended");
-        drop(rx); // the sender then learns it is gone, rather than time out message by message
-        let reports = group.wait(Duration::from_secs(20));
-        for r in reports {
-            prop_assert_eq!(r.end, ChildEnd::Returned, "{}", r.name);
-        }
+        })?;
     }
 }

@@ -102,11 +102,12 @@ impl Row {
     }
 
     /// The three figures the table shows: msgs/s and bytes/s (throughput) or p50 and p99
-    /// (latency), and the ratio ("baseline" for a row others are compared with).
+    /// (latency), and the ratio ("baseline" for a row others are compared with that is
+    /// compared with nothing itself).
     pub fn cells(&self) -> [String; 3] {
         let ratio = match (self.is_baseline, self.ratio) {
-            (true, _) => "baseline".to_string(),
-            (false, Some(x)) => format!("{x:.2}x"),
+            (_, Some(x)) => format!("{x:.2}x"),
+            (true, None) => "baseline".to_string(),
             (false, None) => "-".to_string(),
         };
         match self.latency {

@@ -82,6 +82,8 @@ mod names {
     pub const CROSSBEAM: &str = "crossbeam (threads)";
     pub const RING_SEND: &str = "ipcprop ring send";
     pub const RING_BATCH: &str = "ipcprop ring batch 64";
+    pub const RING_SEND_TRUSTED: &str = "ipcprop ring send, trusted (zero-copy)";
+    pub const RING_TRUSTED: &str = "ipcprop ring, trusted (zero-copy)";
     pub const SPIN: &str = "bare shm spin";
     pub const RING: &str = "ipcprop ring";
     pub const QF: &str = "queue-file";
@@ -181,12 +183,17 @@ fn specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                         (
                             RING_SEND,
                             b(RTRB),
-                            Box::new(move |n| ring::channel(n, s, 1)),
+                            Box::new(move |n| ring::channel(n, s, 1, false)),
+                        ),
+                        (
+                            RING_SEND_TRUSTED,
+                            b(RING_SEND),
+                            Box::new(move |n| ring::channel(n, s, 1, true)),
                         ),
                         (
                             RING_BATCH,
                             b(RTRB),
-                            Box::new(move |n| ring::channel(n, s, BATCH)),
+                            Box::new(move |n| ring::channel(n, s, BATCH, false)),
                         ),
                         (
                             CROSSBEAM,
@@ -299,7 +306,12 @@ fn specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                         (
                             RING,
                             b(SPIN),
-                            Box::new(move |n| ring::channel_pingpong(n, s)),
+                            Box::new(move |n| ring::channel_pingpong(n, s, false)),
+                        ),
+                        (
+                            RING_TRUSTED,
+                            b(RING),
+                            Box::new(move |n| ring::channel_pingpong(n, s, true)),
                         ),
                         (RTRB, b(SPIN), Box::new(move |n| ring::rtrb_pingpong(n, s))),
                         (

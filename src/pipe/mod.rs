@@ -227,7 +227,9 @@ fn check_sigpipe_promise(config: &PipeConfig) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `fd` is a pipe (or FIFO) and sets `FD_CLOEXEC` on it again.
+/// Checks that `fd` is a pipe (or FIFO) and sets `FD_CLOEXEC` on it again. The descriptor
+/// is the caller's: whatever happened to it before this call (an exec by another thread
+/// while it lacked the flag) is outside the crate's reach.
 fn adopt(fd: &OwnedFd) -> Result<()> {
     let st = nix::sys::stat::fstat(fd).map_err(|e| Error::sys("fstat", e))?;
     if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFIFO {
@@ -310,6 +312,9 @@ pub struct PipeSender<I: PipeIo = OwnedFd> {
 impl PipeSender<OwnedFd> {
     /// Rebuilds a sending end from a descriptor, typically one inherited across exec (see
     /// [`PipeSender::inherit_in`]). Fails if `fd` is not a pipe; sets `FD_CLOEXEC` on it.
+    /// The descriptor was created (or inherited) by the caller: if it lacked `FD_CLOEXEC`,
+    /// a `fork` + `exec` by another thread before this call passes it on, and that window
+    /// is the caller's (adopt inherited descriptors before starting such threads).
     pub fn from_fd(fd: OwnedFd, config: PipeConfig) -> Result<Self> {
         adopt(&fd)?;
         check_sigpipe_promise(&config)?;
@@ -550,6 +555,9 @@ pub struct PipeReceiver<I: PipeIo = OwnedFd> {
 impl PipeReceiver<OwnedFd> {
     /// Rebuilds a receiving end from a descriptor, typically one inherited across exec (see
     /// [`PipeReceiver::inherit_in`]). Fails if `fd` is not a pipe; sets `FD_CLOEXEC` on it.
+    /// The descriptor was created (or inherited) by the caller: if it lacked `FD_CLOEXEC`,
+    /// a `fork` + `exec` by another thread before this call passes it on, and that window
+    /// is the caller's (adopt inherited descriptors before starting such threads).
     pub fn from_fd(fd: OwnedFd, config: PipeConfig) -> Result<Self> {
         adopt(&fd)?;
         Ok(Self::with_io(fd, config))

@@ -12,7 +12,7 @@ use nix::fcntl::{FcntlArg, FdFlag};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags};
 
 use super::layout::{self, MIN_CAPACITY};
-use super::region::Region;
+use super::region::{Copying, Region};
 use super::ring::{Consumer, Memory, Producer};
 use crate::error::{Error, Result};
 use crate::liveness::{self, Liveness};
@@ -64,8 +64,7 @@ pub fn channel() -> Result<(RingSender, RingReceiver)> {
 /// Makes a ring with `config`.
 pub fn channel_with(config: RingConfig) -> Result<(RingSender, RingReceiver)> {
     let region = Region::create(config.capacity)?;
-    let memfd = nix::unistd::dup(region.memfd()).map_err(|e| Error::sys("dup", e))?;
-    set_cloexec(&memfd)?;
+    let memfd = dup_cloexec(region.memfd())?;
     let other = Region::attach(memfd)?;
     let (s_live, r_live) = liveness::pair()?;
     let prod = Producer::new(&region)?;
@@ -75,15 +74,31 @@ pub fn channel_with(config: RingConfig) -> Result<(RingSender, RingReceiver)> {
             region,
             prod,
             live: s_live,
+            scratch: Scratch::default(),
+            trusted: false,
         },
         RingReceiver {
             region: other,
             cons,
             live: r_live,
+            scratch: Scratch::default(),
+            trusted: false,
         },
     ))
 }
 
+/// Duplicates `fd` with `FD_CLOEXEC` set atomically (`F_DUPFD_CLOEXEC`): a `dup` followed
+/// by setting the flag would leave a window in which another thread's `fork` + `exec` hands
+/// the ring's memory, read-write, to an unrelated program.
+fn dup_cloexec(fd: &OwnedFd) -> Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(0))
+        .map_err(|e| Error::sys("fcntl(F_DUPFD_CLOEXEC)", e))?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) just returned this new descriptor; nothing else in the
+    // process knows its number, so this OwnedFd is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Sets `FD_CLOEXEC` on a descriptor the crate did not create (adopted from the caller).
 fn set_cloexec(fd: &OwnedFd) -> Result<()> {
     nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
         .map_err(|e| Error::sys("fcntl(F_SETFD)", e))?;
@@ -182,7 +197,9 @@ fn inherit_fds(cmd: &mut Command, fds: [std::os::fd::BorrowedFd<'_>; 3]) -> Stri
     format!("{},{},{}", raw[0], raw[1], raw[2])
 }
 
-/// Parses `"memfd,own,peer"` and takes ownership of the descriptors.
+/// Parses `"memfd,own,peer"`, takes ownership of the descriptors and sets `FD_CLOEXEC` on
+/// them (they were inherited without it). Until then a concurrent `fork` + `exec` by
+/// another thread of the caller's would pass them on: that window is the caller's.
 ///
 /// # Safety
 /// The three numbers must be open descriptors that this process owns and nothing else uses.
@@ -220,6 +237,35 @@ pub struct RingSender {
     region: Region,
     prod: Producer,
     live: Liveness,
+    /// The private buffer `send_with` lends (unless trusted).
+    scratch: Scratch,
+    /// Set by [`RingSender::trust_peer`]: lend the ring's memory itself.
+    trusted: bool,
+}
+
+/// An end's private buffer for payloads. Its `Debug` shows its size, not its bytes (it
+/// holds up to a maximum-size message).
+#[derive(Default)]
+struct Scratch(Vec<u8>);
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scratch({} bytes)", self.0.len())
+    }
+}
+
+/// Runs `$call` with `$mem` bound to the ring's memory as this end sees it: copying
+/// through the private buffer (the default), or the region itself (trusted).
+macro_rules! with_memory {
+    ($end:expr, |$mem:ident| $call:expr) => {
+        if $end.trusted {
+            let $mem = &$end.region;
+            $call
+        } else {
+            let $mem = &Copying::new(&$end.region, &mut $end.scratch.0);
+            $call
+        }
+    };
 }
 
 const SENDER_TAG: u8 = b'S';
@@ -233,6 +279,8 @@ impl RingSender {
             region,
             prod,
             live: Liveness::sender(own, peer),
+            scratch: Scratch::default(),
+            trusted: false,
         })
     }
 
@@ -266,36 +314,57 @@ impl RingSender {
     }
 
     fn send_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
-        let RingSender { region, prod, live } = self;
-        prod.send(
-            region,
-            live,
+        let fill = &mut |_: usize, buf: &mut [u8]| buf.copy_from_slice(msg);
+        with_memory!(self, |mem| self.prod.send(
+            mem,
+            &self.live,
             &[msg.len()],
-            &mut |_, buf| buf.copy_from_slice(msg),
+            fill,
             deadline,
-            false,
-        )
+            false
+        ))
         .map(drop)
     }
 
-    /// Reserves `len` bytes in the ring, lends them to `fill` to write the message in place
-    /// (no copy), then publishes it. Blocks while the ring is full.
+    /// Reserves `len` bytes in the ring, lends `len` bytes to `fill` to write the message,
+    /// then publishes it. Blocks while the ring is full. By default the bytes lent are a
+    /// private buffer, copied into the ring after `fill` returns (with atomic stores); after
+    /// [`RingSender::trust_peer`] they are the reserved bytes of the ring itself (no copy).
+    /// Either way their content on entry is unspecified: write all `len` of them.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
-        let RingSender { region, prod, live } = self;
         let mut fill = Some(fill);
-        prod.send(
-            region,
-            live,
+        let fill = &mut |_: usize, buf: &mut [u8]| {
+            if let Some(f) = fill.take() {
+                f(buf)
+            }
+        };
+        with_memory!(self, |mem| self.prod.send(
+            mem,
+            &self.live,
             &[len],
-            &mut |_, buf| {
-                if let Some(f) = fill.take() {
-                    f(buf)
-                }
-            },
+            fill,
             None,
-            false,
-        )
+            false
+        ))
         .map(drop)
+    }
+
+    /// Zero-copy sending: [`send_with`](RingSender::send_with) lends the ring's own memory
+    /// instead of a private buffer, and `send` and `send_batch` copy into it with plain
+    /// writes rather than atomic word stores.
+    ///
+    /// # Safety
+    /// The caller promises that, while this end exists, no process (the peer included)
+    /// reads or writes the ring's data bytes outside the protocol: the receiver reads a
+    /// record only after it is published and frees it before the space is reused, and
+    /// nobody else touches the memory. A peer that breaks this (a bug, or a hostile or
+    /// compromised process holding the memory descriptor) then races with the plain
+    /// accesses of this process, which is undefined behaviour in it, not merely wrong
+    /// data. Without this call (the default) the end is sound whatever the peer writes.
+    pub unsafe fn trust_peer(mut self) -> RingSender {
+        self.trusted = true;
+        self.scratch = Scratch::default();
+        self
     }
 
     /// Hands this end to another process over a Unix socket (SCM_RIGHTS); that process calls
@@ -317,7 +386,10 @@ impl RingSender {
         Ok(inherit_fds(cmd, end_fds(&self.region, &self.live)?))
     }
 
-    /// Rebuilds a sending end from the list [`RingSender::inherit_in`] returned.
+    /// Rebuilds a sending end from the list [`RingSender::inherit_in`] returned, setting
+    /// `FD_CLOEXEC` on the descriptors. They were inherited without it, so between the exec
+    /// and this call a `fork` + `exec` by another thread would pass them on too: call it
+    /// before starting threads that spawn programs (that window is the caller's).
     ///
     /// # Safety
     /// The descriptors named in `spec` must be open, owned by this process, and used by
@@ -335,15 +407,10 @@ impl Sender for RingSender {
 
     fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
         let lens: Vec<usize> = msgs.iter().map(|m| m.len()).collect();
-        let RingSender { region, prod, live } = self;
-        prod.send(
-            region,
-            live,
-            &lens,
-            &mut |i, buf| buf.copy_from_slice(msgs[i]),
-            None,
-            true,
-        )
+        let fill = &mut |i: usize, buf: &mut [u8]| buf.copy_from_slice(msgs[i]);
+        with_memory!(self, |mem| self
+            .prod
+            .send(mem, &self.live, &lens, fill, None, true))
         .map(drop)
     }
 
@@ -367,6 +434,10 @@ pub struct RingReceiver {
     region: Region,
     cons: Consumer,
     live: Liveness,
+    /// The private buffer each message is copied into (unless trusted).
+    scratch: Scratch,
+    /// Set by [`RingReceiver::trust_peer`]: lend messages in place.
+    trusted: bool,
 }
 
 impl RingReceiver {
@@ -377,6 +448,8 @@ impl RingReceiver {
             region,
             cons,
             live: Liveness::receiver(own, peer),
+            scratch: Scratch::default(),
+            trusted: false,
         })
     }
 
@@ -391,7 +464,8 @@ impl RingReceiver {
     }
 
     /// Waits for at least one message, then takes every message already published, up to
-    /// `max`, lending each to `f` in order, and frees them all with one index store (so
+    /// `max`, lending each to `f` in order (a private copy, or in place once trusted, as
+    /// [`recv_with`](crate::Receiver::recv_with) does), and frees them all with one index store (so
     /// the sender sees the space at once, and the per-message cost of telling it is paid
     /// once). Returns how many were received; [`Error::Disconnected`] as `recv` does.
     ///
@@ -407,11 +481,32 @@ impl RingReceiver {
     /// ```
     pub fn recv_many(&mut self, max: usize, wait: Wait, mut f: impl FnMut(&[u8])) -> Result<usize> {
         let deadline = wait.deadline();
-        let RingReceiver { region, cons, live } = self;
-        match cons.drain(region, live, max, &mut f, deadline)? {
+        let got = with_memory!(self, |mem| self
+            .cons
+            .drain(mem, &self.live, max, &mut f, deadline));
+        match got? {
             Some(n) => Ok(n),
             None => Err(wait.expired()),
         }
+    }
+
+    /// Zero-copy receiving: [`recv_with`](crate::Receiver::recv_with) and
+    /// [`recv_many`](RingReceiver::recv_many) lend each message in place, in the ring's
+    /// memory, instead of a private copy of it.
+    ///
+    /// # Safety
+    /// The caller promises that, while this end exists, no process (the peer included)
+    /// writes the ring's data bytes outside the protocol: the sender writes a record only
+    /// before publishing it and never writes it again until the receiver has freed it, and
+    /// nobody else touches the memory. A slice lent in place while some process writes
+    /// under it is a data race in this process, which is undefined behaviour (the compiler
+    /// may, for one, assume bytes it read twice are equal), not merely wrong data. Without
+    /// this call (the default) the end is sound whatever the peer writes: it copies each
+    /// message out with atomic loads first.
+    pub unsafe fn trust_peer(mut self) -> RingReceiver {
+        self.trusted = true;
+        self.scratch = Scratch::default();
+        self
     }
 
     /// Hands this end to another process over a Unix socket (SCM_RIGHTS); that process
@@ -432,7 +527,10 @@ impl RingReceiver {
         Ok(inherit_fds(cmd, end_fds(&self.region, &self.live)?))
     }
 
-    /// Rebuilds a receiving end from the list [`RingReceiver::inherit_in`] returned.
+    /// Rebuilds a receiving end from the list [`RingReceiver::inherit_in`] returned, setting
+    /// `FD_CLOEXEC` on the descriptors. They were inherited without it, so between the exec
+    /// and this call a `fork` + `exec` by another thread would pass them on too: call it
+    /// before starting threads that spawn programs (that window is the caller's).
     ///
     /// # Safety
     /// The descriptors named in `spec` must be open, owned by this process, and used by
@@ -446,8 +544,8 @@ impl RingReceiver {
 impl Receiver for RingReceiver {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let deadline = wait.deadline();
-        let RingReceiver { region, cons, live } = self;
-        match cons.recv(region, live, f, deadline)? {
+        let got = with_memory!(self, |mem| self.cons.recv(mem, &self.live, f, deadline));
+        match got? {
             Some(r) => Ok(r),
             None => Err(wait.expired()),
         }
@@ -462,5 +560,63 @@ impl Drop for RingReceiver {
     fn drop(&mut self) {
         drop(self.live.own.take());
         self.cons.wake_peer(&self.region);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the slices `send_with`, `recv_with` and `recv_many` lend lie in the ring's
+    /// mapping: private memory by default (a peer writing the ring cannot change them under
+    /// the closure), the mapping itself once trusted.
+    fn lent_inside_mapping(trusted: bool) -> [bool; 3] {
+        let (mut tx, mut rx) = channel_with(RingConfig::new().capacity(4096)).unwrap();
+        if trusted {
+            // SAFETY: both ends stay in this test and are used only through the crate.
+            (tx, rx) = unsafe { (tx.trust_peer(), rx.trust_peer()) };
+        }
+        let (tx_map, rx_map) = (tx.region.span(), rx.region.span());
+        let mut inside = [false; 3];
+        tx.send_with(100, |buf| {
+            inside[0] = tx_map.contains(&(buf.as_ptr() as usize));
+            buf.fill(7);
+        })
+        .unwrap();
+        tx.send(&[8; 100]).unwrap();
+        let m = rx
+            .recv_with(Wait::Never, |m| {
+                (rx_map.contains(&(m.as_ptr() as usize)), m.to_vec())
+            })
+            .unwrap();
+        assert_eq!(m.1, vec![7; 100]);
+        inside[1] = m.0;
+        rx.recv_many(1, Wait::Never, |m| {
+            assert_eq!(m, [8; 100]);
+            inside[2] = rx_map.contains(&(m.as_ptr() as usize));
+        })
+        .unwrap();
+        inside
+    }
+
+    #[test]
+    fn debug_output_leaves_out_the_private_buffers() {
+        let (mut tx, mut rx) = channel_with(RingConfig::new().capacity(8192)).unwrap();
+        tx.send_with(4000, |b| b.fill(0xab)).unwrap();
+        assert_eq!(rx.recv().unwrap(), vec![0xab; 4000]);
+        for dbg in [format!("{tx:?}"), format!("{rx:?}")] {
+            assert!(dbg.contains("Scratch(4000 bytes)"), "{dbg}");
+            assert!(dbg.len() < 2000, "{} bytes of Debug output", dbg.len());
+        }
+    }
+
+    #[test]
+    fn by_default_the_lent_slices_are_private_memory() {
+        assert_eq!(lent_inside_mapping(false), [false; 3]);
+    }
+
+    #[test]
+    fn trusted_ends_lend_the_mapping_itself() {
+        assert_eq!(lent_inside_mapping(true), [true; 3]);
     }
 }

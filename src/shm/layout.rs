@@ -29,6 +29,9 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const DATA_OFFSET: usize = 4096;
 /// Bytes of a record header.
 pub(crate) const RECORD_HEADER: usize = 8;
+/// Records start at multiples of this (so every record header, and every payload word,
+/// is an aligned 8-byte word of the data area).
+pub(crate) const RECORD_ALIGN: u64 = 8;
 /// The `len` of a padding record.
 pub(crate) const PAD: u32 = u32::MAX;
 /// Smallest data capacity of a ring, in bytes.

@@ -1,5 +1,5 @@
-//! A shared-memory ring between processes: variable-length messages, zero-copy on both
-//! sides, futex wait/wake, peer death detected.
+//! A shared-memory ring between processes: variable-length messages, one copy on each side
+//! by default (zero-copy for peers you trust), futex wait/wake, peer death detected.
 //!
 //! [`channel`] creates a sealed `memfd`, maps it `MAP_SHARED`, and returns the two ends.
 //! Fork, and each process keeps the end it uses and drops the other; or hand an end to
@@ -9,10 +9,21 @@
 //! # What it promises
 //! - **One sender, one receiver** (single producer, single consumer), messages from 0 bytes
 //!   to [`max_message_len`](crate::Sender::max_message_len) (half the capacity, less 8), in order, intact.
-//! - **Zero copy**: [`RingSender::send_with`] lends the reserved slot to your closure to
-//!   write in place, then publishes it; [`recv_with`](crate::Receiver::recv_with) lends the message in place
-//!   and frees it when your closure returns. [`send_batch`](crate::Sender::send_batch) publishes a whole batch
-//!   with one index store.
+//! - **Sound whatever the peer writes** (the default): each payload is copied between the
+//!   ring and a private buffer of the end with atomic word loads and stores.
+//!   [`recv_with`](crate::Receiver::recv_with) and [`RingReceiver::recv_many`] lend your
+//!   closure that private copy, and [`RingSender::send_with`] a private buffer it then
+//!   copies in. So no slice you are lent ever points into shared memory, and a peer writing
+//!   the ring at any moment cannot change the bytes under your closure; lending the shared
+//!   bytes themselves would make such a write a data race, which is undefined behaviour
+//!   in this process under Rust's memory model, not merely wrong bytes.
+//!   [`send_batch`](crate::Sender::send_batch) publishes a whole batch with one index store.
+//! - **Zero copy, for a peer you trust**: [`RingReceiver::trust_peer`] and
+//!   [`RingSender::trust_peer`] (both `unsafe`) lend the ring's memory itself, saving the
+//!   copy. Their contract is the trust model: while the end exists, no process writes the
+//!   ring's memory outside the protocol (the sender writes a record only before publishing
+//!   it, the receiver reads it only after, and nothing else holds the descriptor). The
+//!   cost of the copy is measured by the `trusted (zero-copy)` rows of `ipcprop bench`.
 //! - **Blocking without spinning forever**: a short spin, then a process-shared futex
 //!   wait; a side only issues a wake when the other is asleep. An idle blocked receiver uses
 //!   no CPU beyond a liveness check every 20 ms.
@@ -24,7 +35,12 @@
 //!   batch, and at least every 1024 sends, once the receiver is gone.
 //! - **Hostile peer**: every index and length read from shared memory is read once,
 //!   validated, then used; garbage yields [`Error::Corrupt`](crate::Error::Corrupt), never a panic, an
-//!   out-of-bounds access or an endless loop.
+//!   out-of-bounds access or an endless loop. Every access to shared memory is atomic
+//!   (except the payload accesses of trusted ends), so a peer writing at the same time is
+//!   no data race.
+//! - **Hardened memory**: the memfd is close-on-exec from its creation (and so is every
+//!   copy of it the crate makes), mode 0600, and not executable (`MFD_NOEXEC_SEAL`, on
+//!   kernels that have it: Linux 6.3 and later).
 //!
 //! ```
 //! use ipcprop::shm;
@@ -32,7 +48,7 @@
 //!
 //! let (mut tx, mut rx) = shm::channel()?;
 //! tx.send(b"hello")?;
-//! tx.send_with(5, |slot| slot.copy_from_slice(b"world"))?; // written in place
+//! tx.send_with(5, |slot| slot.copy_from_slice(b"world"))?; // written, then copied in
 //! assert_eq!(rx.recv()?, b"hello");
 //! assert_eq!(rx.recv_with(ipcprop::Wait::Forever, |m| m == b"world")?, true);
 //! drop(tx);

@@ -6,8 +6,9 @@
 //! Protocol (one writer per word, see `layout`):
 //! - The producer writes a record's bytes into free space, then publishes it with a
 //!   `Release` store of `tail`; the consumer `Acquire`-loads `tail` before reading records.
-//! - The consumer reads a record in place, then frees it with a `Release` store of `head`;
-//!   the producer `Acquire`-loads `head` before reusing space.
+//! - The consumer reads a record (through [`Memory::read`]: a private copy, or in place
+//!   when the peer is trusted), then frees it with a `Release` store of `head`; the
+//!   producer `Acquire`-loads `head` before reusing space.
 //! - Sleeping (no lost wake-up): a side that finds nothing to do reads its futex word,
 //!   sets its `waiting` flag, issues a `SeqCst` fence and checks again before sleeping on
 //!   the word it read. The other side, after publishing, issues a `SeqCst` fence and reads
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::layout::{
     decode_record_header, encode_record_header, max_message, record_size, Header, PAD,
-    RECORD_HEADER,
+    RECORD_ALIGN, RECORD_HEADER,
 };
 use crate::error::{Error, Result};
 use crate::sync::{fence, spin_hint, AtomicU32, Ordering};
@@ -76,11 +77,14 @@ pub(crate) trait Memory {
     /// Data capacity in bytes: a power of two, validated when the memory was attached,
     /// never re-read from shared memory.
     fn capacity(&self) -> usize;
-    /// Copies `src` into the data area at `off` (`off + src.len() <= capacity`).
+    /// Copies `src` into the data area at `off` (a multiple of 8, `off + src.len() <=
+    /// capacity`).
     fn write(&self, off: usize, src: &[u8]);
-    /// Lends `len` bytes of the data area at `off` to `f` for writing.
+    /// Has `f` write `len` bytes that end up in the data area at `off` (a multiple of 8):
+    /// in place, or through a private buffer copied in afterwards.
     fn fill<R>(&self, off: usize, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R;
-    /// Lends `len` bytes of the data area at `off` to `f` for reading.
+    /// Lends the `len` bytes of the data area at `off` (a multiple of 8) to `f` for
+    /// reading: a private copy of them, or the bytes in place.
     fn read<R>(&self, off: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R;
     /// Reads a record header (8 bytes at `off`) once.
     fn read_header(&self, off: usize) -> [u8; RECORD_HEADER];
@@ -107,11 +111,16 @@ fn corrupt(what: String) -> Error {
     Error::Corrupt(what)
 }
 
-/// Checks `head <= tail <= head + capacity`.
+/// Checks `head <= tail <= head + capacity`, both at record boundaries (multiples of 8:
+/// the memory is read and written in aligned 8-byte words).
 fn check_indices(head: u64, tail: u64, capacity: usize) -> Result<()> {
-    if tail < head || tail - head > capacity as u64 {
+    if tail < head
+        || tail - head > capacity as u64
+        || !head.is_multiple_of(RECORD_ALIGN)
+        || !tail.is_multiple_of(RECORD_ALIGN)
+    {
         return Err(corrupt(format!(
-            "ring indices out of range: head {head}, tail {tail}, capacity {capacity}"
+            "ring indices out of range or off a record boundary: head {head}, tail {tail}, capacity {capacity}"
         )));
     }
     Ok(())
