@@ -121,6 +121,7 @@ impl Transport for LinesTransport {
             multi_sender: None, // stream writes from several processes could interleave
             boundary_sizes: vec![0, 1, 4096, 212_992, MAX],
             persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
         }
     }
 

@@ -13,6 +13,7 @@
 //! | `several_senders` | where declared: each sender's order kept, nothing mixed |
 //! | `hostile_sizes_refused` | a message over the declared maximum is refused, nothing sent |
 //! | `crash_recovery` | where persistent: after SIGKILL of both sides, a re-attached receiver finds every acknowledged message not received, once, in order |
+//! | `faults_inside_operations` | the harness kills, pauses and signals processes from outside, inside their sends and receives: acknowledged messages arrive, cut ones at most once and whole, survivors keep going, EINTR is no error, nothing stalls past the progress bound |
 //!
 //! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
 //! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed; with
@@ -22,7 +23,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::case::{run_case, RunConfig};
-use super::plan::PlanLimits;
+use super::plan::{Fault, FaultKind, Pace, PlanLimits, Victim};
 use super::{campaign, CampaignConfig, Plan, Transport};
 use crate::error::Error;
 use crate::transport::{Receiver, Sender};
@@ -62,6 +63,8 @@ pub struct BatteryConfig {
     pub size_cap: usize,
     /// Most shrinking steps per failure (a failure that hangs costs a watchdog per step).
     pub max_shrink_iters: u32,
+    /// Most time spent shrinking one failure.
+    pub max_shrink_time: Duration,
 }
 
 impl Default for BatteryConfig {
@@ -75,6 +78,7 @@ impl Default for BatteryConfig {
             },
             size_cap: 256 * 1024,
             max_shrink_iters: 64,
+            max_shrink_time: Duration::from_secs(60),
         }
     }
 }
@@ -88,19 +92,10 @@ fn generated<T: Transport>(
     limits: PlanLimits,
     adjust: impl Fn(&mut Plan),
 ) -> CheckResult {
-    let config = CampaignConfig {
-        cases: cfg.cases,
-        seed: cfg.seed,
-        limits,
-        run: cfg.run.clone(),
-        max_shrink_iters: cfg.max_shrink_iters,
-    };
-    let report =
-        campaign::campaign_with(t, &config, &adjust, &mut |_| {}).map_err(|e| Finding {
-            check,
-            report: format!("could not run: {e}"),
-            kinds: Vec::new(),
-        })?;
+    verdict(check, generated_report(check, t, cfg, limits, adjust)?)
+}
+
+fn verdict(check: &'static str, report: super::CampaignReport) -> CheckResult {
     match report.failure {
         None => Ok(()),
         Some(f) => Err(Finding {
@@ -115,11 +110,34 @@ fn generated<T: Transport>(
     }
 }
 
+fn generated_report<T: Transport>(
+    check: &'static str,
+    t: &T,
+    cfg: &BatteryConfig,
+    limits: PlanLimits,
+    adjust: impl Fn(&mut Plan),
+) -> Result<super::CampaignReport, Finding> {
+    let config = CampaignConfig {
+        cases: cfg.cases,
+        seed: cfg.seed,
+        limits,
+        run: cfg.run.clone(),
+        max_shrink_iters: cfg.max_shrink_iters,
+        max_shrink_time: cfg.max_shrink_time,
+    };
+    campaign::campaign_with(t, &config, &adjust, &mut |_| {}).map_err(|e| Finding {
+        check,
+        report: format!("could not run: {e}"),
+        kinds: Vec::new(),
+    })
+}
+
 fn base_limits(cfg: &BatteryConfig) -> PlanLimits {
     PlanLimits {
         size_cap: cfg.size_cap,
         kills: false,
         early_close: false,
+        nemesis: false,
         ..PlanLimits::default()
     }
 }
@@ -181,6 +199,107 @@ pub fn disconnect_on_sigkill<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckR
         let n = p.senders[0].sizes.len();
         p.senders[0].kill_after = Some((p.seed as usize) % (n + 1));
     })
+}
+
+/// The nemesis: every generated plan (several senders where declared, sizes up to the cap)
+/// carries at least one fault the harness injects from outside at a moment inside the
+/// victim's operations: SIGKILL of a sender or of the receiver, a SIGSTOP/SIGCONT pause,
+/// or a storm of signals whose handler has no `SA_RESTART`. Acknowledged messages must
+/// arrive, in order and intact; a message whose send was cut short by a kill may arrive or
+/// not, but at most once and whole; the survivors keep going (Disconnected only after the
+/// last live sender is gone); EINTR is never an error; and no process stays without
+/// progress for longer than the transport's declared progress bound.
+pub fn faults_inside_operations<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    verdict("faults_inside_operations", faults_campaign(t, cfg)?)
+}
+
+/// The campaign of [`faults_inside_operations`], with its counts: how many faults were
+/// applied ([`CampaignReport::faults`](super::CampaignReport::faults)) and how many landed
+/// inside an operation.
+pub fn faults_campaign<T: Transport>(
+    t: &T,
+    cfg: &BatteryConfig,
+) -> Result<super::CampaignReport, Finding> {
+    let limits = PlanLimits {
+        nemesis: true,
+        ..base_limits(cfg)
+    };
+    let caps = t.capabilities();
+    let senders = caps.multi_sender.map_or(1, |_| limits.max_senders);
+    let cap = cfg.size_cap;
+    generated_report("faults_inside_operations", t, cfg, limits, move |p| {
+        if p.faults.is_empty() {
+            // One fault at least, derived from the seed so a shrunk plan keeps it.
+            let s = p.seed;
+            let victim = match s % 4 {
+                0 => Victim::Receiver,
+                k => Victim::Sender((k as usize - 1) % senders.max(1)),
+            };
+            let kind = match (s >> 8) % 3 {
+                0 => FaultKind::Kill,
+                1 => FaultKind::Pause { micros: 20_000 },
+                _ => FaultKind::Storm {
+                    signals: 32,
+                    gap_micros: 20,
+                },
+            };
+            p.faults.push(Fault {
+                victim,
+                kind,
+                op: ((s >> 16) % 4) as usize,
+                delay_micros: ((s >> 24) % 40) as u32,
+            });
+        }
+        p.aim_faults();
+        aim_into_long_operations(p, &caps, cap);
+    })
+}
+
+/// Makes the operation each fault aims at a long one, so the fault lands inside it: the
+/// sender's message at that point becomes a large one (around 64 KiB, the pipe and socket
+/// buffer sizes, 1 MiB, or the maximum, within the cap), and, chosen by the seed, the other
+/// side slows down so the victim blocks (a sender on a full buffer, a receiver waiting).
+fn aim_into_long_operations(p: &mut Plan, caps: &super::Capabilities, cap: usize) {
+    let several = p.senders.len() > 1;
+    let max = match caps.multi_sender {
+        Some(m) if several => m,
+        _ => caps.max_message_len,
+    }
+    .min(cap);
+    let bigs = [
+        max,
+        (64 << 10) - 1,
+        64 << 10,
+        (64 << 10) + 1,
+        208 << 10,
+        (1 << 20) + 1,
+        max.saturating_sub(1),
+    ];
+    let seed = p.seed;
+    for (k, f) in p.faults.clone().iter().enumerate() {
+        let pick = (seed >> (k * 8)) as usize;
+        let slow = Pace::Sleep {
+            every: 1,
+            micros: 200 + (pick % 5) as u32 * 200,
+        };
+        match f.victim {
+            Victim::Sender(n) => {
+                if let Some(size) = p.senders.get_mut(n).and_then(|s| s.sizes.get_mut(f.op)) {
+                    *size = bigs[pick % bigs.len()].min(max);
+                }
+                if !pick.is_multiple_of(3) {
+                    p.receiver.pace = slow;
+                }
+            }
+            Victim::Receiver => {
+                if !pick.is_multiple_of(3) {
+                    for s in &mut p.senders {
+                        s.pace = slow;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The receiver leaves early, or is SIGKILLed: senders get an error or succeed, and never
@@ -337,7 +456,7 @@ pub fn save_finding(transport: &str, finding: &Finding) {
 }
 
 /// Every check's name, in order.
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 10] = [
     "fifo_and_integrity",
     "boundary_sizes",
     "disconnect_on_drop",
@@ -347,11 +466,12 @@ pub const CHECKS: [&str; 9] = [
     "several_senders",
     "hostile_sizes_refused",
     "crash_recovery",
+    "faults_inside_operations",
 ];
 
 /// Runs every check over `t`; returns what each found (empty: all passed).
 pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
-    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 9] = [
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 10] = [
         fifo_and_integrity,
         boundary_sizes,
         disconnect_on_drop,
@@ -361,6 +481,7 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
         several_senders,
         hostile_sizes_refused,
         crash_recovery,
+        faults_inside_operations,
     ];
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
@@ -432,6 +553,10 @@ macro_rules! conformance_tests {
             #[test]
             fn crash_recovery() {
                 run(b::crash_recovery, $make)
+            }
+            #[test]
+            fn faults_inside_operations() {
+                run(b::faults_inside_operations, $make)
             }
         }
     };

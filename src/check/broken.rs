@@ -51,6 +51,10 @@ pub enum Defect {
     WrongLimit,
     /// A sender whose receiver is gone blocks forever instead of returning Disconnected.
     HangWhenReceiverGone,
+    /// The senders share a lock in shared memory and hold it across every send (a
+    /// spin lock with no owner recovery): a sender killed inside a send leaves it held, and
+    /// every other sender waits forever.
+    LockAcrossSend,
 }
 
 impl Defect {
@@ -65,7 +69,7 @@ impl Defect {
             Defect::HangAfter(_) | Defect::IgnoreClose => K::Hung,
             Defect::PanicOn(_) => K::Crashed,
             Defect::LoseUnflushed => K::Lost,
-            Defect::EarlyTimeout | Defect::HangWhenReceiverGone => K::Hung,
+            Defect::EarlyTimeout | Defect::HangWhenReceiverGone | Defect::LockAcrossSend => K::Hung,
             Defect::WrongLimit => K::Unexpected,
         }
     }
@@ -76,12 +80,15 @@ impl Defect {
     pub fn shows_in_a_plain_plan(&self) -> bool {
         !matches!(
             self,
-            Defect::EarlyTimeout | Defect::WrongLimit | Defect::HangWhenReceiverGone
+            Defect::EarlyTimeout
+                | Defect::WrongLimit
+                | Defect::HangWhenReceiverGone
+                | Defect::LockAcrossSend
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 12] = [
+    pub const ALL: [Defect; 13] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -94,6 +101,7 @@ impl Defect {
         Defect::EarlyTimeout,
         Defect::WrongLimit,
         Defect::HangWhenReceiverGone,
+        Defect::LockAcrossSend,
     ];
 }
 
@@ -147,6 +155,10 @@ impl<T: Transport> Transport for Broken<T> {
 
     fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)> {
         let (s, r) = self.inner.pair(senders)?;
+        let lock = match self.defect {
+            Defect::LockAcrossSend => Some(SharedLock::new()?),
+            _ => None,
+        };
         Ok((
             BrokenSender {
                 inner: s,
@@ -154,6 +166,7 @@ impl<T: Transport> Transport for Broken<T> {
                 count: 0,
                 held: None,
                 unflushed: Vec::new(),
+                lock,
             },
             BrokenReceiver {
                 inner: r,
@@ -174,6 +187,62 @@ pub struct BrokenSender<S> {
     held: Option<Vec<u8>>,
     /// Acknowledged messages not yet written ([`Defect::LoseUnflushed`]).
     unflushed: Vec<Vec<u8>>,
+    /// The lock every sender holds across a send ([`Defect::LockAcrossSend`]).
+    lock: Option<SharedLock>,
+}
+
+/// A spin lock in a page shared by every process forked after it was made, with no owner
+/// recovery: the lock of [`Defect::LockAcrossSend`].
+#[derive(Debug)]
+struct SharedLock {
+    page: std::ptr::NonNull<std::ffi::c_void>,
+}
+
+impl SharedLock {
+    fn new() -> Result<SharedLock> {
+        use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+        let len = std::num::NonZeroUsize::new(4096).ok_or(Error::Disconnected)?;
+        // SAFETY: a fresh anonymous mapping aliases no Rust object; it is unmapped only in
+        // `drop`, after the last use through `word`.
+        let page = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .map_err(|e| Error::sys("mmap", e))?;
+        Ok(SharedLock { page })
+    }
+
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the page is mapped, zero-filled, page-aligned and 4096 bytes long for the
+        // life of `self`, so its first 4 bytes are a valid, aligned `AtomicU32`; every
+        // process sharing the page touches those bytes only through atomics.
+        unsafe { &*self.page.as_ptr().cast::<std::sync::atomic::AtomicU32>() }
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering;
+        while self
+            .word()
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        let out = f();
+        self.word().store(0, Ordering::Release);
+        out
+    }
+}
+
+impl Drop for SharedLock {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `new` with this length and is not used after this.
+        let _ = unsafe { nix::sys::mman::munmap(self.page, 4096) };
+    }
 }
 
 impl<S: Sender> Sender for BrokenSender<S> {
@@ -216,6 +285,10 @@ impl<S: Sender> Sender for BrokenSender<S> {
                 }
                 Ok(())
             }
+            Defect::LockAcrossSend => match self.lock.as_ref() {
+                Some(lock) => lock.with(|| self.inner.send(msg)),
+                None => self.inner.send(msg),
+            },
             Defect::HangWhenReceiverGone => match self.inner.send(msg) {
                 Err(Error::Disconnected) => block_forever(),
                 other => other,

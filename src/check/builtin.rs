@@ -53,6 +53,7 @@ impl Transport for PipeTransport {
             multi_sender: Some(MAX_SHARED_PAYLOAD.min(max)),
             boundary_sizes: pipe_boundaries(max),
             persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
         }
     }
 
@@ -151,6 +152,7 @@ impl Transport for RingTransport {
             multi_sender: None,
             boundary_sizes: ring_boundaries(self.config.get_capacity()),
             persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
         }
     }
 
@@ -231,6 +233,7 @@ impl Transport for QueueTransport {
             multi_sender: Some(max),
             boundary_sizes: queue_boundaries(max),
             persistent: true,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
         }
     }
 

@@ -229,6 +229,14 @@ pub enum Violation {
         /// How.
         detail: String,
     },
+    /// The receiver got Disconnected while a sender was still alive: it reported an
+    /// operation afterwards.
+    EarlyDisconnect {
+        /// The sender still alive ("sender N").
+        process: String,
+        /// What it did after the receiver was told the channel was closed.
+        detail: String,
+    },
 }
 
 /// The kinds of [`Violation`], for tallies and for asserting what a test caught.
@@ -248,11 +256,13 @@ pub enum ViolationKind {
     Hung,
     /// [`Violation::Crashed`].
     Crashed,
+    /// [`Violation::EarlyDisconnect`].
+    EarlyDisconnect,
 }
 
 impl ViolationKind {
     /// Every kind.
-    pub const ALL: [ViolationKind; 7] = [
+    pub const ALL: [ViolationKind; 8] = [
         ViolationKind::Lost,
         ViolationKind::Unexpected,
         ViolationKind::Duplicated,
@@ -260,6 +270,7 @@ impl ViolationKind {
         ViolationKind::Corrupted,
         ViolationKind::Hung,
         ViolationKind::Crashed,
+        ViolationKind::EarlyDisconnect,
     ];
 }
 
@@ -273,6 +284,7 @@ impl fmt::Display for ViolationKind {
             ViolationKind::Corrupted => "corrupted",
             ViolationKind::Hung => "hung",
             ViolationKind::Crashed => "crashed",
+            ViolationKind::EarlyDisconnect => "early-disconnect",
         })
     }
 }
@@ -288,6 +300,7 @@ impl Violation {
             Violation::Corrupted { .. } => ViolationKind::Corrupted,
             Violation::Hung { .. } => ViolationKind::Hung,
             Violation::Crashed { .. } => ViolationKind::Crashed,
+            Violation::EarlyDisconnect { .. } => ViolationKind::EarlyDisconnect,
         }
     }
 }
@@ -326,6 +339,10 @@ impl fmt::Display for Violation {
             }
             Violation::Hung { process, doing } => write!(f, "{process} hung while {doing}"),
             Violation::Crashed { process, detail } => write!(f, "{process} {detail}"),
+            Violation::EarlyDisconnect { process, detail } => write!(
+                f,
+                "the receiver got Disconnected while {process} was still alive: {detail}"
+            ),
         }
     }
 }
