@@ -223,6 +223,14 @@ fn each_contract_check_catches_its_defect() {
             timeouts_honoured(&broken(Defect::EarlyTimeout), &cfg),
         ),
         (
+            Defect::TimeoutRoundedDown,
+            timeouts_honoured(&broken(Defect::TimeoutRoundedDown), &cfg),
+        ),
+        (
+            Defect::LateTimeout,
+            timeouts_honoured(&broken(Defect::LateTimeout), &cfg),
+        ),
+        (
             Defect::WrongLimit,
             hostile_sizes_refused(&broken(Defect::WrongLimit), &cfg),
         ),
@@ -247,8 +255,11 @@ fn each_contract_check_catches_its_defect() {
         contract,
         [
             Defect::EarlyTimeout,
+            Defect::TimeoutRoundedDown,
+            Defect::LateTimeout,
             Defect::WrongLimit,
-            Defect::HangWhenReceiverGone
+            Defect::HangWhenReceiverGone,
+            Defect::LockAcrossSend,
         ]
     );
 }

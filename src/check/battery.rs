@@ -9,7 +9,7 @@
 //! | `disconnect_on_drop` | the receiver drains, then gets Disconnected, when senders exit |
 //! | `disconnect_on_sigkill` | the same when a sender is SIGKILLed at a chosen step |
 //! | `receiver_gone` | senders get an error or succeed, never hang or die, when the receiver leaves or is killed |
-//! | `timeouts_honoured` | `try_recv` is Empty, `recv_timeout` waits at least its timeout |
+//! | `timeouts_honoured` | `try_recv` is Empty; `recv_timeout` of 500 us, 1.5 ms and 30 ms waits at least its timeout and at most the stated slack more |
 //! | `several_senders` | where declared: each sender's order kept, nothing mixed |
 //! | `hostile_sizes_refused` | a message over the declared maximum is refused, nothing sent |
 //! | `crash_recovery` | where persistent: after SIGKILL of both sides, a re-attached receiver finds every acknowledged message not received, once, in order |
@@ -17,7 +17,11 @@
 //!
 //! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
 //! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed; with
-//! `IPCPROP_SAVE=dir`, each failure is also written to a file there.
+//! `IPCPROP_SAVE=dir`, each failure is also written to a file there. No generated message
+//! is longer than `IPCPROP_SIZE_CAP` bytes (default 1 MiB + 1, past the 1 MiB pipe and
+//! socket buffers; the `size_cap = N` form of [`conformance_tests!`](crate::conformance_tests)
+//! sets it per transport); the nemesis check aims its faults at messages near 64 KiB, 208
+//! KiB (a default socket buffer), 1 MiB and the maximum, within that cap.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -76,12 +80,15 @@ impl Default for BatteryConfig {
             run: RunConfig {
                 timeout: Duration::from_secs(20),
             },
-            size_cap: 256 * 1024,
+            size_cap: env("IPCPROP_SIZE_CAP").map_or(DEFAULT_SIZE_CAP, |v: u64| v as usize),
             max_shrink_iters: 64,
             max_shrink_time: Duration::from_secs(60),
         }
     }
 }
+
+/// The default of [`BatteryConfig::size_cap`]: one byte over 1 MiB.
+pub const DEFAULT_SIZE_CAP: usize = (1 << 20) + 1;
 
 type CheckResult = Result<(), Finding>;
 
@@ -315,8 +322,10 @@ pub fn receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
     })
 }
 
-/// In one process: `try_recv` on an empty transport is Empty, `recv_timeout` waits at least
-/// its timeout, and a message sent is then received.
+/// In one process: `try_recv` on an empty transport is Empty; `recv_timeout` of 500 us,
+/// 1.5 ms and 30 ms each waits at least its timeout and returns within
+/// [`Capabilities::timeout_slack`](super::Capabilities::timeout_slack) after it; and a
+/// message sent is then received.
 pub fn timeouts_honoured<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResult {
     // A pair open in this process while another thread forks a case would leak into that
     // case's children (and keep this pair open): one case at a time.
@@ -335,20 +344,34 @@ pub fn timeouts_honoured<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResu
             )))
         }
     }
-    let wait = Duration::from_millis(30);
-    let start = Instant::now();
-    match rx.recv_timeout(wait) {
-        Err(Error::Timeout(_)) if start.elapsed() >= wait => {}
-        Err(Error::Timeout(_)) => {
-            return Err(fail(format!(
-                "recv_timeout({wait:?}) gave up after {:?}",
-                start.elapsed()
-            )))
-        }
-        other => {
-            return Err(fail(format!(
-                "recv_timeout on an empty transport returned {other:?}"
-            )))
+    // Whole milliseconds and fractions of one (a transport that rounds 500 us down to 0,
+    // or up to a whole tick, shows here), each within the stated slack.
+    let slack = t.capabilities().timeout_slack;
+    for wait in [
+        Duration::from_micros(500),
+        Duration::from_micros(1_500),
+        Duration::from_millis(30),
+    ] {
+        let start = Instant::now();
+        let got = rx.recv_timeout(wait);
+        let took = start.elapsed();
+        match got {
+            Err(Error::Timeout(_)) if took >= wait && took <= wait + slack => {}
+            Err(Error::Timeout(_)) if took < wait => {
+                return Err(fail(format!(
+                    "recv_timeout({wait:?}) gave up after {took:?}"
+                )))
+            }
+            Err(Error::Timeout(_)) => {
+                return Err(fail(format!(
+                    "recv_timeout({wait:?}) returned after {took:?}, more than the timeout plus the stated slack of {slack:?}"
+                )))
+            }
+            other => {
+                return Err(fail(format!(
+                    "recv_timeout on an empty transport returned {other:?}"
+                )))
+            }
         }
     }
     tx.send(b"after the timeout")
@@ -500,9 +523,24 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
 /// ```
 ///
 /// gives `my_transport::fifo_and_integrity`, `my_transport::boundary_sizes`, ... as tests.
+/// A third argument caps the generated message sizes for this transport (otherwise
+/// `IPCPROP_SIZE_CAP`, or [`DEFAULT_SIZE_CAP`](crate::check::battery::DEFAULT_SIZE_CAP)):
+///
+/// ```
+/// # use ipcprop::check::builtin::PipeTransport as MyTransport;
+/// ipcprop::conformance_tests!(my_small_transport, MyTransport::default(), size_cap = 64 * 1024);
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($module:ident, $make:expr) => {
+        $crate::conformance_tests!(
+            $module,
+            $make,
+            size_cap = $crate::check::battery::BatteryConfig::default().size_cap
+        );
+    };
+    ($module:ident, $make:expr, size_cap = $cap:expr) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
@@ -512,7 +550,11 @@ macro_rules! conformance_tests {
                 check: fn(&T, &b::BatteryConfig) -> ::std::result::Result<(), b::Finding>,
                 t: T,
             ) {
-                if let Err(finding) = check(&t, &b::BatteryConfig::default()) {
+                let cfg = b::BatteryConfig {
+                    size_cap: $cap,
+                    ..b::BatteryConfig::default()
+                };
+                if let Err(finding) = check(&t, &cfg) {
                     b::save_finding(&t.name(), &finding);
                     panic!("{finding}");
                 }

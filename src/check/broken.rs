@@ -46,6 +46,11 @@ pub enum Defect {
     LoseUnflushed,
     /// A receive with a timeout gives up at once instead of waiting.
     EarlyTimeout,
+    /// A receive with a timeout rounds it down to whole milliseconds (500 us becomes 0:
+    /// it gives up at once).
+    TimeoutRoundedDown,
+    /// A receive with a timeout waits a whole second longer than asked.
+    LateTimeout,
     /// The transport declares a maximum one byte below what its sender really accepts,
     /// so a message over the declared maximum is sent instead of refused.
     WrongLimit,
@@ -69,7 +74,11 @@ impl Defect {
             Defect::HangAfter(_) | Defect::IgnoreClose => K::Hung,
             Defect::PanicOn(_) => K::Crashed,
             Defect::LoseUnflushed => K::Lost,
-            Defect::EarlyTimeout | Defect::HangWhenReceiverGone | Defect::LockAcrossSend => K::Hung,
+            Defect::EarlyTimeout
+            | Defect::TimeoutRoundedDown
+            | Defect::LateTimeout
+            | Defect::HangWhenReceiverGone
+            | Defect::LockAcrossSend => K::Hung,
             Defect::WrongLimit => K::Unexpected,
         }
     }
@@ -81,6 +90,8 @@ impl Defect {
         !matches!(
             self,
             Defect::EarlyTimeout
+                | Defect::TimeoutRoundedDown
+                | Defect::LateTimeout
                 | Defect::WrongLimit
                 | Defect::HangWhenReceiverGone
                 | Defect::LockAcrossSend
@@ -88,7 +99,7 @@ impl Defect {
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 13] = [
+    pub const ALL: [Defect; 15] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -99,6 +110,8 @@ impl Defect {
         Defect::PanicOn(2),
         Defect::LoseUnflushed,
         Defect::EarlyTimeout,
+        Defect::TimeoutRoundedDown,
+        Defect::LateTimeout,
         Defect::WrongLimit,
         Defect::HangWhenReceiverGone,
         Defect::LockAcrossSend,
@@ -326,6 +339,13 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
         if self.defect == Defect::HangAfter(self.count) {
             block_forever();
         }
+        let wait = match (self.defect, wait) {
+            (Defect::TimeoutRoundedDown, Wait::For(d)) => {
+                Wait::For(Duration::from_millis(d.as_millis() as u64))
+            }
+            (Defect::LateTimeout, Wait::For(d)) => Wait::For(d + Duration::from_secs(1)),
+            (_, w) => w,
+        };
         if let (Defect::EarlyTimeout, Wait::For(d)) = (self.defect, wait) {
             return match self.inner.recv_with(Wait::Never, f) {
                 Err(Error::Empty) => Err(Error::Timeout(d)),

@@ -54,6 +54,7 @@ impl Transport for PipeTransport {
             boundary_sizes: pipe_boundaries(max),
             persistent: false,
             progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 
@@ -153,6 +154,7 @@ impl Transport for RingTransport {
             boundary_sizes: ring_boundaries(self.config.get_capacity()),
             persistent: false,
             progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 
@@ -234,6 +236,7 @@ impl Transport for QueueTransport {
             boundary_sizes: queue_boundaries(max),
             persistent: true,
             progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 

@@ -43,6 +43,7 @@ impl Transport for UnixStreamTransport {
             boundary_sizes: vec![0, 1, 212_992 - 8, 212_992, 212_992 + 1, max - 1, max],
             persistent: false,
             progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 
@@ -89,6 +90,7 @@ impl Transport for SeqpacketTransport {
             boundary_sizes: vec![0, 1, 4095, 4096, 4097, SEQPACKET_MAX - 1, SEQPACKET_MAX],
             persistent: false,
             progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 

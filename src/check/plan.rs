@@ -32,11 +32,19 @@ pub struct Capabilities {
     /// as a SIGKILL inside a lock or a pause. Most transports use
     /// [`Capabilities::DEFAULT_PROGRESS_BOUND`].
     pub progress_bound: std::time::Duration,
+    /// How late a receive with a timeout may return after its timeout has passed (the
+    /// scheduler's share included). Most transports use
+    /// [`Capabilities::DEFAULT_TIMEOUT_SLACK`].
+    pub timeout_slack: std::time::Duration,
 }
 
 impl Capabilities {
     /// The progress bound most transports state: 5 seconds.
     pub const DEFAULT_PROGRESS_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// The timeout slack most transports state: 20 ms, far above a wake-up's cost on an
+    /// idle machine and far below a whole second.
+    pub const DEFAULT_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
 }
 
 /// Bounds on the plans generated, to keep cases fast.
