@@ -13,6 +13,7 @@
 //! | `several_senders` | where declared: each sender's order kept, nothing mixed |
 //! | `hostile_sizes_refused` | a message over the declared maximum is refused, nothing sent |
 //! | `crash_recovery` | where persistent: after SIGKILL of both sides, a re-attached receiver finds every acknowledged message not received, once, in order |
+//! | `descriptors_cloexec` | every descriptor a pair creates carries `FD_CLOEXEC` |
 //! | `faults_inside_operations` | the harness kills, pauses and signals processes from outside, inside their sends and receives: acknowledged messages arrive, cut ones at most once and whole, survivors keep going, EINTR is no error, nothing stalls past the progress bound |
 //!
 //! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
@@ -410,6 +411,85 @@ pub fn several_senders<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult 
     generated("several_senders", t, cfg, limits, strategy_has_several)
 }
 
+/// Every descriptor a pair creates carries `FD_CLOEXEC`, so a program exec'd by either
+/// process (or by another thread meanwhile) does not inherit the channel. The pair is made
+/// in a forked child, where no other thread opens descriptors, and the child's descriptor
+/// table is compared before and after.
+pub fn descriptors_cloexec<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    let _serial = super::case::lock_cases();
+    let fail = |report: String, kind| Finding {
+        check: "descriptors_cloexec",
+        report,
+        kinds: vec![kind],
+    };
+    let mut group = super::fork::ChildGroup::new();
+    group
+        .spawn("pair maker", |rep| {
+            let before = open_descriptors()?;
+            let pair = t.pair(1).map_err(|e| format!("pair: {e}"))?;
+            for fd in open_descriptors()? {
+                if before.contains(&fd) {
+                    continue;
+                }
+                // SAFETY: `fd` is a number listed in this process's descriptor table; it is
+                // only borrowed for one fcntl, which fails with EBADF if it was closed
+                // meanwhile (the listing's own descriptor). No object owning it is used.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let flags = match nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD) {
+                    Ok(f) => f,
+                    // The listing's own directory descriptor, closed since.
+                    Err(nix::errno::Errno::EBADF) => continue,
+                    Err(e) => return Err(format!("fcntl(F_GETFD) on {fd}: {e}")),
+                };
+                if flags & nix::libc::FD_CLOEXEC == 0 {
+                    let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .map_or_else(|_| "?".to_string(), |p| p.display().to_string());
+                    rep.record(format!("descriptor {fd} ({target})").as_bytes());
+                }
+            }
+            drop(pair);
+            Ok(())
+        })
+        .map_err(|e| fail(format!("fork: {e}"), super::ViolationKind::Crashed))?;
+    let report = group.wait(cfg.run.timeout).remove(0);
+    if report.end != super::fork::ChildEnd::Returned {
+        return Err(fail(
+            format!("making a pair: {}", report.end),
+            super::ViolationKind::Crashed,
+        ));
+    }
+    let leaked: Vec<String> = report
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    if leaked.is_empty() {
+        return Ok(());
+    }
+    let violations: Vec<super::Violation> = leaked
+        .iter()
+        .map(|d| super::Violation::Leaked { detail: d.clone() })
+        .collect();
+    Err(Finding {
+        check: "descriptors_cloexec",
+        kinds: violations.iter().map(|v| v.kind()).collect(),
+        report: violations
+            .iter()
+            .map(|v| format!("  [{}] {v}\n", v.kind()))
+            .collect(),
+    })
+}
+
+/// The descriptors open in this process.
+fn open_descriptors() -> std::result::Result<Vec<i32>, String> {
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(|e| format!("/proc/self/fd: {e}"))?;
+    let mut fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    Ok(fds)
+}
+
 /// A message one byte over the declared maximum is refused with an error, and nothing of it
 /// is delivered.
 pub fn hostile_sizes_refused<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
@@ -479,7 +559,7 @@ pub fn save_finding(transport: &str, finding: &Finding) {
 }
 
 /// Every check's name, in order.
-pub const CHECKS: [&str; 10] = [
+pub const CHECKS: [&str; 11] = [
     "fifo_and_integrity",
     "boundary_sizes",
     "disconnect_on_drop",
@@ -490,11 +570,12 @@ pub const CHECKS: [&str; 10] = [
     "hostile_sizes_refused",
     "crash_recovery",
     "faults_inside_operations",
+    "descriptors_cloexec",
 ];
 
 /// Runs every check over `t`; returns what each found (empty: all passed).
 pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
-    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 10] = [
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 11] = [
         fifo_and_integrity,
         boundary_sizes,
         disconnect_on_drop,
@@ -505,6 +586,7 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
         hostile_sizes_refused,
         crash_recovery,
         faults_inside_operations,
+        descriptors_cloexec,
     ];
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
@@ -599,6 +681,10 @@ macro_rules! conformance_tests {
             #[test]
             fn faults_inside_operations() {
                 run(b::faults_inside_operations, $make)
+            }
+            #[test]
+            fn descriptors_cloexec() {
+                run(b::descriptors_cloexec, $make)
             }
         }
     };

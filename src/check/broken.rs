@@ -39,6 +39,9 @@ pub enum Defect {
     HangAfter(usize),
     /// The receiver never reports Disconnected: it waits forever instead.
     IgnoreClose,
+    /// The receiver reports Disconnected once; later receives say Empty (or time out, or
+    /// block forever) as if the channel could still carry something.
+    ForgetsDisconnect,
     /// The sender panics on message `n`.
     PanicOn(usize),
     /// The sender acknowledges messages at once but writes them only in groups of 4; what
@@ -60,6 +63,9 @@ pub enum Defect {
     /// spin lock with no owner recovery): a sender killed inside a send leaves it held, and
     /// every other sender waits forever.
     LockAcrossSend,
+    /// The sending end keeps a descriptor made without `FD_CLOEXEC` (a programme it execs
+    /// inherits it).
+    LeakyDescriptor,
 }
 
 impl Defect {
@@ -72,7 +78,7 @@ impl Defect {
             Defect::Swap(_) => K::Reordered,
             Defect::FlipBit(_) | Defect::Truncate(_) => K::Corrupted,
             Defect::HangAfter(_) | Defect::IgnoreClose => K::Hung,
-            Defect::PanicOn(_) => K::Crashed,
+            Defect::PanicOn(_) | Defect::ForgetsDisconnect => K::Crashed,
             Defect::LoseUnflushed => K::Lost,
             Defect::EarlyTimeout
             | Defect::TimeoutRoundedDown
@@ -80,6 +86,7 @@ impl Defect {
             | Defect::HangWhenReceiverGone
             | Defect::LockAcrossSend => K::Hung,
             Defect::WrongLimit => K::Unexpected,
+            Defect::LeakyDescriptor => K::Leaked,
         }
     }
 
@@ -95,11 +102,12 @@ impl Defect {
                 | Defect::WrongLimit
                 | Defect::HangWhenReceiverGone
                 | Defect::LockAcrossSend
+                | Defect::LeakyDescriptor
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 15] = [
+    pub const ALL: [Defect; 17] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -107,6 +115,7 @@ impl Defect {
         Defect::Truncate(2),
         Defect::HangAfter(2),
         Defect::IgnoreClose,
+        Defect::ForgetsDisconnect,
         Defect::PanicOn(2),
         Defect::LoseUnflushed,
         Defect::EarlyTimeout,
@@ -115,6 +124,7 @@ impl Defect {
         Defect::WrongLimit,
         Defect::HangWhenReceiverGone,
         Defect::LockAcrossSend,
+        Defect::LeakyDescriptor,
     ];
 }
 
@@ -163,6 +173,7 @@ impl<T: Transport> Transport for Broken<T> {
             inner,
             defect: self.defect,
             count: 0,
+            ended: false,
         }))
     }
 
@@ -170,6 +181,13 @@ impl<T: Transport> Transport for Broken<T> {
         let (s, r) = self.inner.pair(senders)?;
         let lock = match self.defect {
             Defect::LockAcrossSend => Some(SharedLock::new()?),
+            _ => None,
+        };
+        let leak = match self.defect {
+            // A plain dup(2): the copy never has FD_CLOEXEC.
+            Defect::LeakyDescriptor => {
+                Some(nix::unistd::dup(std::io::stderr()).map_err(|e| Error::sys("dup", e))?)
+            }
             _ => None,
         };
         Ok((
@@ -180,11 +198,13 @@ impl<T: Transport> Transport for Broken<T> {
                 held: None,
                 unflushed: Vec::new(),
                 lock,
+                _leak: leak,
             },
             BrokenReceiver {
                 inner: r,
                 defect: self.defect,
                 count: 0,
+                ended: false,
             },
         ))
     }
@@ -202,6 +222,8 @@ pub struct BrokenSender<S> {
     unflushed: Vec<Vec<u8>>,
     /// The lock every sender holds across a send ([`Defect::LockAcrossSend`]).
     lock: Option<SharedLock>,
+    /// A descriptor without `FD_CLOEXEC` ([`Defect::LeakyDescriptor`]).
+    _leak: Option<std::os::fd::OwnedFd>,
 }
 
 /// A spin lock in a page shared by every process forked after it was made, with no owner
@@ -326,6 +348,8 @@ pub struct BrokenReceiver<R> {
     inner: R,
     defect: Defect,
     count: usize,
+    /// Disconnected was reported once ([`Defect::ForgetsDisconnect`]).
+    ended: bool,
 }
 
 fn block_forever() -> ! {
@@ -358,6 +382,16 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
                 Ok(v)
             }
             Err(Error::Disconnected) if self.defect == Defect::IgnoreClose => block_forever(),
+            Err(Error::Disconnected) if self.defect == Defect::ForgetsDisconnect => {
+                if !self.ended {
+                    self.ended = true;
+                    return Err(Error::Disconnected);
+                }
+                match wait {
+                    Wait::Forever => block_forever(),
+                    w => Err(w.expired()),
+                }
+            }
             Err(e) => Err(e),
         }
     }

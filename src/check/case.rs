@@ -648,6 +648,22 @@ fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, aimed: &[usize], rep: &
             }
             Err(Error::Disconnected) => {
                 rep.record(&Event::Disconnected.encode());
+                // The end stays the end: every later receive, in every wait mode, says so
+                // again at once (a blocking one that waits instead is a hang).
+                for (wait, how) in [
+                    (Wait::Never, "try_recv"),
+                    (Wait::For(Duration::from_millis(1)), "recv_timeout"),
+                    (Wait::Forever, "recv"),
+                ] {
+                    match rx.recv_with(wait, |m| m.len()) {
+                        Err(Error::Disconnected) => {}
+                        other => {
+                            let e = format!("after Disconnected, {how} returned {other:?}");
+                            rep.record(&Event::RecvFailed(e).encode());
+                            return;
+                        }
+                    }
+                }
                 return;
             }
             Err(e) if e.is_cut_off() => {
@@ -779,8 +795,12 @@ fn judge(
     // A stream may end cut off inside a message only if a sender died inside a send.
     let cut_short = senders.iter().any(|s| s.attempted > s.acked)
         && processes[1..].iter().any(|p| p.end != ChildEnd::Returned);
+    let end_of_stream = receiver
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::Disconnected | Event::CutOff(_)));
     let receiver_complete = receiver.end == ChildEnd::Returned
-        && match receiver.events.last() {
+        && match end_of_stream {
             Some(Event::Disconnected) => true,
             Some(Event::CutOff(_)) if cut_short => true,
             Some(Event::CutOff(e)) => {

@@ -229,6 +229,12 @@ pub enum Violation {
         /// How.
         detail: String,
     },
+    /// A descriptor made by the transport would be inherited across `exec` (no
+    /// `FD_CLOEXEC`): any program the process runs gets the channel.
+    Leaked {
+        /// The descriptor and what it refers to.
+        detail: String,
+    },
     /// The receiver got Disconnected while a sender was still alive: it reported an
     /// operation afterwards.
     EarlyDisconnect {
@@ -258,11 +264,13 @@ pub enum ViolationKind {
     Crashed,
     /// [`Violation::EarlyDisconnect`].
     EarlyDisconnect,
+    /// [`Violation::Leaked`].
+    Leaked,
 }
 
 impl ViolationKind {
     /// Every kind.
-    pub const ALL: [ViolationKind; 8] = [
+    pub const ALL: [ViolationKind; 9] = [
         ViolationKind::Lost,
         ViolationKind::Unexpected,
         ViolationKind::Duplicated,
@@ -271,6 +279,7 @@ impl ViolationKind {
         ViolationKind::Hung,
         ViolationKind::Crashed,
         ViolationKind::EarlyDisconnect,
+        ViolationKind::Leaked,
     ];
 }
 
@@ -285,6 +294,7 @@ impl fmt::Display for ViolationKind {
             ViolationKind::Hung => "hung",
             ViolationKind::Crashed => "crashed",
             ViolationKind::EarlyDisconnect => "early-disconnect",
+            ViolationKind::Leaked => "leaked",
         })
     }
 }
@@ -301,6 +311,7 @@ impl Violation {
             Violation::Hung { .. } => ViolationKind::Hung,
             Violation::Crashed { .. } => ViolationKind::Crashed,
             Violation::EarlyDisconnect { .. } => ViolationKind::EarlyDisconnect,
+            Violation::Leaked { .. } => ViolationKind::Leaked,
         }
     }
 }
@@ -339,6 +350,9 @@ impl fmt::Display for Violation {
             }
             Violation::Hung { process, doing } => write!(f, "{process} hung while {doing}"),
             Violation::Crashed { process, detail } => write!(f, "{process} {detail}"),
+            Violation::Leaked { detail } => {
+                write!(f, "a descriptor of the pair lacks FD_CLOEXEC: {detail}")
+            }
             Violation::EarlyDisconnect { process, detail } => write!(
                 f,
                 "the receiver got Disconnected while {process} was still alive: {detail}"
