@@ -367,7 +367,12 @@ impl Row {
                     .iter()
                     .map(|v| (v.kind().to_string(), v.to_string()))
                     .collect(),
-                report: f.minimal.report(),
+                report: format!(
+                    "the minimal plan fails {} of {} runs\n{}",
+                    f.reproduced.0,
+                    f.reproduced.1,
+                    f.minimal.report()
+                ),
                 plan: format!("{:?}", f.minimal.plan),
             }),
         }

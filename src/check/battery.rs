@@ -110,8 +110,10 @@ fn verdict(check: &'static str, report: super::CampaignReport) -> CheckResult {
             check,
             kinds: f.minimal.violations.iter().map(|v| v.kind()).collect(),
             report: format!(
-                "seed {} (IPCPROP_SEED to replay)\n{}",
+                "seed {} (IPCPROP_SEED to replay); the minimal plan fails {} of {} runs\n{}",
                 f.seed,
+                f.reproduced.0,
+                f.reproduced.1,
                 f.minimal.report()
             ),
         }),
@@ -292,11 +294,30 @@ fn aim_into_long_operations(p: &mut Plan, caps: &super::Capabilities, cap: usize
         };
         match f.victim {
             Victim::Sender(n) => {
-                if let Some(size) = p.senders.get_mut(n).and_then(|s| s.sizes.get_mut(f.op)) {
+                // With several senders, aim early in the victim's work, while the others
+                // still have most of theirs to send: they must not be disturbed.
+                if several {
+                    let len = p.senders.get(n).map_or(0, |s| s.sizes.len());
+                    p.faults[k].op = f.op.min(len / 2);
+                }
+                let op = p.faults[k].op;
+                if let Some(size) = p.senders.get_mut(n).and_then(|s| s.sizes.get_mut(op)) {
                     *size = bigs[pick % bigs.len()].min(max);
                 }
                 if !pick.is_multiple_of(3) {
                     p.receiver.pace = slow;
+                }
+                // The others keep sending, at a steady pace, well after the fault: they are
+                // the survivors whose messages must keep arriving.
+                if several {
+                    for (j, s) in p.senders.iter_mut().enumerate() {
+                        if j != n {
+                            s.pace = Pace::Sleep {
+                                every: 1,
+                                micros: 300,
+                            };
+                        }
+                    }
                 }
             }
             Victim::Receiver => {
@@ -535,6 +556,14 @@ pub fn hostile_sizes_refused<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckR
     }
     match rx.recv_timeout(Duration::from_secs(10)) {
         Err(Error::Disconnected) => Ok(()),
+        // Nothing arrived, but the end never came: a missing disconnection.
+        Err(e) if e.is_not_ready() => Err(Finding {
+            kinds: vec![super::ViolationKind::Hung],
+            ..fail(format!(
+                "after a refused send and its sender's exit, the receiver got {e:?} instead \
+                 of Disconnected: the end of the stream never came"
+            ))
+        }),
         other => Err(fail(format!(
             "after a refused send, the receiver got {other:?} instead of Disconnected"
         ))),

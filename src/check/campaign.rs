@@ -48,6 +48,29 @@ pub struct Failure {
     pub minimal: CaseOutcome,
     /// The campaign seed that reproduces it.
     pub seed: u64,
+    /// How often the minimal plan failed when run again: `(failed, runs)`. A failure that
+    /// depends on timing may not fail every run.
+    pub reproduced: (u32, u32),
+}
+
+/// Extra runs of a shrink candidate that passed, before it counts as passing.
+const SHRINK_RETRIES: u32 = 2;
+
+/// Runs `plan` again up to 10 times, within 20 seconds (a hang costs a progress bound per
+/// run), and counts the failures.
+fn reproduce<T: Transport>(transport: &T, plan: &Plan, run: &RunConfig) -> (u32, u32) {
+    let start = Instant::now();
+    let (mut failed, mut runs) = (0, 0);
+    while runs < 10 && (runs < 2 || start.elapsed() < Duration::from_secs(20)) {
+        match run_case(transport, plan, run) {
+            Ok(o) => {
+                runs += 1;
+                failed += u32::from(!o.passed());
+            }
+            Err(_) => break,
+        }
+    }
+    (failed, runs)
 }
 
 /// What a campaign found.
@@ -139,7 +162,7 @@ pub(crate) fn campaign_with<T: Transport>(
     let on_case = RefCell::new(on_case);
     let result = runner.run(&strategy, |mut plan: Plan| {
         adjust(&mut plan);
-        let outcome = match run_case(transport, &plan, &config.run) {
+        let mut outcome = match run_case(transport, &plan, &config.run) {
             Ok(o) => o,
             Err(e) => {
                 let msg = e.to_string();
@@ -147,6 +170,19 @@ pub(crate) fn campaign_with<T: Transport>(
                 return Err(TestCaseError::fail(msg));
             }
         };
+        // While shrinking, a candidate that passes once may still fail (a failure that
+        // depends on timing): it counts as passing only if it passes every retry.
+        if failed.get() {
+            for _ in 0..SHRINK_RETRIES {
+                if !outcome.passed() {
+                    break;
+                }
+                match run_case(transport, &plan, &config.run) {
+                    Ok(o) => outcome = o,
+                    Err(_) => break,
+                }
+            }
+        }
         if !failed.get() {
             cases.set(cases.get() + 1);
             messages.set(messages.get() + outcome.messages as u64);
@@ -178,9 +214,13 @@ pub(crate) fn campaign_with<T: Transport>(
     let failure = match result {
         Ok(()) => None,
         Err(TestError::Fail(..) | TestError::Abort(..)) => {
-            last_failure.into_inner().map(|minimal| Failure {
-                minimal,
-                seed: config.seed,
+            last_failure.into_inner().map(|minimal| {
+                let reproduced = reproduce(transport, &minimal.plan, &config.run);
+                Failure {
+                    minimal,
+                    seed: config.seed,
+                    reproduced,
+                }
             })
         }
     };

@@ -365,7 +365,8 @@ impl CaseOutcome {
     /// What each process did, side by side: one column per process, one row per event, in
     /// the order they happened (milliseconds since the first event), with how each ended.
     /// A fault injected by the harness is a row of its own, marked `**`, saying where it
-    /// landed ("sender 1 killed by the harness, inside send of message 4").
+    /// landed ("sender 1 killed by the harness, inside send of message 4"). A long timeline
+    /// shows its first and last 30 rows and every fault.
     pub fn timeline(&self) -> String {
         const WIDTH: usize = 34;
         const SHOW: usize = 60;
@@ -404,12 +405,17 @@ impl CaseOutcome {
         rows.sort_by_key(|r| (r.0, r.1));
         let start = rows.first().map_or(0, |r| r.0);
         let n = rows.len();
+        // Long timelines keep their first and last rows and every fault of the harness.
+        let mut hidden = 0usize;
         for (k, (t, col, text)) in rows.iter().enumerate() {
-            if n > SHOW && k == SHOW / 2 {
-                let _ = writeln!(s, "  {:>9} ... {} more rows ...", "", n - SHOW);
-            }
-            if n > SHOW && k >= SHOW / 2 && k < n - SHOW / 2 {
+            let middle = n > SHOW && k >= SHOW / 2 && k < n - SHOW / 2;
+            if middle && *col != nemesis_col {
+                hidden += 1;
                 continue;
+            }
+            if hidden > 0 {
+                let _ = writeln!(s, "  {:>9} ... {hidden} more rows ...", "");
+                hidden = 0;
             }
             let ms = t.saturating_sub(start) as f64 / 1e6;
             let _ = write!(s, "  {ms:>9.3} ");

@@ -358,6 +358,40 @@ impl Control<'_> {
         nix::sys::signal::kill(c.pid, sig).is_ok()
     }
 
+    /// Moves child `child` off the CPU this (parent) process runs on, when it may run on
+    /// others: a child the parent wakes up then runs elsewhere instead of preempting the
+    /// parent, which can stop it a few microseconds later. Returns whether it moved.
+    /// [`Control::unpin`] undoes it.
+    pub fn keep_apart(&mut self, child: usize) -> bool {
+        use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+        let (Some(c), Ok(mine), Ok(here)) = (
+            self.children.get(child),
+            sched_getaffinity(Pid::from_raw(0)),
+            sched_getcpu(),
+        ) else {
+            return false;
+        };
+        let mut apart = CpuSet::new();
+        let mut any = false;
+        for cpu in 0..CpuSet::count() {
+            if cpu != here && mine.is_set(cpu).unwrap_or(false) && apart.set(cpu).is_ok() {
+                any = true;
+            }
+        }
+        any && sched_setaffinity(c.pid, &apart).is_ok()
+    }
+
+    /// Lets child `child` run on every CPU this process may use again.
+    pub fn unpin(&mut self, child: usize) {
+        use nix::sched::{sched_getaffinity, sched_setaffinity};
+        if let (Some(c), Ok(mine)) = (
+            self.children.get(child),
+            sched_getaffinity(Pid::from_raw(0)),
+        ) {
+            let _ = sched_setaffinity(c.pid, &mine);
+        }
+    }
+
     /// Lets child `child` go on from a [`Reporter::rendezvous`].
     pub fn release(&mut self, child: usize) {
         if let Some(c) = self.children.get(child) {

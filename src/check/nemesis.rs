@@ -5,13 +5,13 @@
 //! Every process of a case reports, as it happens, when it starts an operation
 //! ([`Event::Sending`], [`Event::Receiving`]) and when the operation returns. The nemesis
 //! watches those reports from the parent ([`Observer`]); when the victim of a [`Fault`]
-//! starts the operation the fault names, it waits the fault's delay, then freezes the
+//! is about to start the operation the fault names (it waits for the parent at a
+//! rendezvous there), the parent lets it go, waits the fault's delay, then freezes the
 //! victim (SIGSTOP, waiting until it is stopped) and reads what it reported up to that
 //! instant. If the victim is inside an operation, the fault lands there: SIGKILL while it is
 //! stopped, a pause that keeps it stopped, or a burst of SIGURG delivered as it continues.
-//! If it is between two operations, it is let go and looked at again at its next report
-//! (or 2 ms later if it reports nothing), up to 40 times; then the fault lands wherever the
-//! victim is. A victim that ends first is not
+//! If it is between two operations, it runs one more step of 20 us and is looked at again,
+//! up to 400 steps; then the fault lands wherever the victim is. A victim that ends first is not
 //! hit. After the case, each fault applied is placed on the victim's own timeline
 //! ([`Landing`]). The record of an operation's start is written just before the call and
 //! the record of its end just after it returns, so "inside" may include the few
@@ -35,13 +35,21 @@ pub const STORM_SIGNAL: Signal = Signal::SIGURG;
 /// How long the nemesis waits for a victim to stop after SIGSTOP.
 const FREEZE_LIMIT: Duration = Duration::from_millis(50);
 
-/// How many times a fault looks for its victim inside an operation before it lands
-/// wherever the victim is.
-const TRIES: u32 = 40;
+/// How many steps a fault lets its victim take, looking for it inside an operation, before
+/// it lands wherever the victim is.
+const STEPS: u32 = 400;
 
-/// How long a victim found between operations runs, if it reports nothing, before the
-/// nemesis looks again.
-const RETRY: Duration = Duration::from_millis(2);
+/// How long a victim found between operations runs before it is stopped and looked at
+/// again.
+const STEP: Duration = Duration::from_micros(20);
+
+/// Waits `d` without sleeping (a sleep would let the victim run on for a scheduler tick).
+fn spin(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
 
 /// Where a fault hit its victim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +108,6 @@ enum State {
     Waiting,
     /// Fire at this instant.
     Armed(Instant),
-    /// The victim was between operations: fire at its next report, or at this instant.
-    Watching(Instant),
     /// Stopped; SIGCONT at this instant.
     Paused(Instant),
     /// Storm: this many signals left, the next at this instant.
@@ -119,8 +125,6 @@ pub struct Nemesis {
     state: Vec<State>,
     /// Per fault: when its first signal went, and when its last.
     fired: Vec<Option<(u64, u64)>>,
-    /// Per fault: times the victim was frozen and found between operations.
-    tries: Vec<u32>,
     /// Children waiting at a rendezvous, to let go at the next `act`.
     release: Vec<usize>,
     /// Children killed by the nemesis.
@@ -151,7 +155,6 @@ impl Nemesis {
             idle,
             state: vec![State::Waiting; plan.faults.len()],
             fired: vec![None; plan.faults.len()],
-            tries: vec![0; plan.faults.len()],
             release: Vec::new(),
             killed: vec![false; plan.senders.len() + 1],
             faults: plan.faults.clone(),
@@ -199,23 +202,40 @@ impl Nemesis {
         }
         match self.state[i] {
             State::Armed(_) => {
-                // Stop the victim and look: if it is inside an operation, the fault lands
-                // there; if not, let it go on and look again a moment later.
-                let Some(last) = ctl.freeze(child, FREEZE_LIMIT) else {
-                    self.state[i] = State::Done; // it exited first
-                    return;
-                };
-                let inside = matches!(
-                    Event::decode(&last),
-                    Some(Event::Sending { .. } | Event::Receiving { .. })
-                );
-                if !inside && self.tries[i] < TRIES {
-                    // Look again when it reports progress (it starts or ends an operation),
-                    // or after a while if it reports nothing.
-                    self.tries[i] += 1;
+                // Let the victim run for the fault's delay, stop it and look: inside an
+                // operation, the fault lands there; between two, it runs one more short
+                // step and is looked at again. It never runs far unwatched.
+                let mut slice = Duration::from_micros(self.faults[i].delay_micros.into());
+                let mut steps = 0;
+                // Off our CPU, so that waking it (below) does not hand it our CPU until it
+                // blocks; then let it go from its rendezvous.
+                let apart = ctl.keep_apart(child);
+                if let Some(k) = self.release.iter().position(|&c| c == child) {
+                    self.release.swap_remove(k);
+                    ctl.release(child);
+                }
+                loop {
+                    spin(slice);
+                    let Some(last) = ctl.freeze(child, FREEZE_LIMIT) else {
+                        self.state[i] = State::Done; // it exited first
+                        if apart {
+                            ctl.unpin(child);
+                        }
+                        return;
+                    };
+                    let inside = matches!(
+                        Event::decode(&last),
+                        Some(Event::Sending { .. } | Event::Receiving { .. })
+                    );
+                    if inside || steps >= STEPS {
+                        break;
+                    }
+                    steps += 1;
                     ctl.signal(child, Signal::SIGCONT);
-                    self.state[i] = State::Watching(now + RETRY);
-                    return;
+                    slice = STEP;
+                }
+                if apart {
+                    ctl.unpin(child);
                 }
                 let at = monotonic_ns();
                 self.fired[i] = Some((at, at));
@@ -266,7 +286,7 @@ impl Nemesis {
                 };
                 self.end_at(i, monotonic_ns());
             }
-            State::Waiting | State::Watching(_) | State::Done => {}
+            State::Waiting | State::Done => {}
         }
     }
 
@@ -290,10 +310,6 @@ impl Observer for Nemesis {
             if self.children[i] != Some(child) {
                 continue;
             }
-            if let State::Watching(_) = self.state[i] {
-                self.state[i] = State::Armed(now);
-                continue;
-            }
             if !matches!(self.state[i], State::Waiting) {
                 continue;
             }
@@ -306,8 +322,8 @@ impl Observer for Nemesis {
                 _ => false,
             };
             if starts {
-                let delay = Duration::from_micros(self.faults[i].delay_micros.into());
-                self.state[i] = State::Armed(now + delay);
+                // At once: the delay is measured by `fire`, from the release.
+                self.state[i] = State::Armed(now);
             }
         }
     }
@@ -316,31 +332,25 @@ impl Observer for Nemesis {
         self.state
             .iter()
             .filter_map(|s| match *s {
-                State::Armed(t) | State::Watching(t) | State::Paused(t) | State::Storming(_, t) => {
-                    Some(t)
-                }
+                State::Armed(t) | State::Paused(t) | State::Storming(_, t) => Some(t),
                 State::Waiting | State::Done => None,
             })
             .min()
     }
 
     fn act(&mut self, now: Instant, ctl: &mut Control<'_>) {
-        for child in self.release.drain(..) {
-            ctl.release(child);
-        }
+        // Faults due first: each releases its own victim, just before it watches it.
         for i in 0..self.faults.len() {
-            if let State::Watching(t) = self.state[i] {
-                if t <= now {
-                    self.state[i] = State::Armed(now);
-                }
-            }
             let due = match self.state[i] {
                 State::Armed(t) | State::Paused(t) | State::Storming(_, t) => t <= now,
-                State::Waiting | State::Watching(_) | State::Done => false,
+                State::Waiting | State::Done => false,
             };
             if due {
                 self.fire(i, now, ctl);
             }
+        }
+        for child in self.release.drain(..) {
+            ctl.release(child);
         }
     }
 
