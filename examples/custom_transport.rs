@@ -58,6 +58,17 @@ impl Sender for LinesSender {
     }
 }
 
+/// The stream ending inside a message means its sender died while writing it: that send
+/// never returned, so the message is dropped and the stream is over (the harness kills
+/// senders inside their sends to check this).
+fn cut_or_io(op: &'static str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::Disconnected
+    } else {
+        io(op, e)
+    }
+}
+
 impl Receiver for LinesReceiver {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         // Wait for the first byte within the deadline; then read the whole message.
@@ -70,25 +81,30 @@ impl Receiver for LinesReceiver {
             .set_read_timeout(timeout)
             .map_err(|e| io("set_read_timeout", e))?;
         let mut len = [0u8; 4];
-        match self.0.read(&mut len[..1]) {
-            Ok(0) => return Err(Error::Disconnected),
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(wait.expired())
+        loop {
+            match self.0.read(&mut len[..1]) {
+                Ok(0) => return Err(Error::Disconnected),
+                Ok(_) => break,
+                // A signal interrupted the wait: wait again (the harness checks this with
+                // signal storms).
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(wait.expired())
+                }
+                Err(e) => return Err(io("read", e)),
             }
-            Err(e) => return Err(io("read", e)),
         }
         self.0
             .set_read_timeout(None)
             .map_err(|e| io("set_read_timeout", e))?;
         self.0
             .read_exact(&mut len[1..])
-            .map_err(|e| io("read length", e))?;
+            .map_err(|e| cut_or_io("read length", e))?;
         let n = u32::from_le_bytes(len) as usize;
         if n > MAX {
             return Err(Error::Corrupt(format!(
@@ -98,7 +114,7 @@ impl Receiver for LinesReceiver {
         let mut buf = vec![0u8; n];
         self.0
             .read_exact(&mut buf)
-            .map_err(|e| io("read payload", e))?;
+            .map_err(|e| cut_or_io("read payload", e))?;
         Ok(f(&buf))
     }
 
@@ -121,6 +137,8 @@ impl Transport for LinesTransport {
             multi_sender: None, // stream writes from several processes could interleave
             boundary_sizes: vec![0, 1, 4096, 212_992, MAX],
             persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 

@@ -111,6 +111,14 @@ impl Error {
         matches!(self, Error::Disconnected)
     }
 
+    /// True when the sending side ended in the middle of a message: a stream that stopped
+    /// inside a frame ([`FrameError::Truncated`]), as when a sender is killed while writing.
+    /// Like [`Error::Disconnected`], it ends the stream; unlike it, it says the last message
+    /// was cut short (and not delivered).
+    pub fn is_cut_off(&self) -> bool {
+        matches!(self, Error::Frame(FrameError::Truncated { .. }))
+    }
+
     /// True for [`Error::Empty`], [`Error::Full`] and [`Error::Timeout`]: nothing went
     /// wrong, the operation just could not complete yet.
     pub fn is_not_ready(&self) -> bool {

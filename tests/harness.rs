@@ -202,13 +202,14 @@ fn the_battery_catches_each_broken_transport() {
     }
 }
 
-/// Defects against one contract each (timeouts, declared limits, a receiver that leaves)
-/// are caught by the battery check for that contract: every check has a broken transport
-/// that fails it.
+/// Defects against one contract each (timeouts, declared limits, a receiver that leaves,
+/// descriptors) are caught by the battery check for that contract: every check has a
+/// broken transport that fails it. (`LockAcrossSend` is caught by the nemesis check, in
+/// tests/nemesis.rs.)
 #[test]
 fn each_contract_check_catches_its_defect() {
     use ipcprop::check::battery::{
-        hostile_sizes_refused, receiver_gone, timeouts_honoured, BatteryConfig,
+        descriptors_cloexec, hostile_sizes_refused, receiver_gone, timeouts_honoured, BatteryConfig,
     };
     let cfg = BatteryConfig {
         cases: 8,
@@ -223,12 +224,24 @@ fn each_contract_check_catches_its_defect() {
             timeouts_honoured(&broken(Defect::EarlyTimeout), &cfg),
         ),
         (
+            Defect::TimeoutRoundedDown,
+            timeouts_honoured(&broken(Defect::TimeoutRoundedDown), &cfg),
+        ),
+        (
+            Defect::LateTimeout,
+            timeouts_honoured(&broken(Defect::LateTimeout), &cfg),
+        ),
+        (
             Defect::WrongLimit,
             hostile_sizes_refused(&broken(Defect::WrongLimit), &cfg),
         ),
         (
             Defect::HangWhenReceiverGone,
             receiver_gone(&broken(Defect::HangWhenReceiverGone), &cfg),
+        ),
+        (
+            Defect::LeakyDescriptor,
+            descriptors_cloexec(&broken(Defect::LeakyDescriptor), &cfg),
         ),
     ];
     for (defect, result) in cases {
@@ -247,8 +260,12 @@ fn each_contract_check_catches_its_defect() {
         contract,
         [
             Defect::EarlyTimeout,
+            Defect::TimeoutRoundedDown,
+            Defect::LateTimeout,
             Defect::WrongLimit,
-            Defect::HangWhenReceiverGone
+            Defect::HangWhenReceiverGone,
+            Defect::LockAcrossSend,
+            Defect::LeakyDescriptor,
         ]
     );
 }

@@ -332,6 +332,9 @@ struct Row {
     cases: u32,
     messages: u64,
     bytes: u64,
+    /// Faults injected by the nemesis, and how many landed inside an operation.
+    faults: u64,
+    faults_inside: u64,
     seconds: f64,
     failure: Option<RowFailure>,
 }
@@ -353,6 +356,8 @@ impl Row {
             cases: r.cases,
             messages: r.messages,
             bytes: r.bytes,
+            faults: r.faults,
+            faults_inside: r.faults_inside,
             seconds: r.elapsed.as_secs_f64(),
             failure: r.failure.as_ref().map(|f| RowFailure {
                 seed: f.seed,
@@ -362,7 +367,12 @@ impl Row {
                     .iter()
                     .map(|v| (v.kind().to_string(), v.to_string()))
                     .collect(),
-                report: f.minimal.report(),
+                report: format!(
+                    "the minimal plan fails {} of {} runs\n{}",
+                    f.reproduced.0,
+                    f.reproduced.1,
+                    f.minimal.report()
+                ),
                 plan: format!("{:?}", f.minimal.plan),
             }),
         }
@@ -376,11 +386,13 @@ impl Row {
     fn to_worker_output(&self) -> String {
         let one_line = |s: &str| s.replace(['\t', '\n'], " ");
         let mut out = format!(
-            "IPCPROP-ROW\t{}\t{}\t{}\t{}\t{}\n",
+            "IPCPROP-ROW\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             one_line(&self.transport),
             self.cases,
             self.messages,
             self.bytes,
+            self.faults,
+            self.faults_inside,
             self.seconds
         );
         if let Some(f) = &self.failure {
@@ -401,7 +413,7 @@ impl Row {
     fn from_worker_output(text: &str) -> Option<Row> {
         let mut lines = text.lines();
         let head: Vec<&str> = lines.next()?.split('\t').collect();
-        if head.first() != Some(&"IPCPROP-ROW") || head.len() != 6 {
+        if head.first() != Some(&"IPCPROP-ROW") || head.len() != 8 {
             return None;
         }
         let mut row = Row {
@@ -409,7 +421,9 @@ impl Row {
             cases: head[2].parse().ok()?,
             messages: head[3].parse().ok()?,
             bytes: head[4].parse().ok()?,
-            seconds: head[5].parse().ok()?,
+            faults: head[5].parse().ok()?,
+            faults_inside: head[6].parse().ok()?,
+            seconds: head[7].parse().ok()?,
             failure: None,
         };
         let mut report = None::<String>;
@@ -617,6 +631,8 @@ fn run_sharded(t: TransportName, args: &CheckArgs) -> ipcprop::Result<Row> {
         cases: rows.iter().map(|r| r.cases).sum(),
         messages: rows.iter().map(|r| r.messages).sum(),
         bytes: rows.iter().map(|r| r.bytes).sum(),
+        faults: rows.iter().map(|r| r.faults).sum(),
+        faults_inside: rows.iter().map(|r| r.faults_inside).sum(),
         seconds: start.elapsed().as_secs_f64(),
         failure,
     })
@@ -667,6 +683,10 @@ fn run_one<T: Transport>(
                 cases: t.cases + r.cases,
                 messages: t.messages + r.messages,
                 bytes: t.bytes + r.bytes,
+                cases_with_faults: t.cases_with_faults + r.cases_with_faults,
+                cases_fault_inside: t.cases_fault_inside + r.cases_fault_inside,
+                faults: t.faults + r.faults,
+                faults_inside: t.faults_inside + r.faults_inside,
                 violations: r.violations,
                 elapsed: t.elapsed + r.elapsed,
                 failure: r.failure,
@@ -738,11 +758,13 @@ fn to_json(rows: &[Row]) -> String {
                 }
             };
             format!(
-                "{{\"transport\":{},\"cases\":{},\"messages\":{},\"bytes\":{},\"violations\":{},\"cases_per_sec\":{:.1},\"seconds\":{:.3},\"failure\":{}}}",
+                "{{\"transport\":{},\"cases\":{},\"messages\":{},\"bytes\":{},\"faults\":{},\"faults_inside\":{},\"violations\":{},\"cases_per_sec\":{:.1},\"seconds\":{:.3},\"failure\":{}}}",
                 json_str(&r.transport),
                 r.cases,
                 r.messages,
                 r.bytes,
+                r.faults,
+                r.faults_inside,
                 r.failure.as_ref().map_or(0, |f| f.violations.len()),
                 r.cases_per_sec(),
                 r.seconds,
@@ -759,16 +781,17 @@ fn to_json(rows: &[Row]) -> String {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<14} {:>7} {:>10} {:>14} {:>10} {:>9}",
-        "transport", "cases", "messages", "bytes", "violations", "cases/s"
+        "{:<14} {:>7} {:>10} {:>14} {:>16} {:>10} {:>9}",
+        "transport", "cases", "messages", "bytes", "faults (inside)", "violations", "cases/s"
     );
     for r in rows {
         println!(
-            "{:<14} {:>7} {:>10} {:>14} {:>10} {:>9.1}",
+            "{:<14} {:>7} {:>10} {:>14} {:>16} {:>10} {:>9.1}",
             r.transport,
             r.cases,
             r.messages,
             r.bytes,
+            format!("{} ({})", r.faults, r.faults_inside),
             r.failure.as_ref().map_or(0, |f| f.violations.len()),
             r.cases_per_sec()
         );

@@ -9,20 +9,26 @@
 //! | `disconnect_on_drop` | the receiver drains, then gets Disconnected, when senders exit |
 //! | `disconnect_on_sigkill` | the same when a sender is SIGKILLed at a chosen step |
 //! | `receiver_gone` | senders get an error or succeed, never hang or die, when the receiver leaves or is killed |
-//! | `timeouts_honoured` | `try_recv` is Empty, `recv_timeout` waits at least its timeout |
+//! | `timeouts_honoured` | `try_recv` is Empty; `recv_timeout` of 500 us, 1.5 ms and 30 ms waits at least its timeout and at most the stated slack more |
 //! | `several_senders` | where declared: each sender's order kept, nothing mixed |
 //! | `hostile_sizes_refused` | a message over the declared maximum is refused, nothing sent |
 //! | `crash_recovery` | where persistent: after SIGKILL of both sides, a re-attached receiver finds every acknowledged message not received, once, in order |
+//! | `descriptors_cloexec` | every descriptor a pair creates carries `FD_CLOEXEC` |
+//! | `faults_inside_operations` | the harness kills, pauses and signals processes from outside, inside their sends and receives: acknowledged messages arrive, cut ones at most once and whole, survivors keep going, EINTR is no error, nothing stalls past the progress bound |
 //!
 //! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
 //! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed; with
-//! `IPCPROP_SAVE=dir`, each failure is also written to a file there.
+//! `IPCPROP_SAVE=dir`, each failure is also written to a file there. No generated message
+//! is longer than `IPCPROP_SIZE_CAP` bytes (default 1 MiB + 1, past the 1 MiB pipe and
+//! socket buffers; the `size_cap = N` form of [`conformance_tests!`](crate::conformance_tests)
+//! sets it per transport); the nemesis check aims its faults at messages near 64 KiB, 208
+//! KiB (a default socket buffer), 1 MiB and the maximum, within that cap.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::case::{run_case, RunConfig};
-use super::plan::PlanLimits;
+use super::plan::{Fault, FaultKind, Pace, PlanLimits, Victim};
 use super::{campaign, CampaignConfig, Plan, Transport};
 use crate::error::Error;
 use crate::transport::{Receiver, Sender};
@@ -62,6 +68,8 @@ pub struct BatteryConfig {
     pub size_cap: usize,
     /// Most shrinking steps per failure (a failure that hangs costs a watchdog per step).
     pub max_shrink_iters: u32,
+    /// Most time spent shrinking one failure.
+    pub max_shrink_time: Duration,
 }
 
 impl Default for BatteryConfig {
@@ -73,11 +81,15 @@ impl Default for BatteryConfig {
             run: RunConfig {
                 timeout: Duration::from_secs(20),
             },
-            size_cap: 256 * 1024,
+            size_cap: env("IPCPROP_SIZE_CAP").map_or(DEFAULT_SIZE_CAP, |v: u64| v as usize),
             max_shrink_iters: 64,
+            max_shrink_time: Duration::from_secs(60),
         }
     }
 }
+
+/// The default of [`BatteryConfig::size_cap`]: one byte over 1 MiB.
+pub const DEFAULT_SIZE_CAP: usize = (1 << 20) + 1;
 
 type CheckResult = Result<(), Finding>;
 
@@ -88,31 +100,46 @@ fn generated<T: Transport>(
     limits: PlanLimits,
     adjust: impl Fn(&mut Plan),
 ) -> CheckResult {
-    let config = CampaignConfig {
-        cases: cfg.cases,
-        seed: cfg.seed,
-        limits,
-        run: cfg.run.clone(),
-        max_shrink_iters: cfg.max_shrink_iters,
-    };
-    let report =
-        campaign::campaign_with(t, &config, &adjust, &mut |_| {}).map_err(|e| Finding {
-            check,
-            report: format!("could not run: {e}"),
-            kinds: Vec::new(),
-        })?;
+    verdict(check, generated_report(check, t, cfg, limits, adjust)?)
+}
+
+fn verdict(check: &'static str, report: super::CampaignReport) -> CheckResult {
     match report.failure {
         None => Ok(()),
         Some(f) => Err(Finding {
             check,
             kinds: f.minimal.violations.iter().map(|v| v.kind()).collect(),
             report: format!(
-                "seed {} (IPCPROP_SEED to replay)\n{}",
+                "seed {} (IPCPROP_SEED to replay); the minimal plan fails {} of {} runs\n{}",
                 f.seed,
+                f.reproduced.0,
+                f.reproduced.1,
                 f.minimal.report()
             ),
         }),
     }
+}
+
+fn generated_report<T: Transport>(
+    check: &'static str,
+    t: &T,
+    cfg: &BatteryConfig,
+    limits: PlanLimits,
+    adjust: impl Fn(&mut Plan),
+) -> Result<super::CampaignReport, Finding> {
+    let config = CampaignConfig {
+        cases: cfg.cases,
+        seed: cfg.seed,
+        limits,
+        run: cfg.run.clone(),
+        max_shrink_iters: cfg.max_shrink_iters,
+        max_shrink_time: cfg.max_shrink_time,
+    };
+    campaign::campaign_with(t, &config, &adjust, &mut |_| {}).map_err(|e| Finding {
+        check,
+        report: format!("could not run: {e}"),
+        kinds: Vec::new(),
+    })
 }
 
 fn base_limits(cfg: &BatteryConfig) -> PlanLimits {
@@ -120,6 +147,7 @@ fn base_limits(cfg: &BatteryConfig) -> PlanLimits {
         size_cap: cfg.size_cap,
         kills: false,
         early_close: false,
+        nemesis: false,
         ..PlanLimits::default()
     }
 }
@@ -183,6 +211,126 @@ pub fn disconnect_on_sigkill<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckR
     })
 }
 
+/// The nemesis: every generated plan (several senders where declared, sizes up to the cap)
+/// carries at least one fault the harness injects from outside at a moment inside the
+/// victim's operations: SIGKILL of a sender or of the receiver, a SIGSTOP/SIGCONT pause,
+/// or a storm of signals whose handler has no `SA_RESTART`. Acknowledged messages must
+/// arrive, in order and intact; a message whose send was cut short by a kill may arrive or
+/// not, but at most once and whole; the survivors keep going (Disconnected only after the
+/// last live sender is gone); EINTR is never an error; and no process stays without
+/// progress for longer than the transport's declared progress bound.
+pub fn faults_inside_operations<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    verdict("faults_inside_operations", faults_campaign(t, cfg)?)
+}
+
+/// The campaign of [`faults_inside_operations`], with its counts: how many faults were
+/// applied ([`CampaignReport::faults`](super::CampaignReport::faults)) and how many landed
+/// inside an operation.
+pub fn faults_campaign<T: Transport>(
+    t: &T,
+    cfg: &BatteryConfig,
+) -> Result<super::CampaignReport, Finding> {
+    let limits = PlanLimits {
+        nemesis: true,
+        ..base_limits(cfg)
+    };
+    let caps = t.capabilities();
+    let senders = caps.multi_sender.map_or(1, |_| limits.max_senders);
+    let cap = cfg.size_cap;
+    generated_report("faults_inside_operations", t, cfg, limits, move |p| {
+        if p.faults.is_empty() {
+            // One fault at least, derived from the seed so a shrunk plan keeps it.
+            let s = p.seed;
+            let victim = match s % 4 {
+                0 => Victim::Receiver,
+                k => Victim::Sender((k as usize - 1) % senders.max(1)),
+            };
+            let kind = match (s >> 8) % 3 {
+                0 => FaultKind::Kill,
+                1 => FaultKind::Pause { micros: 20_000 },
+                _ => FaultKind::Storm {
+                    signals: 32,
+                    gap_micros: 20,
+                },
+            };
+            p.faults.push(Fault {
+                victim,
+                kind,
+                op: ((s >> 16) % 4) as usize,
+                delay_micros: ((s >> 24) % 40) as u32,
+            });
+        }
+        p.aim_faults();
+        aim_into_long_operations(p, &caps, cap);
+    })
+}
+
+/// Makes the operation each fault aims at a long one, so the fault lands inside it: the
+/// sender's message at that point becomes a large one (around 64 KiB, the pipe and socket
+/// buffer sizes, 1 MiB, or the maximum, within the cap), and, chosen by the seed, the other
+/// side slows down so the victim blocks (a sender on a full buffer, a receiver waiting).
+fn aim_into_long_operations(p: &mut Plan, caps: &super::Capabilities, cap: usize) {
+    let several = p.senders.len() > 1;
+    let max = match caps.multi_sender {
+        Some(m) if several => m,
+        _ => caps.max_message_len,
+    }
+    .min(cap);
+    let bigs = [
+        max,
+        (64 << 10) - 1,
+        64 << 10,
+        (64 << 10) + 1,
+        208 << 10,
+        (1 << 20) + 1,
+        max.saturating_sub(1),
+    ];
+    let seed = p.seed;
+    for (k, f) in p.faults.clone().iter().enumerate() {
+        let pick = (seed >> (k * 8)) as usize;
+        let slow = Pace::Sleep {
+            every: 1,
+            micros: 200 + (pick % 5) as u32 * 200,
+        };
+        match f.victim {
+            Victim::Sender(n) => {
+                // With several senders, aim early in the victim's work, while the others
+                // still have most of theirs to send: they must not be disturbed.
+                if several {
+                    let len = p.senders.get(n).map_or(0, |s| s.sizes.len());
+                    p.faults[k].op = f.op.min(len / 2);
+                }
+                let op = p.faults[k].op;
+                if let Some(size) = p.senders.get_mut(n).and_then(|s| s.sizes.get_mut(op)) {
+                    *size = bigs[pick % bigs.len()].min(max);
+                }
+                if !pick.is_multiple_of(3) {
+                    p.receiver.pace = slow;
+                }
+                // The others keep sending, at a steady pace, well after the fault: they are
+                // the survivors whose messages must keep arriving.
+                if several {
+                    for (j, s) in p.senders.iter_mut().enumerate() {
+                        if j != n {
+                            s.pace = Pace::Sleep {
+                                every: 1,
+                                micros: 300,
+                            };
+                        }
+                    }
+                }
+            }
+            Victim::Receiver => {
+                if !pick.is_multiple_of(3) {
+                    for s in &mut p.senders {
+                        s.pace = slow;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The receiver leaves early, or is SIGKILLed: senders get an error or succeed, and never
 /// hang or die.
 pub fn receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
@@ -196,8 +344,10 @@ pub fn receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
     })
 }
 
-/// In one process: `try_recv` on an empty transport is Empty, `recv_timeout` waits at least
-/// its timeout, and a message sent is then received.
+/// In one process: `try_recv` on an empty transport is Empty; `recv_timeout` of 500 us,
+/// 1.5 ms and 30 ms each waits at least its timeout and returns within
+/// [`Capabilities::timeout_slack`](super::Capabilities::timeout_slack) after it; and a
+/// message sent is then received.
 pub fn timeouts_honoured<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResult {
     // A pair open in this process while another thread forks a case would leak into that
     // case's children (and keep this pair open): one case at a time.
@@ -216,20 +366,34 @@ pub fn timeouts_honoured<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResu
             )))
         }
     }
-    let wait = Duration::from_millis(30);
-    let start = Instant::now();
-    match rx.recv_timeout(wait) {
-        Err(Error::Timeout(_)) if start.elapsed() >= wait => {}
-        Err(Error::Timeout(_)) => {
-            return Err(fail(format!(
-                "recv_timeout({wait:?}) gave up after {:?}",
-                start.elapsed()
-            )))
-        }
-        other => {
-            return Err(fail(format!(
-                "recv_timeout on an empty transport returned {other:?}"
-            )))
+    // Whole milliseconds and fractions of one (a transport that rounds 500 us down to 0,
+    // or up to a whole tick, shows here), each within the stated slack.
+    let slack = t.capabilities().timeout_slack;
+    for wait in [
+        Duration::from_micros(500),
+        Duration::from_micros(1_500),
+        Duration::from_millis(30),
+    ] {
+        let start = Instant::now();
+        let got = rx.recv_timeout(wait);
+        let took = start.elapsed();
+        match got {
+            Err(Error::Timeout(_)) if took >= wait && took <= wait + slack => {}
+            Err(Error::Timeout(_)) if took < wait => {
+                return Err(fail(format!(
+                    "recv_timeout({wait:?}) gave up after {took:?}"
+                )))
+            }
+            Err(Error::Timeout(_)) => {
+                return Err(fail(format!(
+                    "recv_timeout({wait:?}) returned after {took:?}, more than the timeout plus the stated slack of {slack:?}"
+                )))
+            }
+            other => {
+                return Err(fail(format!(
+                    "recv_timeout on an empty transport returned {other:?}"
+                )))
+            }
         }
     }
     tx.send(b"after the timeout")
@@ -266,6 +430,85 @@ pub fn several_senders<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult 
         }
     };
     generated("several_senders", t, cfg, limits, strategy_has_several)
+}
+
+/// Every descriptor a pair creates carries `FD_CLOEXEC`, so a program exec'd by either
+/// process (or by another thread meanwhile) does not inherit the channel. The pair is made
+/// in a forked child, where no other thread opens descriptors, and the child's descriptor
+/// table is compared before and after.
+pub fn descriptors_cloexec<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    let _serial = super::case::lock_cases();
+    let fail = |report: String, kind| Finding {
+        check: "descriptors_cloexec",
+        report,
+        kinds: vec![kind],
+    };
+    let mut group = super::fork::ChildGroup::new();
+    group
+        .spawn("pair maker", |rep| {
+            let before = open_descriptors()?;
+            let pair = t.pair(1).map_err(|e| format!("pair: {e}"))?;
+            for fd in open_descriptors()? {
+                if before.contains(&fd) {
+                    continue;
+                }
+                // SAFETY: `fd` is a number listed in this process's descriptor table; it is
+                // only borrowed for one fcntl, which fails with EBADF if it was closed
+                // meanwhile (the listing's own descriptor). No object owning it is used.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let flags = match nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD) {
+                    Ok(f) => f,
+                    // The listing's own directory descriptor, closed since.
+                    Err(nix::errno::Errno::EBADF) => continue,
+                    Err(e) => return Err(format!("fcntl(F_GETFD) on {fd}: {e}")),
+                };
+                if flags & nix::libc::FD_CLOEXEC == 0 {
+                    let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .map_or_else(|_| "?".to_string(), |p| p.display().to_string());
+                    rep.record(format!("descriptor {fd} ({target})").as_bytes());
+                }
+            }
+            drop(pair);
+            Ok(())
+        })
+        .map_err(|e| fail(format!("fork: {e}"), super::ViolationKind::Crashed))?;
+    let report = group.wait(cfg.run.timeout).remove(0);
+    if report.end != super::fork::ChildEnd::Returned {
+        return Err(fail(
+            format!("making a pair: {}", report.end),
+            super::ViolationKind::Crashed,
+        ));
+    }
+    let leaked: Vec<String> = report
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    if leaked.is_empty() {
+        return Ok(());
+    }
+    let violations: Vec<super::Violation> = leaked
+        .iter()
+        .map(|d| super::Violation::Leaked { detail: d.clone() })
+        .collect();
+    Err(Finding {
+        check: "descriptors_cloexec",
+        kinds: violations.iter().map(|v| v.kind()).collect(),
+        report: violations
+            .iter()
+            .map(|v| format!("  [{}] {v}\n", v.kind()))
+            .collect(),
+    })
+}
+
+/// The descriptors open in this process.
+fn open_descriptors() -> std::result::Result<Vec<i32>, String> {
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(|e| format!("/proc/self/fd: {e}"))?;
+    let mut fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    Ok(fds)
 }
 
 /// A message one byte over the declared maximum is refused with an error, and nothing of it
@@ -313,6 +556,14 @@ pub fn hostile_sizes_refused<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckR
     }
     match rx.recv_timeout(Duration::from_secs(10)) {
         Err(Error::Disconnected) => Ok(()),
+        // Nothing arrived, but the end never came: a missing disconnection.
+        Err(e) if e.is_not_ready() => Err(Finding {
+            kinds: vec![super::ViolationKind::Hung],
+            ..fail(format!(
+                "after a refused send and its sender's exit, the receiver got {e:?} instead \
+                 of Disconnected: the end of the stream never came"
+            ))
+        }),
         other => Err(fail(format!(
             "after a refused send, the receiver got {other:?} instead of Disconnected"
         ))),
@@ -337,7 +588,7 @@ pub fn save_finding(transport: &str, finding: &Finding) {
 }
 
 /// Every check's name, in order.
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 11] = [
     "fifo_and_integrity",
     "boundary_sizes",
     "disconnect_on_drop",
@@ -347,11 +598,13 @@ pub const CHECKS: [&str; 9] = [
     "several_senders",
     "hostile_sizes_refused",
     "crash_recovery",
+    "faults_inside_operations",
+    "descriptors_cloexec",
 ];
 
 /// Runs every check over `t`; returns what each found (empty: all passed).
 pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
-    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 9] = [
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 11] = [
         fifo_and_integrity,
         boundary_sizes,
         disconnect_on_drop,
@@ -361,6 +614,8 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
         several_senders,
         hostile_sizes_refused,
         crash_recovery,
+        faults_inside_operations,
+        descriptors_cloexec,
     ];
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
@@ -379,9 +634,24 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
 /// ```
 ///
 /// gives `my_transport::fifo_and_integrity`, `my_transport::boundary_sizes`, ... as tests.
+/// A third argument caps the generated message sizes for this transport (otherwise
+/// `IPCPROP_SIZE_CAP`, or [`DEFAULT_SIZE_CAP`](crate::check::battery::DEFAULT_SIZE_CAP)):
+///
+/// ```
+/// # use ipcprop::check::builtin::PipeTransport as MyTransport;
+/// ipcprop::conformance_tests!(my_small_transport, MyTransport::default(), size_cap = 64 * 1024);
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($module:ident, $make:expr) => {
+        $crate::conformance_tests!(
+            $module,
+            $make,
+            size_cap = $crate::check::battery::BatteryConfig::default().size_cap
+        );
+    };
+    ($module:ident, $make:expr, size_cap = $cap:expr) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
@@ -391,7 +661,11 @@ macro_rules! conformance_tests {
                 check: fn(&T, &b::BatteryConfig) -> ::std::result::Result<(), b::Finding>,
                 t: T,
             ) {
-                if let Err(finding) = check(&t, &b::BatteryConfig::default()) {
+                let cfg = b::BatteryConfig {
+                    size_cap: $cap,
+                    ..b::BatteryConfig::default()
+                };
+                if let Err(finding) = check(&t, &cfg) {
                     b::save_finding(&t.name(), &finding);
                     panic!("{finding}");
                 }
@@ -432,6 +706,14 @@ macro_rules! conformance_tests {
             #[test]
             fn crash_recovery() {
                 run(b::crash_recovery, $make)
+            }
+            #[test]
+            fn faults_inside_operations() {
+                run(b::faults_inside_operations, $make)
+            }
+            #[test]
+            fn descriptors_cloexec() {
+                run(b::descriptors_cloexec, $make)
             }
         }
     };

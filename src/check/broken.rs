@@ -39,6 +39,9 @@ pub enum Defect {
     HangAfter(usize),
     /// The receiver never reports Disconnected: it waits forever instead.
     IgnoreClose,
+    /// The receiver reports Disconnected once; later receives say Empty (or time out, or
+    /// block forever) as if the channel could still carry something.
+    ForgetsDisconnect,
     /// The sender panics on message `n`.
     PanicOn(usize),
     /// The sender acknowledges messages at once but writes them only in groups of 4; what
@@ -46,11 +49,23 @@ pub enum Defect {
     LoseUnflushed,
     /// A receive with a timeout gives up at once instead of waiting.
     EarlyTimeout,
+    /// A receive with a timeout rounds it down to whole milliseconds (500 us becomes 0:
+    /// it gives up at once).
+    TimeoutRoundedDown,
+    /// A receive with a timeout waits a whole second longer than asked.
+    LateTimeout,
     /// The transport declares a maximum one byte below what its sender really accepts,
     /// so a message over the declared maximum is sent instead of refused.
     WrongLimit,
     /// A sender whose receiver is gone blocks forever instead of returning Disconnected.
     HangWhenReceiverGone,
+    /// The senders share a lock in shared memory and hold it across every send (a
+    /// spin lock with no owner recovery): a sender killed inside a send leaves it held, and
+    /// every other sender waits forever.
+    LockAcrossSend,
+    /// The sending end keeps a descriptor made without `FD_CLOEXEC` (a programme it execs
+    /// inherits it).
+    LeakyDescriptor,
 }
 
 impl Defect {
@@ -63,10 +78,15 @@ impl Defect {
             Defect::Swap(_) => K::Reordered,
             Defect::FlipBit(_) | Defect::Truncate(_) => K::Corrupted,
             Defect::HangAfter(_) | Defect::IgnoreClose => K::Hung,
-            Defect::PanicOn(_) => K::Crashed,
+            Defect::PanicOn(_) | Defect::ForgetsDisconnect => K::Crashed,
             Defect::LoseUnflushed => K::Lost,
-            Defect::EarlyTimeout | Defect::HangWhenReceiverGone => K::Hung,
+            Defect::EarlyTimeout
+            | Defect::TimeoutRoundedDown
+            | Defect::LateTimeout
+            | Defect::HangWhenReceiverGone
+            | Defect::LockAcrossSend => K::Hung,
             Defect::WrongLimit => K::Unexpected,
+            Defect::LeakyDescriptor => K::Leaked,
         }
     }
 
@@ -76,12 +96,18 @@ impl Defect {
     pub fn shows_in_a_plain_plan(&self) -> bool {
         !matches!(
             self,
-            Defect::EarlyTimeout | Defect::WrongLimit | Defect::HangWhenReceiverGone
+            Defect::EarlyTimeout
+                | Defect::TimeoutRoundedDown
+                | Defect::LateTimeout
+                | Defect::WrongLimit
+                | Defect::HangWhenReceiverGone
+                | Defect::LockAcrossSend
+                | Defect::LeakyDescriptor
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 12] = [
+    pub const ALL: [Defect; 17] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -89,11 +115,16 @@ impl Defect {
         Defect::Truncate(2),
         Defect::HangAfter(2),
         Defect::IgnoreClose,
+        Defect::ForgetsDisconnect,
         Defect::PanicOn(2),
         Defect::LoseUnflushed,
         Defect::EarlyTimeout,
+        Defect::TimeoutRoundedDown,
+        Defect::LateTimeout,
         Defect::WrongLimit,
         Defect::HangWhenReceiverGone,
+        Defect::LockAcrossSend,
+        Defect::LeakyDescriptor,
     ];
 }
 
@@ -142,11 +173,23 @@ impl<T: Transport> Transport for Broken<T> {
             inner,
             defect: self.defect,
             count: 0,
+            ended: false,
         }))
     }
 
     fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)> {
         let (s, r) = self.inner.pair(senders)?;
+        let lock = match self.defect {
+            Defect::LockAcrossSend => Some(SharedLock::new()?),
+            _ => None,
+        };
+        let leak = match self.defect {
+            // A plain dup(2): the copy never has FD_CLOEXEC.
+            Defect::LeakyDescriptor => {
+                Some(nix::unistd::dup(std::io::stderr()).map_err(|e| Error::sys("dup", e))?)
+            }
+            _ => None,
+        };
         Ok((
             BrokenSender {
                 inner: s,
@@ -154,11 +197,14 @@ impl<T: Transport> Transport for Broken<T> {
                 count: 0,
                 held: None,
                 unflushed: Vec::new(),
+                lock,
+                _leak: leak,
             },
             BrokenReceiver {
                 inner: r,
                 defect: self.defect,
                 count: 0,
+                ended: false,
             },
         ))
     }
@@ -174,6 +220,64 @@ pub struct BrokenSender<S> {
     held: Option<Vec<u8>>,
     /// Acknowledged messages not yet written ([`Defect::LoseUnflushed`]).
     unflushed: Vec<Vec<u8>>,
+    /// The lock every sender holds across a send ([`Defect::LockAcrossSend`]).
+    lock: Option<SharedLock>,
+    /// A descriptor without `FD_CLOEXEC` ([`Defect::LeakyDescriptor`]).
+    _leak: Option<std::os::fd::OwnedFd>,
+}
+
+/// A spin lock in a page shared by every process forked after it was made, with no owner
+/// recovery: the lock of [`Defect::LockAcrossSend`].
+#[derive(Debug)]
+struct SharedLock {
+    page: std::ptr::NonNull<std::ffi::c_void>,
+}
+
+impl SharedLock {
+    fn new() -> Result<SharedLock> {
+        use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+        let len = std::num::NonZeroUsize::new(4096).ok_or(Error::Disconnected)?;
+        // SAFETY: a fresh anonymous mapping aliases no Rust object; it is unmapped only in
+        // `drop`, after the last use through `word`.
+        let page = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .map_err(|e| Error::sys("mmap", e))?;
+        Ok(SharedLock { page })
+    }
+
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the page is mapped, zero-filled, page-aligned and 4096 bytes long for the
+        // life of `self`, so its first 4 bytes are a valid, aligned `AtomicU32`; every
+        // process sharing the page touches those bytes only through atomics.
+        unsafe { &*self.page.as_ptr().cast::<std::sync::atomic::AtomicU32>() }
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering;
+        while self
+            .word()
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        let out = f();
+        self.word().store(0, Ordering::Release);
+        out
+    }
+}
+
+impl Drop for SharedLock {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `new` with this length and is not used after this.
+        let _ = unsafe { nix::sys::mman::munmap(self.page, 4096) };
+    }
 }
 
 impl<S: Sender> Sender for BrokenSender<S> {
@@ -216,6 +320,10 @@ impl<S: Sender> Sender for BrokenSender<S> {
                 }
                 Ok(())
             }
+            Defect::LockAcrossSend => match self.lock.as_ref() {
+                Some(lock) => lock.with(|| self.inner.send(msg)),
+                None => self.inner.send(msg),
+            },
             Defect::HangWhenReceiverGone => match self.inner.send(msg) {
                 Err(Error::Disconnected) => block_forever(),
                 other => other,
@@ -240,6 +348,8 @@ pub struct BrokenReceiver<R> {
     inner: R,
     defect: Defect,
     count: usize,
+    /// Disconnected was reported once ([`Defect::ForgetsDisconnect`]).
+    ended: bool,
 }
 
 fn block_forever() -> ! {
@@ -253,6 +363,13 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
         if self.defect == Defect::HangAfter(self.count) {
             block_forever();
         }
+        let wait = match (self.defect, wait) {
+            (Defect::TimeoutRoundedDown, Wait::For(d)) => {
+                Wait::For(Duration::from_millis(d.as_millis() as u64))
+            }
+            (Defect::LateTimeout, Wait::For(d)) => Wait::For(d + Duration::from_secs(1)),
+            (_, w) => w,
+        };
         if let (Defect::EarlyTimeout, Wait::For(d)) = (self.defect, wait) {
             return match self.inner.recv_with(Wait::Never, f) {
                 Err(Error::Empty) => Err(Error::Timeout(d)),
@@ -265,6 +382,16 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
                 Ok(v)
             }
             Err(Error::Disconnected) if self.defect == Defect::IgnoreClose => block_forever(),
+            Err(Error::Disconnected) if self.defect == Defect::ForgetsDisconnect => {
+                if !self.ended {
+                    self.ended = true;
+                    return Err(Error::Disconnected);
+                }
+                match wait {
+                    Wait::Forever => block_forever(),
+                    w => Err(w.expired()),
+                }
+            }
             Err(e) => Err(e),
         }
     }

@@ -53,6 +53,8 @@ impl Transport for PipeTransport {
             multi_sender: Some(MAX_SHARED_PAYLOAD.min(max)),
             boundary_sizes: pipe_boundaries(max),
             persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 
@@ -151,6 +153,8 @@ impl Transport for RingTransport {
             multi_sender: None,
             boundary_sizes: ring_boundaries(self.config.get_capacity()),
             persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 
@@ -231,6 +235,8 @@ impl Transport for QueueTransport {
             multi_sender: Some(max),
             boundary_sizes: queue_boundaries(max),
             persistent: true,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 

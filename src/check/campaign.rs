@@ -23,6 +23,9 @@ pub struct CampaignConfig {
     pub run: RunConfig,
     /// Most shrinking steps to spend on a failure.
     pub max_shrink_iters: u32,
+    /// Most time to spend shrinking a failure: shrinking stops at the smallest failing plan
+    /// found by then (a failure that hangs costs a progress bound per step).
+    pub max_shrink_time: Duration,
 }
 
 impl Default for CampaignConfig {
@@ -33,6 +36,7 @@ impl Default for CampaignConfig {
             limits: PlanLimits::default(),
             run: RunConfig::default(),
             max_shrink_iters: 256,
+            max_shrink_time: Duration::from_secs(90),
         }
     }
 }
@@ -44,6 +48,29 @@ pub struct Failure {
     pub minimal: CaseOutcome,
     /// The campaign seed that reproduces it.
     pub seed: u64,
+    /// How often the minimal plan failed when run again: `(failed, runs)`. A failure that
+    /// depends on timing may not fail every run.
+    pub reproduced: (u32, u32),
+}
+
+/// Extra runs of a shrink candidate that passed, before it counts as passing.
+const SHRINK_RETRIES: u32 = 2;
+
+/// Runs `plan` again up to 10 times, within 20 seconds (a hang costs a progress bound per
+/// run), and counts the failures.
+fn reproduce<T: Transport>(transport: &T, plan: &Plan, run: &RunConfig) -> (u32, u32) {
+    let start = Instant::now();
+    let (mut failed, mut runs) = (0, 0);
+    while runs < 10 && (runs < 2 || start.elapsed() < Duration::from_secs(20)) {
+        match run_case(transport, plan, run) {
+            Ok(o) => {
+                runs += 1;
+                failed += u32::from(!o.passed());
+            }
+            Err(_) => break,
+        }
+    }
+    (failed, runs)
 }
 
 /// What a campaign found.
@@ -57,6 +84,15 @@ pub struct CampaignReport {
     pub messages: u64,
     /// Bytes delivered in those cases.
     pub bytes: u64,
+    /// Cases whose plan carried at least one fault of the nemesis.
+    pub cases_with_faults: u32,
+    /// Cases in which at least one fault landed inside an operation (a send, a batch, a
+    /// receive).
+    pub cases_fault_inside: u32,
+    /// Faults the nemesis applied in those cases (a fault whose victim ended first is not).
+    pub faults: u64,
+    /// Of those, the faults that landed inside an operation.
+    pub faults_inside: u64,
     /// Violations in the minimal failing case (0 when every case passed).
     pub violations: usize,
     /// Wall time, shrinking included.
@@ -107,6 +143,7 @@ pub(crate) fn campaign_with<T: Transport>(
             cases: config.cases,
             failure_persistence: None,
             max_shrink_iters: config.max_shrink_iters,
+            max_shrink_time: u32::try_from(config.max_shrink_time.as_millis()).unwrap_or(u32::MAX),
             ..Config::default()
         },
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(config.seed)),
@@ -114,6 +151,10 @@ pub(crate) fn campaign_with<T: Transport>(
     let cases = Cell::new(0u32);
     let messages = Cell::new(0u64);
     let bytes = Cell::new(0u64);
+    let faults = Cell::new(0u64);
+    let inside = Cell::new(0u64);
+    let cases_with_faults = Cell::new(0u32);
+    let cases_fault_inside = Cell::new(0u32);
     let failed = Cell::new(false);
     // proptest's minimal case is the last one that failed.
     let last_failure: RefCell<Option<CaseOutcome>> = RefCell::new(None);
@@ -121,7 +162,7 @@ pub(crate) fn campaign_with<T: Transport>(
     let on_case = RefCell::new(on_case);
     let result = runner.run(&strategy, |mut plan: Plan| {
         adjust(&mut plan);
-        let outcome = match run_case(transport, &plan, &config.run) {
+        let mut outcome = match run_case(transport, &plan, &config.run) {
             Ok(o) => o,
             Err(e) => {
                 let msg = e.to_string();
@@ -129,10 +170,33 @@ pub(crate) fn campaign_with<T: Transport>(
                 return Err(TestCaseError::fail(msg));
             }
         };
+        // While shrinking, a candidate that passes once may still fail (a failure that
+        // depends on timing): it counts as passing only if it passes every retry.
+        if failed.get() {
+            for _ in 0..SHRINK_RETRIES {
+                if !outcome.passed() {
+                    break;
+                }
+                match run_case(transport, &plan, &config.run) {
+                    Ok(o) => outcome = o,
+                    Err(_) => break,
+                }
+            }
+        }
         if !failed.get() {
             cases.set(cases.get() + 1);
             messages.set(messages.get() + outcome.messages as u64);
             bytes.set(bytes.get() + outcome.bytes);
+            faults.set(faults.get() + outcome.faults.len() as u64);
+            let landed = outcome.faults.iter().filter(|f| f.landing.is_inside());
+            let landed = landed.count() as u64;
+            inside.set(inside.get() + landed);
+            if !outcome.plan.faults.is_empty() {
+                cases_with_faults.set(cases_with_faults.get() + 1);
+            }
+            if landed > 0 {
+                cases_fault_inside.set(cases_fault_inside.get() + 1);
+            }
             (on_case.borrow_mut())(&outcome);
         }
         if outcome.passed() {
@@ -150,9 +214,13 @@ pub(crate) fn campaign_with<T: Transport>(
     let failure = match result {
         Ok(()) => None,
         Err(TestError::Fail(..) | TestError::Abort(..)) => {
-            last_failure.into_inner().map(|minimal| Failure {
-                minimal,
-                seed: config.seed,
+            last_failure.into_inner().map(|minimal| {
+                let reproduced = reproduce(transport, &minimal.plan, &config.run);
+                Failure {
+                    minimal,
+                    seed: config.seed,
+                    reproduced,
+                }
             })
         }
     };
@@ -161,6 +229,10 @@ pub(crate) fn campaign_with<T: Transport>(
         cases: cases.get(),
         messages: messages.get(),
         bytes: bytes.get(),
+        cases_with_faults: cases_with_faults.get(),
+        cases_fault_inside: cases_fault_inside.get(),
+        faults: faults.get(),
+        faults_inside: inside.get(),
         violations: failure.as_ref().map_or(0, |f| f.minimal.violations.len()),
         elapsed: start.elapsed(),
         failure,

@@ -10,9 +10,12 @@ use std::fmt::{self, Write as _};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+
 use super::fork::{ChildEnd, ChildGroup, ChildReport, Reporter};
 use super::history::{self, CheckInput, Delivery, MsgId, SenderRecord, Violation, ID_LEN};
-use super::plan::{Plan, ReceiverPlan, RecvMode, SenderPlan};
+use super::nemesis::{AppliedFault, Nemesis, STORM_SIGNAL};
+use super::plan::{Plan, ReceiverPlan, RecvMode, SenderPlan, Victim};
 use super::Transport;
 use crate::error::{Error, Result};
 use crate::transport::{Receiver, Sender, Wait};
@@ -76,12 +79,41 @@ pub enum Event {
     Received(Delivery),
     /// The receiver got [`Error::Disconnected`].
     Disconnected,
+    /// The stream ended inside a message ([`Error::is_cut_off`]): a sender died while
+    /// writing it. Acceptable as the end only when a sender was killed inside a send.
+    CutOff(String),
     /// A receive failed with an error other than Disconnected (or an unplanned Timeout).
     RecvFailed(String),
     /// The receiver closed its end early, as planned, after this many messages.
     Closed {
         /// Messages received before closing.
         after: u32,
+    },
+    /// The process is set up (end re-attached, signal handler installed) and starts its
+    /// script.
+    Ready,
+    /// A send of `count` messages from `first` on is about to be called (one `send`, or one
+    /// `send_batch`). Until [`Event::Sent`] or [`Event::SendFailed`], the process is inside it.
+    Sending {
+        /// The first message of the send.
+        first: MsgId,
+        /// How many messages the send carries.
+        count: u32,
+    },
+    /// The receiver starts waiting for its message number `got` (0-based), once per message.
+    Receiving {
+        /// Messages received so far.
+        got: u32,
+    },
+    /// The process waits for the harness before its next operation, at which a fault is
+    /// planned ([`Reporter::rendezvous`]): the nemesis then times the fault from a known
+    /// instant. The operation is the one on messages `from..to` (a send or batch of them,
+    /// or the receive of message `from`).
+    Rendezvous {
+        /// The first message of the operation.
+        from: u32,
+        /// One past its last message.
+        to: u32,
     },
 }
 
@@ -92,6 +124,11 @@ const EV_RECEIVED: u8 = 4;
 const EV_DISCONNECTED: u8 = 5;
 const EV_RECV_FAILED: u8 = 6;
 const EV_CLOSED: u8 = 7;
+const EV_READY: u8 = 8;
+const EV_SENDING: u8 = 9;
+const EV_RECEIVING: u8 = 10;
+const EV_CUT_OFF: u8 = 11;
+const EV_RENDEZVOUS: u8 = 12;
 
 impl Event {
     /// Encodes the event as a report record.
@@ -126,6 +163,10 @@ impl Event {
                 v.extend_from_slice(&d.prefix);
             }
             Event::Disconnected => v.push(EV_DISCONNECTED),
+            Event::CutOff(e) => {
+                v.push(EV_CUT_OFF);
+                v.extend_from_slice(e.as_bytes());
+            }
             Event::RecvFailed(e) => {
                 v.push(EV_RECV_FAILED);
                 v.extend_from_slice(e.as_bytes());
@@ -133,6 +174,21 @@ impl Event {
             Event::Closed { after } => {
                 v.push(EV_CLOSED);
                 v.extend_from_slice(&after.to_le_bytes());
+            }
+            Event::Ready => v.push(EV_READY),
+            Event::Rendezvous { from, to } => {
+                v.push(EV_RENDEZVOUS);
+                v.extend_from_slice(&from.to_le_bytes());
+                v.extend_from_slice(&to.to_le_bytes());
+            }
+            Event::Sending { first, count } => {
+                v.push(EV_SENDING);
+                push_id(&mut v, *first);
+                v.extend_from_slice(&count.to_le_bytes());
+            }
+            Event::Receiving { got } => {
+                v.push(EV_RECEIVING);
+                v.extend_from_slice(&got.to_le_bytes());
             }
         }
         v
@@ -168,8 +224,19 @@ impl Event {
                 prefix: rest[8..].try_into().ok()?,
             }),
             EV_DISCONNECTED if rest.is_empty() => Event::Disconnected,
+            EV_CUT_OFF => Event::CutOff(String::from_utf8_lossy(rest).into()),
             EV_RECV_FAILED => Event::RecvFailed(String::from_utf8_lossy(rest).into()),
             EV_CLOSED if rest.len() == 4 => Event::Closed { after: u32_at(0)? },
+            EV_READY if rest.is_empty() => Event::Ready,
+            EV_RENDEZVOUS if rest.len() == 8 => Event::Rendezvous {
+                from: u32_at(0)?,
+                to: u32_at(4)?,
+            },
+            EV_SENDING if rest.len() == 12 => Event::Sending {
+                first: id_at(0)?,
+                count: u32_at(8)?,
+            },
+            EV_RECEIVING if rest.len() == 4 => Event::Receiving { got: u32_at(0)? },
             _ => return None,
         })
     }
@@ -216,8 +283,22 @@ impl fmt::Display for Event {
                 Ok(())
             }
             Event::Disconnected => write!(f, "got Disconnected"),
+            Event::CutOff(e) => write!(f, "stream cut off: {e}"),
             Event::RecvFailed(e) => write!(f, "receive failed: {e}"),
             Event::Closed { after } => write!(f, "closed its end after {after} messages"),
+            Event::Ready => write!(f, "ready"),
+            Event::Rendezvous { .. } => write!(f, "waiting for the harness"),
+            Event::Sending { first, count: 1 } => {
+                write!(f, "sending s{}#{}", first.sender, first.seq)
+            }
+            Event::Sending { first, count } => write!(
+                f,
+                "sending batch s{}#{}..#{}",
+                first.sender,
+                first.seq,
+                first.seq + count - 1
+            ),
+            Event::Receiving { got } => write!(f, "receiving message {got}"),
         }
     }
 }
@@ -248,6 +329,8 @@ pub struct CaseOutcome {
     pub processes: Vec<ProcessHistory>,
     /// Everything that went wrong; empty for a pass.
     pub violations: Vec<Violation>,
+    /// The faults the nemesis applied, and where each landed.
+    pub faults: Vec<AppliedFault>,
     /// Messages delivered.
     pub messages: usize,
     /// Bytes delivered.
@@ -281,6 +364,9 @@ impl CaseOutcome {
 
     /// What each process did, side by side: one column per process, one row per event, in
     /// the order they happened (milliseconds since the first event), with how each ended.
+    /// A fault injected by the harness is a row of its own, marked `**`, saying where it
+    /// landed ("sender 1 killed by the harness, inside send of message 4"). A long timeline
+    /// shows its first and last 30 rows and every fault.
     pub fn timeline(&self) -> String {
         const WIDTH: usize = 34;
         const SHOW: usize = 60;
@@ -294,25 +380,50 @@ impl CaseOutcome {
             let _ = write!(s, "| {} ", cell(&format!("{} (pid {})", p.name, p.pid)));
         }
         s.push('\n');
+        // Faults injected by the harness get a row of their own, across the columns.
+        let nemesis_col = self.processes.len();
         let mut rows: Vec<(u64, usize, String)> = Vec::new();
         for (col, p) in self.processes.iter().enumerate() {
             for (i, e) in p.events.iter().enumerate() {
+                // The start of an operation is shown only when it never ended.
+                let start = matches!(
+                    e,
+                    Event::Ready
+                        | Event::Rendezvous { .. }
+                        | Event::Sending { .. }
+                        | Event::Receiving { .. }
+                );
+                if start && i + 1 < p.events.len() {
+                    continue;
+                }
                 rows.push((p.times.get(i).copied().unwrap_or(0), col, e.to_string()));
             }
+        }
+        for f in &self.faults {
+            rows.push((f.at_ns, nemesis_col, f.to_string()));
         }
         rows.sort_by_key(|r| (r.0, r.1));
         let start = rows.first().map_or(0, |r| r.0);
         let n = rows.len();
+        // Long timelines keep their first and last rows and every fault of the harness.
+        let mut hidden = 0usize;
         for (k, (t, col, text)) in rows.iter().enumerate() {
-            if n > SHOW && k == SHOW / 2 {
-                let _ = writeln!(s, "  {:>9} ... {} more rows ...", "", n - SHOW);
-            }
-            if n > SHOW && k >= SHOW / 2 && k < n - SHOW / 2 {
+            let middle = n > SHOW && k >= SHOW / 2 && k < n - SHOW / 2;
+            if middle && *col != nemesis_col {
+                hidden += 1;
                 continue;
+            }
+            if hidden > 0 {
+                let _ = writeln!(s, "  {:>9} ... {hidden} more rows ...", "");
+                hidden = 0;
             }
             let ms = t.saturating_sub(start) as f64 / 1e6;
             let _ = write!(s, "  {ms:>9.3} ");
-            for c in 0..self.processes.len() {
+            if *col == nemesis_col {
+                let _ = writeln!(s, "** {text}");
+                continue;
+            }
+            for c in 0..nemesis_col {
                 let _ = write!(s, "| {} ", cell(if c == *col { text } else { "" }));
             }
             s.push('\n');
@@ -348,7 +459,10 @@ pub fn run_case<T: Transport>(
         transport
             .in_child_receiver(&mut rx)
             .map_err(|e| format!("re-attaching the receiver: {e}"))?;
-        receive(&mut rx, &plan.receiver, rep);
+        catch_storms()?;
+        rep.record(&Event::Ready.encode());
+        let aimed = fault_ops(plan, Victim::Receiver);
+        receive(&mut rx, &plan.receiver, &aimed, rep);
         Ok(())
     })?;
     for (i, sp) in plan.senders.iter().enumerate() {
@@ -358,18 +472,66 @@ pub fn run_case<T: Transport>(
             transport
                 .in_child_sender(&mut tx)
                 .map_err(|e| format!("re-attaching the sender: {e}"))?;
-            send(&mut tx, i as u32, sp, plan.seed, rep);
+            catch_storms()?;
+            rep.record(&Event::Ready.encode());
+            let aimed = fault_ops(plan, Victim::Sender(i));
+            send(&mut tx, i as u32, sp, plan.seed, &aimed, rep);
             Ok(())
         })?;
     }
     // The parent takes no part: its copies must not keep either end alive.
     drop(s);
     drop(r);
-    let reports = group.wait(config.timeout);
-    Ok(judge(transport.name(), plan, reports, start.elapsed()))
+    let progress = transport.capabilities().progress_bound;
+    let mut nemesis = Nemesis::new(plan, Some(progress));
+    let reports = group.wait_observed(config.timeout, &mut nemesis);
+    Ok(judge(
+        transport.name(),
+        plan,
+        reports,
+        &nemesis,
+        start.elapsed(),
+    ))
 }
 
-fn send<S: Sender>(tx: &mut S, sender: u32, plan: &SenderPlan, seed: u64, rep: &mut Reporter) {
+/// Installs, in a case's child, a handler for the nemesis's storm signal without
+/// `SA_RESTART`: a blocking system call it interrupts fails with `EINTR`, which a transport
+/// must retry, never report.
+fn catch_storms() -> std::result::Result<(), String> {
+    extern "C" fn ignore(_: nix::libc::c_int) {}
+    let action = SigAction::new(
+        SigHandler::Handler(ignore),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe and touches no state
+    // the interrupted code could hold; replacing the disposition of SIGURG affects only
+    // this child process, which exits by `_exit` when its script ends.
+    unsafe { sigaction(STORM_SIGNAL, &action) }
+        .map(drop)
+        .map_err(|e| format!("sigaction: {e}"))
+}
+
+/// The operations of `victim` at which the plan's nemesis aims a fault.
+fn fault_ops(plan: &Plan, victim: Victim) -> Vec<usize> {
+    plan.faults
+        .iter()
+        .filter(|f| f.victim == victim)
+        .map(|f| f.op)
+        .collect()
+}
+
+/// How long a process waits at a rendezvous for the harness before going on anyway.
+const RENDEZVOUS_LIMIT: Duration = Duration::from_secs(1);
+
+fn send<S: Sender>(
+    tx: &mut S,
+    sender: u32,
+    plan: &SenderPlan,
+    seed: u64,
+    aimed: &[usize],
+    rep: &mut Reporter,
+) {
     let batch = plan.batch.max(1);
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); batch];
     let mut acked = 0usize;
@@ -395,6 +557,20 @@ fn send<S: Sender>(tx: &mut S, sender: u32, plan: &SenderPlan, seed: u64, rep: &
             seq: acked as u32,
         };
         let count = end - acked;
+        if aimed.iter().any(|&op| (acked..end).contains(&op)) {
+            let ev = Event::Rendezvous {
+                from: acked as u32,
+                to: end as u32,
+            };
+            rep.rendezvous(&ev.encode(), RENDEZVOUS_LIMIT);
+        }
+        rep.record(
+            &Event::Sending {
+                first,
+                count: count as u32,
+            }
+            .encode(),
+        );
         let result = if batch == 1 {
             tx.send(&bufs[0])
         } else {
@@ -442,8 +618,9 @@ fn die(acked: usize, rep: &mut Reporter) -> ! {
     super::fork::exit_now(99)
 }
 
-fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, rep: &mut Reporter) {
+fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, aimed: &[usize], rep: &mut Reporter) {
     let mut got = 0usize;
+    let mut announced = None;
     loop {
         if plan.kill_after == Some(got) {
             die(got, rep);
@@ -452,6 +629,17 @@ fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, rep: &mut Reporter) {
             // Dropping is the close; the sender must see it as Disconnected, not die.
             rep.record(&Event::Closed { after: got as u32 }.encode());
             return;
+        }
+        if announced != Some(got) {
+            if aimed.contains(&got) {
+                let ev = Event::Rendezvous {
+                    from: got as u32,
+                    to: got as u32 + 1,
+                };
+                rep.rendezvous(&ev.encode(), RENDEZVOUS_LIMIT);
+            }
+            rep.record(&Event::Receiving { got: got as u32 }.encode());
+            announced = Some(got);
         }
         let wait = match plan.mode {
             RecvMode::Blocking => Wait::Forever,
@@ -466,6 +654,26 @@ fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, rep: &mut Reporter) {
             }
             Err(Error::Disconnected) => {
                 rep.record(&Event::Disconnected.encode());
+                // The end stays the end: every later receive, in every wait mode, says so
+                // again at once (a blocking one that waits instead is a hang).
+                for (wait, how) in [
+                    (Wait::Never, "try_recv"),
+                    (Wait::For(Duration::from_millis(1)), "recv_timeout"),
+                    (Wait::Forever, "recv"),
+                ] {
+                    match rx.recv_with(wait, |m| m.len()) {
+                        Err(Error::Disconnected) => {}
+                        other => {
+                            let e = format!("after Disconnected, {how} returned {other:?}");
+                            rep.record(&Event::RecvFailed(e).encode());
+                            return;
+                        }
+                    }
+                }
+                return;
+            }
+            Err(e) if e.is_cut_off() => {
+                rep.record(&Event::CutOff(e.to_string()).encode());
                 return;
             }
             Err(Error::Empty) if plan.mode == RecvMode::Polling => {
@@ -485,6 +693,7 @@ fn judge(
     transport: String,
     plan: &Plan,
     reports: Vec<ChildReport>,
+    nemesis: &Nemesis,
     elapsed: Duration,
 ) -> CaseOutcome {
     let processes: Vec<ProcessHistory> = reports
@@ -517,7 +726,7 @@ fn judge(
     for (i, p) in processes.iter().enumerate() {
         let sender_plan = i.checked_sub(1).and_then(|k| plan.senders.get(k));
         let killed_as_planned = p.end == ChildEnd::Signaled("SIGKILL".into())
-            && matches!(p.events.last(), Some(Event::Killing { .. }));
+            && (matches!(p.events.last(), Some(Event::Killing { .. })) || nemesis.killed(i));
         match &p.end {
             ChildEnd::Returned => {}
             ChildEnd::Hung => violations.push(Violation::Hung {
@@ -564,19 +773,16 @@ fn judge(
             let mut attempted = 0usize;
             for e in events {
                 match e {
-                    Event::Sent { count, .. } => {
-                        acked += *count as usize;
-                        attempted = acked;
+                    Event::Sent { count, .. } => acked += *count as usize,
+                    // A send started and never returned (the sender was killed or hung in
+                    // it) may or may not have delivered its messages.
+                    Event::Sending { first, count } => {
+                        attempted = attempted.max(first.seq as usize + *count as usize)
                     }
-                    Event::SendFailed { count, .. } => attempted = acked + *count as usize,
                     _ => {}
                 }
             }
-            // A sender that hung or died unplanned may have had a send in flight.
-            let p_end = processes.get(i + 1).map(|p| &p.end);
-            if attempted == acked && !matches!(p_end, Some(ChildEnd::Returned)) {
-                attempted = (acked + sp.batch.max(1)).min(sp.sizes.len());
-            }
+            let attempted = attempted.max(acked).min(sp.sizes.len());
             SenderRecord {
                 sizes: sp.sizes.clone(),
                 acked,
@@ -592,17 +798,57 @@ fn judge(
             _ => None,
         })
         .collect();
+    // A stream may end cut off inside a message only if a sender died inside a send.
+    let cut_short = senders.iter().any(|s| s.attempted > s.acked)
+        && processes[1..].iter().any(|p| p.end != ChildEnd::Returned);
+    let end_of_stream = receiver
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::Disconnected | Event::CutOff(_)));
     let receiver_complete = receiver.end == ChildEnd::Returned
-        && matches!(receiver.events.last(), Some(Event::Disconnected));
+        && match end_of_stream {
+            Some(Event::Disconnected) => true,
+            Some(Event::CutOff(_)) if cut_short => true,
+            Some(Event::CutOff(e)) => {
+                violations.push(Violation::Crashed {
+                    process: receiver.name.clone(),
+                    detail: format!(
+                        "reported a stream cut inside a message, but no sender died inside a send: {e}"
+                    ),
+                });
+                false
+            }
+            _ => false,
+        };
+    // Disconnected means every sending end is closed; a sender closes its end only after
+    // its last report, so a sender that reports anything later was still alive.
+    let disconnected_at = receiver
+        .events
+        .iter()
+        .zip(&receiver.times)
+        .find(|(e, _)| matches!(e, Event::Disconnected | Event::CutOff(_)))
+        .map(|(_, &t)| t);
+    if let Some(t) = disconnected_at {
+        for p in &processes[1..] {
+            if let Some((e, &at)) = p.events.iter().zip(&p.times).find(|(_, &at)| at > t) {
+                violations.push(Violation::EarlyDisconnect {
+                    process: p.name.clone(),
+                    detail: format!("it reported \"{e}\" {:.3} ms later", (at - t) as f64 / 1e6),
+                });
+            }
+        }
+    }
     violations.extend(history::check(&CheckInput {
         seed: plan.seed,
         senders: &senders,
         deliveries: &deliveries,
         receiver_complete,
     }));
+    let faults = nemesis.applied(&processes);
     CaseOutcome {
         transport,
         plan: plan.clone(),
+        faults,
         messages: deliveries.len(),
         bytes: deliveries.iter().map(|d| u64::from(d.len)).sum(),
         processes,
@@ -613,6 +859,26 @@ fn judge(
 
 /// What a process was doing when the watchdog stopped it, from its last event and its plan.
 fn doing(p: &ProcessHistory, sender: Option<&SenderPlan>) -> String {
+    if let Some(Event::Sending { first, count }) = p.events.last() {
+        let sizes = sender.map(|sp| &sp.sizes[..]).unwrap_or(&[]);
+        let len = |k: u32| sizes.get(k as usize).copied().unwrap_or(0);
+        return if *count == 1 {
+            format!(
+                "inside the send of message {} ({} bytes), after {} acknowledged",
+                first.seq,
+                len(first.seq),
+                first.seq
+            )
+        } else {
+            let bytes: usize = (first.seq..first.seq + count).map(len).sum();
+            format!(
+                "inside a send_batch of messages {}..={} ({bytes} bytes), after {} acknowledged",
+                first.seq,
+                first.seq + count - 1,
+                first.seq
+            )
+        };
+    }
     match sender {
         Some(sp) => {
             let acked: usize = p

@@ -42,6 +42,8 @@ impl Transport for UnixStreamTransport {
             multi_sender: None,
             boundary_sizes: vec![0, 1, 212_992 - 8, 212_992, 212_992 + 1, max - 1, max],
             persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 
@@ -87,6 +89,8 @@ impl Transport for SeqpacketTransport {
             multi_sender: Some(SEQPACKET_MAX),
             boundary_sizes: vec![0, 1, 4095, 4096, 4097, SEQPACKET_MAX - 1, SEQPACKET_MAX],
             persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
         }
     }
 

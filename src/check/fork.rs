@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
@@ -79,6 +79,8 @@ thread_local! {
 #[derive(Debug)]
 pub struct Reporter {
     fd: OwnedFd,
+    /// Read end of the parent's "go" pipe ([`Reporter::rendezvous`]).
+    go: OwnedFd,
     buf: Vec<u8>,
 }
 
@@ -90,6 +92,36 @@ impl Reporter {
         stamped.extend_from_slice(&monotonic_ns().to_le_bytes());
         stamped.extend_from_slice(bytes);
         self.send(TAG_RECORD, &stamped);
+    }
+
+    /// Sends `bytes` as a record, then waits until the parent lets this child go
+    /// ([`Control::release`]) or `limit` passes. Returns true if the parent released it.
+    /// The parent, having seen the record, can then act at a moment measured from a known
+    /// instant: a nemesis aims its fault at the operation the child starts next.
+    pub fn rendezvous(&mut self, bytes: &[u8], limit: Duration) -> bool {
+        self.record(bytes);
+        let until = Instant::now() + limit;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut fds = [PollFd::new(self.go.as_fd(), PollFlags::POLLIN)];
+            let timeout = nix::sys::time::TimeSpec::from_duration(left);
+            match nix::poll::ppoll(&mut fds, Some(timeout), None) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(_) => return false,
+            }
+            let mut byte = [0u8; 1];
+            match nix::unistd::read(&self.go, &mut byte) {
+                Ok(1) => return true,
+                Ok(_) => return false, // the parent is gone
+                Err(Errno::EINTR | Errno::EAGAIN) => continue,
+                Err(_) => return false,
+            }
+        }
     }
 
     fn send(&mut self, tag: u8, bytes: &[u8]) {
@@ -163,6 +195,8 @@ struct Running {
     pid: Pid,
     /// Read end of the report pipe; `None` once it reached end of stream.
     report: Option<OwnedFd>,
+    /// Write end of the child's "go" pipe ([`Reporter::rendezvous`]).
+    go: OwnedFd,
     decoder: FrameDecoder,
     records: Vec<Vec<u8>>,
     record_times: Vec<u64>,
@@ -212,6 +246,18 @@ impl Running {
                 Err(_) => return true,
             }
         }
+    }
+
+    /// True if the report pipe has data (or its end) to read now.
+    fn readable(&self) -> bool {
+        let Some(fd) = self.report.as_ref() else {
+            return false;
+        };
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(n) if n > 0
+        )
     }
 
     /// Reaps the child if it has exited. Returns true when reaped.
@@ -266,6 +312,135 @@ impl Running {
     }
 }
 
+/// Watches a [`ChildGroup`] while its children run ([`ChildGroup::wait_observed`]), and may
+/// signal them: the seam a nemesis plugs into.
+pub trait Observer {
+    /// Child `child` (spawn order) sent `record`; the parent read it at `now`.
+    fn record(&mut self, child: usize, record: &[u8], now: Instant) {
+        let _ = (child, record, now);
+    }
+
+    /// The next instant [`Observer::act`] wants to run at, if any. The group calls `act`
+    /// after every batch of records and whenever this instant passes.
+    fn next_wake(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Acts at `now`, through `ctl` (signal a child, or freeze it and look at what it last
+    /// reported).
+    fn act(&mut self, now: Instant, ctl: &mut Control<'_>) {
+        let _ = (now, ctl);
+    }
+
+    /// Give up collecting after this long without a record or a signal (a hang, reported
+    /// sooner than the deadline). `None`: wait for the deadline.
+    fn stall_limit(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// What an [`Observer`] may do to the children of a group while they run.
+#[derive(Debug)]
+pub struct Control<'a> {
+    children: &'a mut [Running],
+    signalled: bool,
+}
+
+impl Control<'_> {
+    /// Sends `sig` to child `child` (spawn order). Returns whether it was sent.
+    pub fn signal(&mut self, child: usize, sig: Signal) -> bool {
+        let Some(c) = self.children.get(child) else {
+            return false;
+        };
+        self.signalled = true;
+        // Not reaped yet (reaping starts after collection), so the pid is still ours: at
+        // worst a zombie, which ignores the signal.
+        nix::sys::signal::kill(c.pid, sig).is_ok()
+    }
+
+    /// Moves child `child` off the CPU this (parent) process runs on, when it may run on
+    /// others: a child the parent wakes up then runs elsewhere instead of preempting the
+    /// parent, which can stop it a few microseconds later. Returns whether it moved.
+    /// [`Control::unpin`] undoes it.
+    pub fn keep_apart(&mut self, child: usize) -> bool {
+        use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+        let (Some(c), Ok(mine), Ok(here)) = (
+            self.children.get(child),
+            sched_getaffinity(Pid::from_raw(0)),
+            sched_getcpu(),
+        ) else {
+            return false;
+        };
+        let mut apart = CpuSet::new();
+        let mut any = false;
+        for cpu in 0..CpuSet::count() {
+            if cpu != here && mine.is_set(cpu).unwrap_or(false) && apart.set(cpu).is_ok() {
+                any = true;
+            }
+        }
+        any && sched_setaffinity(c.pid, &apart).is_ok()
+    }
+
+    /// Lets child `child` run on every CPU this process may use again.
+    pub fn unpin(&mut self, child: usize) {
+        use nix::sched::{sched_getaffinity, sched_setaffinity};
+        if let (Some(c), Ok(mine)) = (
+            self.children.get(child),
+            sched_getaffinity(Pid::from_raw(0)),
+        ) {
+            let _ = sched_setaffinity(c.pid, &mine);
+        }
+    }
+
+    /// Lets child `child` go on from a [`Reporter::rendezvous`].
+    pub fn release(&mut self, child: usize) {
+        if let Some(c) = self.children.get(child) {
+            // The pipe is empty (one byte per rendezvous, read before the next) and the
+            // child may be gone: either way a failed write changes nothing.
+            let _ = nix::unistd::write(&c.go, &[1]);
+        }
+    }
+
+    /// Stops child `child` (SIGSTOP), waits until it is stopped (at most `limit`), then reads
+    /// everything it reported before it stopped. Returns its last record then (empty if it
+    /// reported nothing), or `None` if it could not be stopped in time (it exited, say): it
+    /// is then continued again. A frozen child stays stopped until the observer sends it
+    /// SIGCONT or SIGKILL.
+    pub fn freeze(&mut self, child: usize, limit: Duration) -> Option<Vec<u8>> {
+        if !self.signal(child, Signal::SIGSTOP) {
+            return None;
+        }
+        let c = self.children.get_mut(child)?;
+        let until = Instant::now() + limit;
+        loop {
+            match process_state(c.pid) {
+                Some('T' | 't') => break,
+                Some('Z' | 'X') | None => return None,
+                Some(_) if Instant::now() >= until => {
+                    let _ = nix::sys::signal::kill(c.pid, Signal::SIGCONT);
+                    return None;
+                }
+                Some(_) => std::thread::sleep(Duration::from_micros(10)),
+            }
+        }
+        // Stopped: whatever it wrote is in the pipe now. Read it all.
+        while c.report.is_some() && c.readable() && c.pump() {}
+        Some(c.records.last().cloned().unwrap_or_default())
+    }
+}
+
+/// The state letter of process `pid` (`R`, `S`, `D`, `T`, `Z`, ...), from `/proc`.
+fn process_state(pid: Pid) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The observer of [`ChildGroup::wait`]: watches nothing, sends nothing.
+struct NoObserver;
+
+impl Observer for NoObserver {}
+
 /// A set of forked children, supervised together: collected, reaped, killed on drop.
 #[derive(Debug, Default)]
 pub struct ChildGroup {
@@ -304,6 +479,8 @@ impl ChildGroup {
         install_hook();
         let (report_r, report_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+        let (go_r, go_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
         let parent = nix::unistd::getpid();
         // SAFETY: in the child only the forking thread exists. It runs `run_child`, which
         // keeps clear of state other threads may have held: it never touches std's stdio
@@ -317,14 +494,17 @@ impl ChildGroup {
             Err(e) => Err(Error::sys("fork", e)),
             Ok(ForkResult::Child) => {
                 drop(report_r);
-                run_child(parent, report_w, body)
+                drop(go_w);
+                run_child(parent, report_w, go_r, body)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(report_w);
+                drop(go_r);
                 self.children.push(Running {
                     name,
                     pid: child,
                     report: Some(report_r),
+                    go: go_w,
                     decoder: FrameDecoder::new(),
                     records: Vec::new(),
                     record_times: Vec::new(),
@@ -339,9 +519,25 @@ impl ChildGroup {
 
     /// Collects every child's records until each has exited, or `timeout` passes; then
     /// kills what is still running (reported as [`ChildEnd::Hung`]) and reaps every child.
-    pub fn wait(mut self, timeout: Duration) -> Vec<ChildReport> {
+    pub fn wait(self, timeout: Duration) -> Vec<ChildReport> {
+        self.wait_observed(timeout, &mut NoObserver)
+    }
+
+    /// [`ChildGroup::wait`], with `observer` told of every record as it arrives and given
+    /// the chance to signal the children while they run (a nemesis that kills or pauses
+    /// them at chosen moments). If [`Observer::stall_limit`] is `Some(d)` and no record
+    /// arrives and no signal is sent for `d`, collection stops early: what is still running
+    /// is killed and reported as hung, as at the deadline.
+    ///
+    /// Children are only signalled while none of them has been reaped, so a signal never
+    /// reaches a recycled process id.
+    pub fn wait_observed(
+        mut self,
+        timeout: Duration,
+        observer: &mut dyn Observer,
+    ) -> Vec<ChildReport> {
         let deadline = Instant::now() + timeout;
-        self.collect(deadline);
+        self.collect(deadline, observer);
         self.reap(deadline);
         std::mem::take(&mut self.children)
             .into_iter()
@@ -349,28 +545,74 @@ impl ChildGroup {
             .collect()
     }
 
-    /// Reads report pipes until every one reaches end of stream or the deadline passes.
-    fn collect(&mut self, deadline: Instant) {
+    /// Lets `observer` act now; returns true if it sent a signal.
+    fn act(&mut self, observer: &mut dyn Observer) -> bool {
+        let mut ctl = Control {
+            children: &mut self.children,
+            signalled: false,
+        };
+        observer.act(Instant::now(), &mut ctl);
+        ctl.signalled
+    }
+
+    /// Tells `observer` of every record it has not seen yet; returns true if there was one.
+    fn notify(&self, observer: &mut dyn Observer, seen: &mut [usize]) -> bool {
+        let now = Instant::now();
+        let mut any = false;
+        for (i, c) in self.children.iter().enumerate() {
+            for r in &c.records[seen[i]..] {
+                observer.record(i, r, now);
+                any = true;
+            }
+            seen[i] = c.records.len();
+        }
+        any
+    }
+
+    /// Reads report pipes until every one reaches end of stream, the deadline passes, or
+    /// nothing happens for the observer's stall limit.
+    fn collect(&mut self, deadline: Instant, observer: &mut dyn Observer) {
+        let mut last_activity = Instant::now();
+        let mut seen = vec![0; self.children.len()];
         loop {
+            if self.act(observer) {
+                last_activity = Instant::now();
+            }
+            // Records read while the observer froze a child.
+            if self.notify(observer, &mut seen) {
+                last_activity = Instant::now();
+            }
             let open: Vec<usize> = (0..self.children.len())
                 .filter(|&i| self.children[i].report.is_some())
                 .collect();
             if open.is_empty() {
                 return;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let now = Instant::now();
+            let mut until = deadline;
+            if let Some(stall) = observer.stall_limit() {
+                if now >= last_activity + stall {
+                    return;
+                }
+                until = until.min(last_activity + stall);
+            }
+            if let Some(wake) = observer.next_wake() {
+                until = until.min(wake.max(now));
+            }
+            if now >= deadline {
                 return;
             }
-            let ms = left.as_micros().div_ceil(1000);
-            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            // ppoll, not poll: a fault planned a few microseconds after an event must not
+            // wait for the next whole millisecond.
+            let timeout =
+                nix::sys::time::TimeSpec::from_duration(until.saturating_duration_since(now));
             let ready: Vec<bool> = {
                 let mut fds: Vec<PollFd<'_>> = open
                     .iter()
                     .filter_map(|&i| self.children[i].report.as_ref())
                     .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
                     .collect();
-                match nix::poll::poll(&mut fds, timeout) {
+                match nix::poll::ppoll(&mut fds, Some(timeout), None) {
                     Ok(0) => continue,
                     Ok(_) => fds
                         .iter()
@@ -386,6 +628,9 @@ impl ChildGroup {
                 if ready[k] {
                     self.children[i].pump();
                 }
+            }
+            if self.notify(observer, &mut seen) {
+                last_activity = Instant::now();
             }
         }
     }
@@ -458,7 +703,7 @@ fn install_hook() {
 }
 
 /// The child's side: run `body`, report its outcome, `_exit`. Never returns.
-fn run_child<F>(parent: Pid, report: OwnedFd, body: F) -> !
+fn run_child<F>(parent: Pid, report: OwnedFd, go: OwnedFd, body: F) -> !
 where
     F: FnOnce(&mut Reporter) -> std::result::Result<(), String>,
 {
@@ -472,6 +717,7 @@ where
     IN_CHILD.store(true, Ordering::Relaxed);
     let mut reporter = Reporter {
         fd: report,
+        go,
         buf: Vec::new(),
     };
     match catch_unwind(AssertUnwindSafe(|| body(&mut reporter))) {

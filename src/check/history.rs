@@ -229,6 +229,20 @@ pub enum Violation {
         /// How.
         detail: String,
     },
+    /// A descriptor made by the transport would be inherited across `exec` (no
+    /// `FD_CLOEXEC`): any program the process runs gets the channel.
+    Leaked {
+        /// The descriptor and what it refers to.
+        detail: String,
+    },
+    /// The receiver got Disconnected while a sender was still alive: it reported an
+    /// operation afterwards.
+    EarlyDisconnect {
+        /// The sender still alive ("sender N").
+        process: String,
+        /// What it did after the receiver was told the channel was closed.
+        detail: String,
+    },
 }
 
 /// The kinds of [`Violation`], for tallies and for asserting what a test caught.
@@ -248,11 +262,15 @@ pub enum ViolationKind {
     Hung,
     /// [`Violation::Crashed`].
     Crashed,
+    /// [`Violation::EarlyDisconnect`].
+    EarlyDisconnect,
+    /// [`Violation::Leaked`].
+    Leaked,
 }
 
 impl ViolationKind {
     /// Every kind.
-    pub const ALL: [ViolationKind; 7] = [
+    pub const ALL: [ViolationKind; 9] = [
         ViolationKind::Lost,
         ViolationKind::Unexpected,
         ViolationKind::Duplicated,
@@ -260,6 +278,8 @@ impl ViolationKind {
         ViolationKind::Corrupted,
         ViolationKind::Hung,
         ViolationKind::Crashed,
+        ViolationKind::EarlyDisconnect,
+        ViolationKind::Leaked,
     ];
 }
 
@@ -273,6 +293,8 @@ impl fmt::Display for ViolationKind {
             ViolationKind::Corrupted => "corrupted",
             ViolationKind::Hung => "hung",
             ViolationKind::Crashed => "crashed",
+            ViolationKind::EarlyDisconnect => "early-disconnect",
+            ViolationKind::Leaked => "leaked",
         })
     }
 }
@@ -288,6 +310,8 @@ impl Violation {
             Violation::Corrupted { .. } => ViolationKind::Corrupted,
             Violation::Hung { .. } => ViolationKind::Hung,
             Violation::Crashed { .. } => ViolationKind::Crashed,
+            Violation::EarlyDisconnect { .. } => ViolationKind::EarlyDisconnect,
+            Violation::Leaked { .. } => ViolationKind::Leaked,
         }
     }
 }
@@ -326,6 +350,13 @@ impl fmt::Display for Violation {
             }
             Violation::Hung { process, doing } => write!(f, "{process} hung while {doing}"),
             Violation::Crashed { process, detail } => write!(f, "{process} {detail}"),
+            Violation::Leaked { detail } => {
+                write!(f, "a descriptor of the pair lacks FD_CLOEXEC: {detail}")
+            }
+            Violation::EarlyDisconnect { process, detail } => write!(
+                f,
+                "the receiver got Disconnected while {process} was still alive: {detail}"
+            ),
         }
     }
 }

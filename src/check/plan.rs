@@ -27,6 +27,24 @@ pub struct Capabilities {
     /// [`Transport::reattach`](super::Transport::reattach) gives a receiver that finds every
     /// acknowledged message not yet received. The battery then checks crash recovery.
     pub persistent: bool,
+    /// How long the processes of a case may go without any progress (no operation started
+    /// or finished by any of them) before the case is judged hung, also after a fault such
+    /// as a SIGKILL inside a lock or a pause. Most transports use
+    /// [`Capabilities::DEFAULT_PROGRESS_BOUND`].
+    pub progress_bound: std::time::Duration,
+    /// How late a receive with a timeout may return after its timeout has passed (the
+    /// scheduler's share included). Most transports use
+    /// [`Capabilities::DEFAULT_TIMEOUT_SLACK`].
+    pub timeout_slack: std::time::Duration,
+}
+
+impl Capabilities {
+    /// The progress bound most transports state: 5 seconds.
+    pub const DEFAULT_PROGRESS_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// The timeout slack most transports state: 20 ms, far above a wake-up's cost on an
+    /// idle machine and far below a whole second.
+    pub const DEFAULT_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
 }
 
 /// Bounds on the plans generated, to keep cases fast.
@@ -42,6 +60,9 @@ pub struct PlanLimits {
     pub kills: bool,
     /// Plan receivers that close early.
     pub early_close: bool,
+    /// Plan faults injected by the harness (kills, pauses, signal storms) at moments
+    /// inside the victims' operations.
+    pub nemesis: bool,
 }
 
 impl Default for PlanLimits {
@@ -52,6 +73,7 @@ impl Default for PlanLimits {
             size_cap: 16 * 1024 * 1024,
             kills: true,
             early_close: true,
+            nemesis: true,
         }
     }
 }
@@ -119,6 +141,53 @@ pub struct ReceiverPlan {
     pub kill_after: Option<usize>,
 }
 
+/// Which process a fault of the nemesis hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Victim {
+    /// The receiver process.
+    Receiver,
+    /// Sender process `n` (0-based; a fault naming a sender the plan lacks does nothing).
+    Sender(usize),
+}
+
+/// What the nemesis does to its victim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// SIGKILL.
+    Kill,
+    /// SIGSTOP, then SIGCONT this many microseconds later: a frozen peer, perhaps holding a
+    /// lock or in the middle of a message.
+    Pause {
+        /// How long the victim stays stopped.
+        micros: u32,
+    },
+    /// This many signals (SIGURG, caught by a handler installed without `SA_RESTART`, so
+    /// every blocking system call in progress fails with `EINTR`), one every `gap_micros`.
+    Storm {
+        /// Signals sent.
+        signals: u32,
+        /// Microseconds between two signals.
+        gap_micros: u32,
+    },
+}
+
+/// A fault the harness (the parent, not the victim) injects while a case runs, at a moment
+/// measured in the victim's progress, so it can land inside an operation: `delay_micros`
+/// after the parent learns that the victim started operation `op` (for a sender, the send
+/// carrying its message `op`; for the receiver, the receive of its message `op`, counted
+/// from 0). A victim that ends before that moment is not hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// Who is hit.
+    pub victim: Victim,
+    /// What is done to it.
+    pub kind: FaultKind,
+    /// The victim's operation the moment is counted from.
+    pub op: usize,
+    /// Microseconds after the start of that operation was seen.
+    pub delay_micros: u32,
+}
+
 /// One test case: every process's script and the seed of the message contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -128,6 +197,8 @@ pub struct Plan {
     pub senders: Vec<SenderPlan>,
     /// The receiver process.
     pub receiver: ReceiverPlan,
+    /// Faults the harness injects while the case runs (the nemesis).
+    pub faults: Vec<Fault>,
 }
 
 impl Plan {
@@ -143,6 +214,25 @@ impl Plan {
             .flat_map(|s| &s.sizes)
             .map(|&n| n as u64)
             .sum()
+    }
+
+    /// Points every fault at a process and an operation the plan has: a sender number
+    /// is taken modulo the number of senders, and the operation modulo the victim's count
+    /// of operations (a sender's messages; for the receiver, its messages plus the wait for
+    /// end of stream). A fault aimed past the end would never be applied.
+    pub fn aim_faults(&mut self) {
+        let total = self.message_count();
+        let senders = self.senders.len().max(1);
+        for f in &mut self.faults {
+            let ops = match &mut f.victim {
+                Victim::Receiver => total + 1,
+                Victim::Sender(n) => {
+                    *n %= senders;
+                    self.senders.get(*n).map_or(1, |s| s.sizes.len().max(1))
+                }
+            };
+            f.op %= ops;
+        }
     }
 
     /// A plan with one fast sender sending `sizes` to a blocking receiver, no faults.
@@ -161,6 +251,7 @@ impl Plan {
                 close_after: None,
                 kill_after: None,
             },
+            faults: Vec::new(),
         }
     }
 }
@@ -201,7 +292,46 @@ impl fmt::Display for Plan {
         if let Some(k) = r.kill_after {
             write!(f, ", SIGKILL after {k} messages")?;
         }
+        for fault in &self.faults {
+            write!(f, "\n  nemesis: {fault}")?;
+        }
         Ok(())
+    }
+}
+
+impl fmt::Display for Victim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Victim::Receiver => write!(f, "receiver"),
+            Victim::Sender(n) => write!(f, "sender {n}"),
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultKind::Kill => write!(f, "SIGKILL"),
+            FaultKind::Pause { micros } => write!(f, "SIGSTOP for {micros}us"),
+            FaultKind::Storm {
+                signals,
+                gap_micros,
+            } => write!(f, "{signals} x SIGURG (no SA_RESTART) every {gap_micros}us"),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.victim {
+            Victim::Receiver => "receive",
+            Victim::Sender(_) => "send",
+        };
+        write!(
+            f,
+            "{} the {}, {}us after it starts the {op} of message {}",
+            self.kind, self.victim, self.delay_micros, self.op
+        )
     }
 }
 
@@ -284,12 +414,21 @@ pub fn plan_strategy(caps: &Capabilities, limits: &PlanLimits) -> BoxedStrategy<
             close_after,
             kill_after,
         });
+    let faults = if limits.nemesis {
+        proptest::collection::vec(fault_strategy(max_senders, limits.max_messages), 0..=2).boxed()
+    } else {
+        Just(Vec::new()).boxed()
+    };
+    // Shrinking works through the tuple in order: faults first (each removal makes the
+    // later steps cheaper), then senders and messages, the receiver, and the content seed
+    // (which rarely matters) last.
     (
-        any::<u64>(),
+        faults,
         proptest::collection::vec(sender, 1..=max_senders),
         receiver,
+        any::<u64>(),
     )
-        .prop_map(move |(seed, mut senders, receiver)| {
+        .prop_map(move |(faults, mut senders, receiver, seed)| {
             if senders.len() > 1 {
                 for s in &mut senders {
                     for size in &mut s.sizes {
@@ -297,11 +436,42 @@ pub fn plan_strategy(caps: &Capabilities, limits: &PlanLimits) -> BoxedStrategy<
                     }
                 }
             }
-            Plan {
+            let mut plan = Plan {
                 seed,
                 senders,
                 receiver,
-            }
+                faults,
+            };
+            plan.aim_faults();
+            plan
+        })
+        .boxed()
+}
+
+/// One fault of the nemesis: a victim among the receiver and `max_senders` senders, a
+/// kill, a pause or a storm, at an operation and a delay. Delays are mostly short (a few
+/// microseconds, up to 2 ms), so the fault lands while the operation runs, not after.
+pub fn fault_strategy(max_senders: usize, max_messages: usize) -> BoxedStrategy<Fault> {
+    let victim = prop_oneof![
+        1 => Just(Victim::Receiver),
+        3 => (0..max_senders.max(1)).prop_map(Victim::Sender),
+    ];
+    let kind = prop_oneof![
+        3 => Just(FaultKind::Kill),
+        2 => (100u32..=200_000).prop_map(|micros| FaultKind::Pause { micros }),
+        1 => (1u32..=64, 0u32..=200).prop_map(|(signals, gap_micros)| FaultKind::Storm { signals, gap_micros }),
+    ];
+    let delay = prop_oneof![
+        4 => 0u32..=5,
+        2 => 0u32..=50,
+        1 => 0u32..=2_000,
+    ];
+    (victim, kind, 0..=max_messages, delay)
+        .prop_map(|(victim, kind, op, delay_micros)| Fault {
+            victim,
+            kind,
+            op,
+            delay_micros,
         })
         .boxed()
 }

@@ -474,7 +474,7 @@ impl FileQueue {
         {
             let mut inner = q.inner.lock().unwrap_or_else(|e| e.into_inner());
             let file = inner.core.storage.file();
-            file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
+            lock_file(file)?;
             let result = inner
                 .core
                 .init_if_empty()
@@ -548,7 +548,7 @@ impl FileQueue {
             .open(src)
             .map_err(|e| io("open queue file", e))?;
         check_regular(&file, src)?;
-        file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
+        lock_file(&file)?;
         let mut storage = FileStorage::new(file);
         let out = FileQueue::open(
             dst,
@@ -676,7 +676,7 @@ impl FileQueue {
             *inner = Self::reopen_own(inner.core.storage.file().as_raw_fd(), &self.config)?;
         }
         let file = inner.core.storage.file();
-        file.lock().map_err(|e| io("flock(LOCK_EX)", e))?;
+        lock_file(file)?;
         let result = inner.core.refresh().and_then(|()| f(&mut inner));
         let unlock = inner.core.storage.file().unlock();
         let value = result?;
@@ -1020,6 +1020,19 @@ fn holder_flock(kind: i32, id: u32) -> nix::libc::flock {
         l_start: HOLDER_BASE + i64::from(id),
         l_len: 1,
         l_pid: 0, // required for OFD locks
+    }
+}
+
+/// `flock(LOCK_EX)` on `file`, waiting for whoever holds it. A signal that interrupts the
+/// wait (`EINTR`, from a handler installed without `SA_RESTART`) is not an error: the wait
+/// goes on.
+fn lock_file(file: &File) -> Result<()> {
+    loop {
+        match file.lock() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io("flock(LOCK_EX)", e)),
+        }
     }
 }
 
