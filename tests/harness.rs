@@ -232,6 +232,10 @@ fn each_contract_check_catches_its_defect() {
             timeouts_honoured(&broken(Defect::LateTimeout), &cfg),
         ),
         (
+            Defect::BlindTryRecv,
+            timeouts_honoured(&broken(Defect::BlindTryRecv), &cfg),
+        ),
+        (
             Defect::WrongLimit,
             hostile_sizes_refused(&broken(Defect::WrongLimit), &cfg),
         ),
@@ -262,6 +266,7 @@ fn each_contract_check_catches_its_defect() {
             Defect::EarlyTimeout,
             Defect::TimeoutRoundedDown,
             Defect::LateTimeout,
+            Defect::BlindTryRecv,
             Defect::WrongLimit,
             Defect::HangWhenReceiverGone,
             Defect::LockAcrossSend,

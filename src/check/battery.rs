@@ -344,7 +344,8 @@ pub fn receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
     })
 }
 
-/// In one process: `try_recv` on an empty transport is Empty; `recv_timeout` of 500 us,
+/// In one process: `try_recv` on an empty transport is Empty, and takes a message whose
+/// send has returned at once; `recv_timeout` of 500 us,
 /// 1.5 ms and 30 ms each waits at least its timeout and returns within
 /// [`Capabilities::timeout_slack`](super::Capabilities::timeout_slack) after it; and a
 /// message sent is then received.
@@ -399,9 +400,22 @@ pub fn timeouts_honoured<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResu
     tx.send(b"after the timeout")
         .map_err(|e| fail(format!("send: {e}")))?;
     match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(m) if m == b"after the timeout" => Ok(()),
+        Ok(m) if m == b"after the timeout" => {}
+        other => {
+            return Err(fail(format!(
+                "a message sent after a timeout came back as {other:?}"
+            )))
+        }
+    }
+    // A message whose send has returned, from a sender that is still there and idle, is
+    // whole at the receiver: try_recv takes it at once.
+    tx.send(b"already here")
+        .map_err(|e| fail(format!("send: {e}")))?;
+    match rx.try_recv() {
+        Ok(m) if m == b"already here" => Ok(()),
         other => Err(fail(format!(
-            "a message sent after a timeout came back as {other:?}"
+            "try_recv of a message whose send had returned (its sender alive and idle) \
+             returned {other:?}"
         ))),
     }
 }

@@ -54,6 +54,8 @@ pub enum Defect {
     TimeoutRoundedDown,
     /// A receive with a timeout waits a whole second longer than asked.
     LateTimeout,
+    /// `try_recv` never sees a message: only a receive that waits does.
+    BlindTryRecv,
     /// The transport declares a maximum one byte below what its sender really accepts,
     /// so a message over the declared maximum is sent instead of refused.
     WrongLimit,
@@ -83,6 +85,7 @@ impl Defect {
             Defect::EarlyTimeout
             | Defect::TimeoutRoundedDown
             | Defect::LateTimeout
+            | Defect::BlindTryRecv
             | Defect::HangWhenReceiverGone
             | Defect::LockAcrossSend => K::Hung,
             Defect::WrongLimit => K::Unexpected,
@@ -99,6 +102,7 @@ impl Defect {
             Defect::EarlyTimeout
                 | Defect::TimeoutRoundedDown
                 | Defect::LateTimeout
+                | Defect::BlindTryRecv
                 | Defect::WrongLimit
                 | Defect::HangWhenReceiverGone
                 | Defect::LockAcrossSend
@@ -107,7 +111,7 @@ impl Defect {
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 17] = [
+    pub const ALL: [Defect; 18] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -121,6 +125,7 @@ impl Defect {
         Defect::EarlyTimeout,
         Defect::TimeoutRoundedDown,
         Defect::LateTimeout,
+        Defect::BlindTryRecv,
         Defect::WrongLimit,
         Defect::HangWhenReceiverGone,
         Defect::LockAcrossSend,
@@ -370,6 +375,9 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
             (Defect::LateTimeout, Wait::For(d)) => Wait::For(d + Duration::from_secs(1)),
             (_, w) => w,
         };
+        if let (Defect::BlindTryRecv, Wait::Never) = (self.defect, wait) {
+            return Err(Error::Empty);
+        }
         if let (Defect::EarlyTimeout, Wait::For(d)) = (self.defect, wait) {
             return match self.inner.recv_with(Wait::Never, f) {
                 Err(Error::Empty) => Err(Error::Timeout(d)),
