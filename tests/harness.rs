@@ -244,6 +244,10 @@ fn each_contract_check_catches_its_defect() {
             receiver_gone(&broken(Defect::HangWhenReceiverGone), &cfg),
         ),
         (
+            Defect::HangOnLargeSendWhenReceiverGone,
+            receiver_gone(&broken(Defect::HangOnLargeSendWhenReceiverGone), &cfg),
+        ),
+        (
             Defect::LeakyDescriptor,
             descriptors_cloexec(&broken(Defect::LeakyDescriptor), &cfg),
         ),
@@ -269,6 +273,7 @@ fn each_contract_check_catches_its_defect() {
             Defect::BlindTryRecv,
             Defect::WrongLimit,
             Defect::HangWhenReceiverGone,
+            Defect::HangOnLargeSendWhenReceiverGone,
             Defect::LockAcrossSend,
             Defect::LeakyDescriptor,
         ]

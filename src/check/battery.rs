@@ -332,14 +332,30 @@ fn aim_into_long_operations(p: &mut Plan, caps: &super::Capabilities, cap: usize
 }
 
 /// The receiver leaves early, or is SIGKILLed: senders get an error or succeed, and never
-/// hang or die.
+/// hang or die. The messages a sender sends once the receiver has gone include one of the
+/// largest sizes (the maximum, 1 MiB + 1 or 208 KiB, within the cap): a send that is still
+/// writing a large message when the receiver goes must not wait forever.
 pub fn receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
-    generated("receiver_gone", t, cfg, base_limits(cfg), |p| {
+    let caps = t.capabilities();
+    let cap = cfg.size_cap;
+    generated("receiver_gone", t, cfg, base_limits(cfg), move |p| {
         let k = (p.seed as usize) % 6;
         if p.seed % 2 == 0 {
             p.receiver.close_after = Some(k);
         } else {
             p.receiver.kill_after = Some(k);
+        }
+        let max = match caps.multi_sender {
+            Some(m) if p.senders.len() > 1 => m,
+            _ => caps.max_message_len,
+        }
+        .min(cap);
+        let big = [max, (1 << 20) + 1, 208 << 10][(p.seed >> 8) as usize % 3].min(max);
+        // After the receiver's last message, whichever sender's it was.
+        for s in &mut p.senders {
+            if let Some(size) = s.sizes.get_mut(k) {
+                *size = big;
+            }
         }
     })
 }

@@ -61,6 +61,9 @@ pub enum Defect {
     WrongLimit,
     /// A sender whose receiver is gone blocks forever instead of returning Disconnected.
     HangWhenReceiverGone,
+    /// The same, but only for a message over 128 KiB (one that cannot sit in a pipe's
+    /// buffer whole): the bug real crates had, which plans of small messages never show.
+    HangOnLargeSendWhenReceiverGone,
     /// The senders share a lock in shared memory and hold it across every send (a
     /// spin lock with no owner recovery): a sender killed inside a send leaves it held, and
     /// every other sender waits forever.
@@ -87,6 +90,7 @@ impl Defect {
             | Defect::LateTimeout
             | Defect::BlindTryRecv
             | Defect::HangWhenReceiverGone
+            | Defect::HangOnLargeSendWhenReceiverGone
             | Defect::LockAcrossSend => K::Hung,
             Defect::WrongLimit => K::Unexpected,
             Defect::LeakyDescriptor => K::Leaked,
@@ -105,13 +109,14 @@ impl Defect {
                 | Defect::BlindTryRecv
                 | Defect::WrongLimit
                 | Defect::HangWhenReceiverGone
+                | Defect::HangOnLargeSendWhenReceiverGone
                 | Defect::LockAcrossSend
                 | Defect::LeakyDescriptor
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 18] = [
+    pub const ALL: [Defect; 19] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -128,6 +133,7 @@ impl Defect {
         Defect::BlindTryRecv,
         Defect::WrongLimit,
         Defect::HangWhenReceiverGone,
+        Defect::HangOnLargeSendWhenReceiverGone,
         Defect::LockAcrossSend,
         Defect::LeakyDescriptor,
     ];
@@ -331,6 +337,10 @@ impl<S: Sender> Sender for BrokenSender<S> {
             },
             Defect::HangWhenReceiverGone => match self.inner.send(msg) {
                 Err(Error::Disconnected) => block_forever(),
+                other => other,
+            },
+            Defect::HangOnLargeSendWhenReceiverGone => match self.inner.send(msg) {
+                Err(Error::Disconnected) if msg.len() > 128 << 10 => block_forever(),
                 other => other,
             },
             _ => self.inner.send(msg),
