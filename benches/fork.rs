@@ -1,5 +1,5 @@
 //! Forked property cases of the smallest plan (one sender, one 8-byte message) against the
-//! bare cost of a process, `fork` + `_exit` + `waitpid` (DESIGN section 7: >= 0.5x).
+//! bare cost of a process, `fork` + `_exit` + `waitpid` (target: >= 0.5x).
 //!
 //! Run: `cargo bench --bench fork`
 

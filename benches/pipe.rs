@@ -1,6 +1,6 @@
 //! The pipe channel against one `write(2)` per message on a raw pipe and a `UnixStream`,
 //! one sender process to one receiver process, and ping-pong round trips, at 0, 64, 4096
-//! and 65536 bytes (DESIGN section 7). The workloads are `ipcprop::bench::pipe`, the same
+//! and 65536 bytes. The workloads are `ipcprop::bench::pipe`, the same
 //! as `ipcprop bench`; after the criterion groups the ratio table is printed.
 //!
 //! Run: `cargo bench --bench pipe`

@@ -2,7 +2,7 @@
 //! between two threads, and against a bare shared-memory spin ping-pong (the floor), at 0,
 //! 64, 4096 and 65536 bytes: throughput (one `send`/receive per message, and batches of 64:
 //! `send_batch`/`recv_many`; the default ends, which copy each payload, and trusted zero-copy
-//! ends) and ping-pong round trips (DESIGN section 7). The workloads
+//! ends) and ping-pong round trips. The workloads
 //! are `ipcprop::bench::ring`, the same as `ipcprop bench`. After the criterion groups: the
 //! ratio table with p50/p99, and how fast a sleeping receiver notices its sender's SIGKILL.
 //!

@@ -1,7 +1,7 @@
 //! # ipcprop: inter-process communication you can trust, and the harness that proves it
 //!
 //! Transports between a parent and its forked children on Linux, each keeping the same
-//! promises (DESIGN section 3): what one sender sends arrives in order, exactly once,
+//! promises: what one sender sends arrives in order, exactly once,
 //! byte-exact; when every sender is gone the receiver drains what was sent and then reports
 //! [`Error::Disconnected`], never hangs; a sender whose receiver is gone gets an error, never
 //! a `SIGPIPE` death; dropping an end in a process that never used it does not close the

@@ -5,7 +5,7 @@
 //! written against these traits only, so a transport of your own plugs in by implementing
 //! them.
 //!
-//! The contract (DESIGN section 3): what one sender sends arrives in order, exactly once,
+//! The contract: what one sender sends arrives in order, exactly once,
 //! byte-exact; once every sender is gone and everything sent was delivered, the receiver
 //! reports [`Error::Disconnected`]; a sender whose receiver is gone gets
 //! [`Error::Disconnected`] too, never a signal death and never a silent drop.

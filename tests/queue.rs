@@ -1,5 +1,5 @@
 //! The file queue through its public API: operations, persistence, recovery from torn and
-//! truncated files, space reclamation, waiting, and the flock traps of DESIGN section 4.
+//! truncated files, space reclamation, waiting, and the flock traps (see the module docs of `ipcprop::queue`).
 
 mod common;
 

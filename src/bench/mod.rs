@@ -1,5 +1,5 @@
 //! Side-by-side benchmarks: every transport against the raw syscall, the peer crates and
-//! the physical floor, measured in one run on one machine (DESIGN section 7).
+//! the physical floor, measured in one run on one machine.
 //!
 //! The same workloads serve the criterion benches (`cargo bench`) and the quick run of
 //! `ipcprop bench` ([`run`]), which returns a [`Report`]: a table ([`Report::table`]) and

@@ -139,7 +139,7 @@ pub enum Bound {
     AtMost,
 }
 
-/// One line of DESIGN section 7 and where this run put it.
+/// One design target (the README's Benchmarks section) and where this run put it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetStatus {
     /// What is compared, e.g. `"pipe, 64 B, msgs/s: send / raw write"`.
@@ -313,7 +313,10 @@ impl Report {
             }
         }
         if !self.targets.is_empty() {
-            let _ = writeln!(out, "\ntargets (DESIGN section 7)");
+            let _ = writeln!(
+                out,
+                "\ntargets (design targets, see the README's Benchmarks section)"
+            );
             for t in &self.targets {
                 let verdict = match t.met() {
                     Some(true) => "met",
@@ -361,7 +364,7 @@ impl Report {
         if !self.targets.is_empty() {
             let _ = writeln!(
                 out,
-                "**targets (DESIGN section 7)**\n\n| comparison | target | measured | status |\n| --- | ---: | ---: | --- |"
+                "**targets (design targets, see the README's Benchmarks section)**\n\n| comparison | target | measured | status |\n| --- | ---: | ---: | --- |"
             );
             for t in &self.targets {
                 let status = match t.met() {

@@ -3,7 +3,7 @@
 //! A test binary runs tests on threads, and after `fork` only the forking thread exists in
 //! the child: any lock another thread held at that instant (the stdout lock, the output
 //! capture of the test harness, the panic-backtrace lock) stays locked forever in the child.
-//! [`ChildGroup`] keeps children clear of those traps (DESIGN section 4):
+//! [`ChildGroup`] keeps children clear of those traps:
 //!
 //! - the child reports to the parent over its own pipe (frames of the crate's codec), never
 //!   through `std::io::stdout`/`stderr`;

@@ -56,7 +56,7 @@ use crate::transport::{Receiver, Sender};
 /// end it does not use. So an end must stay usable after `fork` in the child that keeps
 /// it (or re-attach in [`Transport::in_child_sender`] / [`Transport::in_child_receiver`],
 /// say from its descriptor), and dropping it in a process that never used it must not
-/// close the channel for the others (DESIGN section 3).
+/// close the channel for the others.
 pub trait Transport {
     /// The sending end.
     type Sender: Sender;
