@@ -133,12 +133,9 @@ impl Transport for LinesTransport {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            max_message_len: MAX,
             multi_sender: None, // stream writes from several processes could interleave
             boundary_sizes: vec![0, 1, 4096, 212_992, MAX],
-            persistent: false,
-            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
-            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
+            ..Capabilities::new(MAX)
         }
     }
 

@@ -71,7 +71,7 @@ pub mod frame;
 #[cfg(not(ipcprop_loom))]
 #[doc(hidden)]
 pub mod fuzz;
-mod liveness;
+pub mod liveness;
 pub mod pipe;
 pub mod queue;
 pub mod shm;

@@ -1,5 +1,6 @@
-//! Knowing whether the other end of a channel still exists, in any process (used by the
-//! shared-memory ring and the file queue's channel).
+//! Knowing whether the other end of a channel still exists, in any process: the end of
+//! stream of the shared-memory ring and the file queue's channel, and a way to add
+//! [`Error::Disconnected`] to a transport of your own that lacks it.
 //!
 //! Two pipes nobody writes to. The sender keeps the write end of one (its "I exist" pipe),
 //! the receiver the read end of the other. The kernel counts the copies of each descriptor
@@ -8,6 +9,23 @@
 //! last copy of the sender is gone, and the sender sees `POLLERR` on its end of the
 //! receiver's pipe when the last receiver is gone. Dropping a copy in a process that never
 //! used it changes nothing while another copy lives: the post-fork cleanup is harmless.
+//! Every descriptor is made with `O_CLOEXEC`: a program either end execs does not keep the
+//! other end alive.
+//!
+//! ```
+//! use ipcprop::liveness;
+//!
+//! let (sender_side, receiver_side) = liveness::pair()?;
+//! assert!(receiver_side.alive() && sender_side.alive());
+//! drop(sender_side); // or its process exits, or is SIGKILLed
+//! assert!(!receiver_side.alive());
+//! # Ok::<(), ipcprop::Error>(())
+//! ```
+//!
+//! [`with_end_of_stream`] wraps the two ends of any transport so that the receiver says
+//! `Disconnected` once every copy of the sender is gone and everything it sent was
+//! received, and the sender says `Disconnected` once the receiver is gone (see there for
+//! what it costs).
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -16,9 +34,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::error::{Error, Result};
 
-/// One end's liveness descriptors.
+/// One end's liveness descriptors: its own "I exist" descriptor and the one that tells
+/// whether the peer exists. Made by [`pair`].
 #[derive(Debug)]
-pub(crate) struct Liveness {
+pub struct Liveness {
     /// Our "I exist" descriptor; `None` once given up (on drop). Held, not read, by ends
     /// that let it close with them (the queue channel); the ring gives it up explicitly.
     #[cfg_attr(ipcprop_loom, allow(dead_code))]
@@ -29,8 +48,13 @@ pub(crate) struct Liveness {
     gone: PollFlags,
 }
 
-/// `(sender's, receiver's)` liveness.
-pub(crate) fn pair() -> Result<(Liveness, Liveness)> {
+/// `(sender's, receiver's)` liveness: give the first to the sending end, the second to the
+/// receiving end, before the processes fork.
+///
+/// # Errors
+///
+/// [`Error::Sys`] if the pipes cannot be made (the descriptor limit).
+pub fn pair() -> Result<(Liveness, Liveness)> {
     let (s_read, s_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
     let (r_read, r_write) =
@@ -64,8 +88,9 @@ impl Liveness {
 }
 
 impl Liveness {
-    /// False once every copy of the other end is gone (dropped, or its process exited).
-    pub(crate) fn alive(&self) -> bool {
+    /// False once every copy of the other end is gone (dropped, or its process exited or
+    /// was killed). One `poll` with no wait.
+    pub fn alive(&self) -> bool {
         let mut fds = [PollFd::new(self.peer.as_fd(), PollFlags::empty())];
         loop {
             match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
@@ -82,5 +107,137 @@ impl Liveness {
                 Err(_) => return true,
             }
         }
+    }
+}
+
+/// A sending end that says [`Error::Disconnected`] once its receiver is gone. Made by
+/// [`with_end_of_stream`].
+#[derive(Debug)]
+pub struct LiveSender<S> {
+    inner: S,
+    live: Liveness,
+}
+
+/// A receiving end that says [`Error::Disconnected`] once every copy of its sender is gone
+/// and everything sent was received. Made by [`with_end_of_stream`].
+#[derive(Debug)]
+pub struct LiveReceiver<R> {
+    inner: R,
+    live: Liveness,
+}
+
+/// Wraps the two ends of a transport that has no end of stream (a FIFO its reader opened
+/// read-write, a pipe whose reader kept a copy of the write end, a POSIX message queue, a
+/// ring in shared memory with nothing else) so that it has one: the receiver returns
+/// [`Error::Disconnected`] once every copy of the sending end is gone (dropped, exited,
+/// killed) and a receive finds nothing more, and the sender returns it once the receiver
+/// is gone. Call it before the processes fork, then treat the wrapped ends as the
+/// originals.
+///
+/// What it costs: the receiver waits in slices of at most 10 ms, checking the sender's
+/// liveness (one `poll`) whenever a slice ends empty, so `Disconnected` comes at most about
+/// 10 ms after the last sender is gone, and a blocked receive wakes 100 times a second;
+/// each send costs one `poll` on the receiver's liveness first. A send already blocked
+/// when the receiver dies stays blocked: only the transport itself can end that wait.
+///
+/// ```
+/// use ipcprop::{liveness, pipe, Error, Receiver, Sender};
+///
+/// let (tx, rx) = pipe::channel()?; // stands in for a transport with no end of stream
+/// let (mut tx, mut rx) = liveness::with_end_of_stream(tx, rx)?;
+/// tx.send(b"last words")?;
+/// drop(tx);
+/// assert_eq!(rx.recv()?, b"last words");
+/// assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+/// # Ok::<(), ipcprop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Sys`] if the liveness pipes cannot be made.
+pub fn with_end_of_stream<S, R>(tx: S, rx: R) -> Result<(LiveSender<S>, LiveReceiver<R>)> {
+    let (s, r) = pair()?;
+    Ok((
+        LiveSender { inner: tx, live: s },
+        LiveReceiver { inner: rx, live: r },
+    ))
+}
+
+impl<S> LiveSender<S> {
+    /// The wrapped sending end.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<R> LiveReceiver<R> {
+    /// The wrapped receiving end.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+}
+
+impl<S: crate::Sender> crate::Sender for LiveSender<S> {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if !self.live.alive() {
+            return Err(Error::Disconnected);
+        }
+        self.inner.send(msg)
+    }
+
+    fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
+        if !self.live.alive() {
+            return Err(Error::Disconnected);
+        }
+        self.inner.send_batch(msgs)
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.inner.max_message_len()
+    }
+}
+
+/// The longest a [`LiveReceiver`] waits before it looks at its sender's liveness again.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl<R: crate::Receiver> crate::Receiver for LiveReceiver<R> {
+    fn recv_with<T>(&mut self, wait: crate::Wait, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+        use crate::Wait;
+        let deadline = wait.deadline();
+        let mut f = Some(f);
+        let mut take = |inner: &mut R, w: Wait| inner.recv_with(w, |m| f.take().map(|g| g(m)));
+        loop {
+            let slice = match deadline {
+                _ if wait == Wait::Never => Wait::Never,
+                None => Wait::For(SLICE),
+                Some(d) => Wait::For(
+                    d.saturating_duration_since(std::time::Instant::now())
+                        .min(SLICE),
+                ),
+            };
+            match take(&mut self.inner, slice) {
+                Ok(Some(v)) => return Ok(v),
+                // The closure is taken only once, by the call that returns it.
+                Ok(None) => return Err(Error::Empty),
+                Err(e) if e.is_not_ready() => {}
+                Err(e) => return Err(e),
+            }
+            if !self.live.alive() {
+                // The last sender is gone: whatever it sent before is already here.
+                return match take(&mut self.inner, Wait::Never) {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err(Error::Empty),
+                    Err(e) if e.is_not_ready() => Err(Error::Disconnected),
+                    Err(e) => Err(e),
+                };
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(wait.expired());
+            }
+        }
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.inner.max_message_len()
     }
 }

@@ -5,12 +5,64 @@
 //! - a `SOCK_SEQPACKET` socketpair read the usual way (`recv` returning 0 means the peer is
 //!   gone) loses messages: an empty packet also reads as 0 bytes, so the receiver stops at
 //!   the first empty message. The battery finds it and names it: lost.
+//! - a pipe whose reader keeps a copy of the write end has no end of stream. Declared, the
+//!   battery passes it (the harness ends each case once the senders are gone); undeclared,
+//!   it fails in one case with a sender that sends nothing; with `ipcprop::liveness` added,
+//!   it has an end of stream and passes every check.
 
 use ipcprop::check::battery::{self, BatteryConfig};
-use ipcprop::check::foreign::{SeqpacketTransport, UnixStreamTransport};
-use ipcprop::check::ViolationKind;
+use ipcprop::check::foreign::{
+    KeptWriterPipeTransport, LiveKeptWriterPipeTransport, SeqpacketTransport, UnixStreamTransport,
+};
+use ipcprop::check::{Capabilities, Transport, ViolationKind};
 
 ipcprop::conformance_tests!(unix_stream, UnixStreamTransport);
+ipcprop::conformance_tests!(kept_writer, KeptWriterPipeTransport);
+ipcprop::conformance_tests!(kept_writer_with_liveness, LiveKeptWriterPipeTransport);
+
+/// The kept-writer pipe, claiming an end of stream it does not have.
+struct Claims;
+
+impl Transport for Claims {
+    type Sender = <KeptWriterPipeTransport as Transport>::Sender;
+    type Receiver = <KeptWriterPipeTransport as Transport>::Receiver;
+
+    fn name(&self) -> String {
+        "kept-writer-claiming-an-end".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            end_of_stream: true,
+            ..KeptWriterPipeTransport.capabilities()
+        }
+    }
+
+    fn pair(&self, senders: usize) -> ipcprop::Result<(Self::Sender, Self::Receiver)> {
+        KeptWriterPipeTransport.pair(senders)
+    }
+}
+
+/// A transport that claims an end of stream it lacks fails in one case (a sender that
+/// sends nothing and exits), named as the missing end, not after every generated case hangs
+/// and shrinking runs each hang again.
+#[test]
+fn a_missing_end_of_stream_fails_in_one_case() {
+    let report = ipcprop::check::run(
+        &Claims,
+        &ipcprop::check::CampaignConfig {
+            cases: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let failure = report.failure.expect("the missing end of stream is found");
+    assert_eq!(report.cases, 1);
+    assert_eq!(failure.minimal.plan.message_count(), 0);
+    let text = failure.minimal.report();
+    assert!(text.contains("the end of stream never came"), "{text}");
+    assert_eq!(failure.minimal.violations[0].kind(), ViolationKind::Hung);
+}
 
 #[test]
 fn seqpacket_loses_what_follows_an_empty_packet() {

@@ -434,3 +434,37 @@ fn a_holder_killed_mid_update_leaves_nothing_half_delivered() {
         );
     })
 }
+
+/// A process stopped (or slow) inside a push holds the queue's lock: a pop with a timeout,
+/// and a channel receive with one, give up at their deadline instead of waiting for it
+/// (found by the battery's `stopped_sender_mid_message`: the receiver waited until the
+/// stopped sender went on).
+#[test]
+fn a_pop_with_a_timeout_does_not_wait_past_it_for_a_held_lock() {
+    common::within(Duration::from_secs(20), move || {
+        let dir = TempDir::new("held-lock");
+        let q = open(&dir.file("q"));
+        q.push(b"behind the lock").unwrap();
+        let holder = std::fs::File::open(dir.file("q")).unwrap();
+        holder.lock().unwrap();
+        let start = Instant::now();
+        assert_eq!(q.pop_timeout(Duration::from_millis(30)).unwrap(), None);
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(30), "gave up after {took:?}");
+        let (_tx, mut rx) = ipcprop::queue::channel(dir.file("c"), QueueConfig::new()).unwrap();
+        let c = std::fs::File::open(dir.file("c")).unwrap();
+        c.lock().unwrap();
+        use ipcprop::Receiver;
+        assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(30)),
+            Err(Error::Timeout(_))
+        ));
+        drop(c);
+        holder.unlock().unwrap();
+        assert_eq!(
+            q.pop_timeout(Duration::from_millis(30)).unwrap().as_deref(),
+            Some(&b"behind the lock"[..])
+        );
+    });
+}

@@ -16,6 +16,9 @@
 
 use std::time::Duration;
 
+mod naive;
+pub use naive::{NaiveFlaw, NaiveReceiver, NaiveSender, NaiveStreamTransport};
+
 use super::plan::Capabilities;
 use super::Transport;
 use crate::error::{Error, Result};

@@ -49,12 +49,9 @@ impl Transport for PipeTransport {
     fn capabilities(&self) -> Capabilities {
         let max = self.config.frame_max();
         Capabilities {
-            max_message_len: max,
             multi_sender: Some(MAX_SHARED_PAYLOAD.min(max)),
             boundary_sizes: pipe_boundaries(max),
-            persistent: false,
-            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
-            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
+            ..Capabilities::new(max)
         }
     }
 
@@ -149,12 +146,9 @@ impl Transport for RingTransport {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            max_message_len: self.config.max_message_len(),
             multi_sender: None,
             boundary_sizes: ring_boundaries(self.config.get_capacity()),
-            persistent: false,
-            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
-            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
+            ..Capabilities::new(self.config.max_message_len())
         }
     }
 
@@ -231,12 +225,10 @@ impl Transport for QueueTransport {
     fn capabilities(&self) -> Capabilities {
         let max = self.config.get_max_message_len();
         Capabilities {
-            max_message_len: max,
             multi_sender: Some(max),
             boundary_sizes: queue_boundaries(max),
             persistent: true,
-            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
-            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
+            ..Capabilities::new(max)
         }
     }
 

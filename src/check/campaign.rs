@@ -148,6 +148,33 @@ pub(crate) fn campaign_with<T: Transport>(
         },
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(config.seed)),
     );
+    // A sender that sends nothing and exits, first: a transport that declares an end of
+    // stream it lacks fails here in one case (a progress bound), not in every generated
+    // case and again at each shrinking step.
+    let caps = transport.capabilities();
+    if caps.end_of_stream {
+        let empty = Plan::simple(config.seed, Vec::new());
+        let outcome = run_case(transport, &empty, &config.run)?;
+        if !outcome.passed() {
+            return Ok(CampaignReport {
+                transport: transport.name(),
+                cases: 1,
+                messages: 0,
+                bytes: 0,
+                cases_with_faults: 0,
+                cases_fault_inside: 0,
+                faults: 0,
+                faults_inside: 0,
+                violations: outcome.violations.len(),
+                elapsed: start.elapsed(),
+                failure: Some(Failure {
+                    minimal: outcome,
+                    seed: config.seed,
+                    reproduced: (1, 1),
+                }),
+            });
+        }
+    }
     let cases = Cell::new(0u32);
     let messages = Cell::new(0u64);
     let bytes = Cell::new(0u64);

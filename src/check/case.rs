@@ -79,6 +79,11 @@ pub enum Event {
     Received(Delivery),
     /// The receiver got [`Error::Disconnected`].
     Disconnected,
+    /// For a transport with no end of stream
+    /// ([`Capabilities::end_of_stream`](super::Capabilities::end_of_stream) false): every
+    /// sender process was gone and nothing arrived for the quiet period, so the harness
+    /// ended the receive loop.
+    QuietEnd,
     /// The stream ended inside a message ([`Error::is_cut_off`]): a sender died while
     /// writing it. Acceptable as the end only when a sender was killed inside a send.
     CutOff(String),
@@ -129,6 +134,7 @@ const EV_SENDING: u8 = 9;
 const EV_RECEIVING: u8 = 10;
 const EV_CUT_OFF: u8 = 11;
 const EV_RENDEZVOUS: u8 = 12;
+const EV_QUIET_END: u8 = 13;
 
 impl Event {
     /// Encodes the event as a report record.
@@ -163,6 +169,7 @@ impl Event {
                 v.extend_from_slice(&d.prefix);
             }
             Event::Disconnected => v.push(EV_DISCONNECTED),
+            Event::QuietEnd => v.push(EV_QUIET_END),
             Event::CutOff(e) => {
                 v.push(EV_CUT_OFF);
                 v.extend_from_slice(e.as_bytes());
@@ -224,6 +231,7 @@ impl Event {
                 prefix: rest[8..].try_into().ok()?,
             }),
             EV_DISCONNECTED if rest.is_empty() => Event::Disconnected,
+            EV_QUIET_END if rest.is_empty() => Event::QuietEnd,
             EV_CUT_OFF => Event::CutOff(String::from_utf8_lossy(rest).into()),
             EV_RECV_FAILED => Event::RecvFailed(String::from_utf8_lossy(rest).into()),
             EV_CLOSED if rest.len() == 4 => Event::Closed { after: u32_at(0)? },
@@ -283,6 +291,7 @@ impl fmt::Display for Event {
                 Ok(())
             }
             Event::Disconnected => write!(f, "got Disconnected"),
+            Event::QuietEnd => write!(f, "senders gone, all quiet: ended by the harness"),
             Event::CutOff(e) => write!(f, "stream cut off: {e}"),
             Event::RecvFailed(e) => write!(f, "receive failed: {e}"),
             Event::Closed { after } => write!(f, "closed its end after {after} messages"),
@@ -447,6 +456,17 @@ pub fn run_case<T: Transport>(
 ) -> Result<CaseOutcome> {
     let _serial = lock_cases();
     let start = Instant::now();
+    let caps = transport.capabilities();
+    // With no end of stream of its own, the transport's receiver learns from the harness
+    // when every sender process is gone: each sender holds a copy of this pipe's write end
+    // until it exits (or dies), and the receiver sees the read end hang up.
+    let (mut senders_r, mut senders_w) = if caps.end_of_stream {
+        (None, None)
+    } else {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| crate::Error::sys("pipe2", e))?;
+        (Some(r), Some(w))
+    };
     let (s, r) = transport.pair(plan.senders.len().max(1))?;
     let mut s = Some(s);
     let mut r = Some(r);
@@ -455,6 +475,11 @@ pub fn run_case<T: Transport>(
         // This process only receives: its copy of the sending end must not keep the channel
         // open.
         drop(s.take());
+        drop(senders_w.take());
+        let harness_end = senders_r.take().map(|fd| HarnessEnd {
+            senders: fd,
+            quiet: caps.quiet_period,
+        });
         let mut rx = r.take().ok_or("no receiver")?;
         transport
             .in_child_receiver(&mut rx)
@@ -462,12 +487,16 @@ pub fn run_case<T: Transport>(
         catch_storms()?;
         rep.record(&Event::Ready.encode());
         let aimed = fault_ops(plan, Victim::Receiver);
-        receive(&mut rx, &plan.receiver, &aimed, rep);
+        receive(&mut rx, &plan.receiver, &aimed, harness_end.as_ref(), rep);
         Ok(())
     })?;
     for (i, sp) in plan.senders.iter().enumerate() {
         group.spawn(format!("sender {i}"), |rep| {
             drop(r.take());
+            drop(senders_r.take());
+            // Held until this process ends: its exit (or death) is what the receiver of a
+            // transport with no end of stream learns through it.
+            let _alive = senders_w.take();
             let mut tx = s.take().ok_or("no sender")?;
             transport
                 .in_child_sender(&mut tx)
@@ -482,7 +511,9 @@ pub fn run_case<T: Transport>(
     // The parent takes no part: its copies must not keep either end alive.
     drop(s);
     drop(r);
-    let progress = transport.capabilities().progress_bound;
+    drop(senders_r);
+    drop(senders_w);
+    let progress = caps.progress_bound;
     let mut nemesis = Nemesis::new(plan, Some(progress));
     let reports = group.wait_observed(config.timeout, &mut nemesis);
     Ok(judge(
@@ -618,9 +649,43 @@ fn die(acked: usize, rep: &mut Reporter) -> ! {
     super::fork::exit_now(99)
 }
 
-fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, aimed: &[usize], rep: &mut Reporter) {
+/// How the receiver of a transport with no end of stream learns that the case is over.
+struct HarnessEnd {
+    /// The read end of a pipe whose write end every sender process holds.
+    senders: std::os::fd::OwnedFd,
+    /// How long nothing must arrive, once the senders are gone.
+    quiet: Duration,
+}
+
+impl HarnessEnd {
+    /// True once every sender process has exited or died.
+    fn senders_gone(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.senders.as_fd(), PollFlags::empty())];
+        loop {
+            match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+                Ok(0) => return false,
+                Ok(_) => return true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn receive<R: Receiver>(
+    rx: &mut R,
+    plan: &ReceiverPlan,
+    aimed: &[usize],
+    harness_end: Option<&HarnessEnd>,
+    rep: &mut Reporter,
+) {
     let mut got = 0usize;
     let mut announced = None;
+    // With no end of stream: once every sender is gone, receive until the quiet period
+    // passes with nothing, then end.
+    let mut draining = false;
     loop {
         if plan.kill_after == Some(got) {
             die(got, rep);
@@ -641,10 +706,13 @@ fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, aimed: &[usize], rep: &
             rep.record(&Event::Receiving { got: got as u32 }.encode());
             announced = Some(got);
         }
-        let wait = match plan.mode {
-            RecvMode::Blocking => Wait::Forever,
-            RecvMode::Polling => Wait::Never,
-            RecvMode::Timeout(ms) => Wait::For(Duration::from_millis(ms.into())),
+        let wait = match (plan.mode, harness_end) {
+            (_, Some(end)) if draining => Wait::For(end.quiet),
+            // A blocking receive would never return once the senders are gone.
+            (RecvMode::Blocking, Some(_)) => Wait::For(Duration::from_millis(5)),
+            (RecvMode::Blocking, None) => Wait::Forever,
+            (RecvMode::Polling, _) => Wait::Never,
+            (RecvMode::Timeout(ms), _) => Wait::For(Duration::from_millis(ms.into())),
         };
         match rx.recv_with(wait, Delivery::of) {
             Ok(d) => {
@@ -675,6 +743,16 @@ fn receive<R: Receiver>(rx: &mut R, plan: &ReceiverPlan, aimed: &[usize], rep: &
             Err(e) if e.is_cut_off() => {
                 rep.record(&Event::CutOff(e.to_string()).encode());
                 return;
+            }
+            Err(e) if e.is_not_ready() && harness_end.is_some() => {
+                if draining {
+                    rep.record(&Event::QuietEnd.encode());
+                    return;
+                }
+                draining = harness_end.is_some_and(HarnessEnd::senders_gone);
+                if !draining && plan.mode == RecvMode::Polling {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
             }
             Err(Error::Empty) if plan.mode == RecvMode::Polling => {
                 std::thread::sleep(Duration::from_micros(50));
@@ -720,7 +798,13 @@ fn judge(
         .events
         .iter()
         .any(|e| matches!(e, Event::Closed { .. }));
-    let receiver_gone = receiver_closed || receiver.end != ChildEnd::Returned;
+    // A receiver that failed (a corrupt stream, say) has left as surely as one that closed:
+    // a sender told Disconnected afterwards is a consequence, not a second violation.
+    let receiver_failed = receiver
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::RecvFailed(_)));
+    let receiver_gone = receiver_closed || receiver_failed || receiver.end != ChildEnd::Returned;
 
     // How each process ended.
     for (i, p) in processes.iter().enumerate() {
@@ -729,10 +813,20 @@ fn judge(
             && (matches!(p.events.last(), Some(Event::Killing { .. })) || nemesis.killed(i));
         match &p.end {
             ChildEnd::Returned => {}
-            ChildEnd::Hung => violations.push(Violation::Hung {
-                process: p.name.clone(),
-                doing: doing(p, sender_plan),
-            }),
+            ChildEnd::Hung => {
+                let mut what = doing(p, sender_plan);
+                let senders_ended = processes[1..].iter().all(|s| s.end != ChildEnd::Hung);
+                if i == 0 && senders_ended && !receiver_closed {
+                    what.push_str(
+                        "; every sender had ended, and the end of stream never came (a \
+                         transport without one declares `Capabilities::end_of_stream` false)",
+                    );
+                }
+                violations.push(Violation::Hung {
+                    process: p.name.clone(),
+                    doing: what,
+                })
+            }
             _ if killed_as_planned => {}
             other => violations.push(Violation::Crashed {
                 process: p.name.clone(),
@@ -804,10 +898,10 @@ fn judge(
     let end_of_stream = receiver
         .events
         .iter()
-        .find(|e| matches!(e, Event::Disconnected | Event::CutOff(_)));
+        .find(|e| matches!(e, Event::Disconnected | Event::CutOff(_) | Event::QuietEnd));
     let receiver_complete = receiver.end == ChildEnd::Returned
         && match end_of_stream {
-            Some(Event::Disconnected) => true,
+            Some(Event::Disconnected | Event::QuietEnd) => true,
             Some(Event::CutOff(_)) if cut_short => true,
             Some(Event::CutOff(e)) => {
                 violations.push(Violation::Crashed {

@@ -1,6 +1,7 @@
 //! Adapters for transports this crate did not write, to run the battery over them:
-//! a `UnixStream` socketpair carrying this crate's frames, and a `SOCK_SEQPACKET`
-//! socketpair carrying one message per packet. What the battery finds in them is a result
+//! a `UnixStream` socketpair carrying this crate's frames, a `SOCK_SEQPACKET`
+//! socketpair carrying one message per packet, and a pipe whose reader keeps a copy of the
+//! write end (no end of stream; with [`crate::liveness`], one). What the battery finds in them is a result
 //! about those transports (see `tests/foreign.rs`), not a failure of the harness.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -14,7 +15,8 @@ use super::plan::Capabilities;
 use super::Transport;
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
-use crate::pipe::{PipeConfig, PipeReceiver, PipeSender};
+use crate::liveness::{LiveReceiver, LiveSender};
+use crate::pipe::{PipeConfig, PipeReceiver, PipeSender, MAX_SHARED_PAYLOAD};
 use crate::transport::{Receiver, Sender, Wait};
 
 fn pair_of(kind: SockType) -> Result<(OwnedFd, OwnedFd)> {
@@ -38,12 +40,9 @@ impl Transport for UnixStreamTransport {
     fn capabilities(&self) -> Capabilities {
         let max = DEFAULT_MAX_FRAME_LEN;
         Capabilities {
-            max_message_len: max,
             multi_sender: None,
             boundary_sizes: vec![0, 1, 212_992 - 8, 212_992, 212_992 + 1, max - 1, max],
-            persistent: false,
-            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
-            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
+            ..Capabilities::new(max)
         }
     }
 
@@ -85,12 +84,9 @@ impl Transport for SeqpacketTransport {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            max_message_len: SEQPACKET_MAX,
             multi_sender: Some(SEQPACKET_MAX),
             boundary_sizes: vec![0, 1, 4095, 4096, 4097, SEQPACKET_MAX - 1, SEQPACKET_MAX],
-            persistent: false,
-            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
-            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
+            ..Capabilities::new(SEQPACKET_MAX)
         }
     }
 
@@ -172,5 +168,103 @@ impl Receiver for SeqpacketReceiver {
 
     fn max_message_len(&self) -> usize {
         SEQPACKET_MAX
+    }
+}
+
+/// A pipe carrying this crate's frames whose reader keeps a copy of the write end, as a
+/// reader does that forgets to close its copy after `fork`, or that opens a FIFO
+/// read-write so that its `open` does not block: the read end never sees end of file, so
+/// the transport has no end of stream. It says so
+/// ([`Capabilities::end_of_stream`] false); the harness then ends each case itself once
+/// the senders are gone. Several senders share it (frames up to `PIPE_BUF` are written
+/// whole).
+#[derive(Debug, Clone, Default)]
+pub struct KeptWriterPipeTransport;
+
+/// The receiving end of [`KeptWriterPipeTransport`]: a pipe receiver and the copy of the
+/// write end it keeps.
+#[derive(Debug)]
+pub struct KeptWriterReceiver {
+    rx: PipeReceiver,
+    _writer: OwnedFd,
+}
+
+impl Receiver for KeptWriterReceiver {
+    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.rx.recv_with(wait, f)
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.rx.max_message_len()
+    }
+}
+
+fn kept_writer_pair(senders: usize) -> Result<(PipeSender, KeptWriterReceiver)> {
+    let config = PipeConfig::new().shared_senders(senders > 1);
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+    let kept = w.try_clone().map_err(|e| Error::Io {
+        op: "dup(F_DUPFD_CLOEXEC)",
+        source: e,
+    })?;
+    Ok((
+        PipeSender::with_io(w, config),
+        KeptWriterReceiver {
+            rx: PipeReceiver::with_io(r, config),
+            _writer: kept,
+        },
+    ))
+}
+
+fn kept_writer_caps() -> Capabilities {
+    let max = DEFAULT_MAX_FRAME_LEN;
+    Capabilities {
+        multi_sender: Some(MAX_SHARED_PAYLOAD),
+        boundary_sizes: vec![0, 1, MAX_SHARED_PAYLOAD, 65_536 - 8, 65_536, max],
+        ..Capabilities::new(max)
+    }
+}
+
+impl Transport for KeptWriterPipeTransport {
+    type Sender = PipeSender;
+    type Receiver = KeptWriterReceiver;
+
+    fn name(&self) -> String {
+        "pipe-kept-writer".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            end_of_stream: false,
+            ..kept_writer_caps()
+        }
+    }
+
+    fn pair(&self, senders: usize) -> Result<(PipeSender, KeptWriterReceiver)> {
+        kept_writer_pair(senders)
+    }
+}
+
+/// [`KeptWriterPipeTransport`] with an end of stream added by
+/// [`liveness::with_end_of_stream`](crate::liveness::with_end_of_stream): it declares one,
+/// and keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct LiveKeptWriterPipeTransport;
+
+impl Transport for LiveKeptWriterPipeTransport {
+    type Sender = LiveSender<PipeSender>;
+    type Receiver = LiveReceiver<KeptWriterReceiver>;
+
+    fn name(&self) -> String {
+        "pipe-kept-writer+liveness".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        kept_writer_caps()
+    }
+
+    fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)> {
+        let (tx, rx) = kept_writer_pair(senders)?;
+        crate::liveness::with_end_of_stream(tx, rx)
     }
 }

@@ -33,18 +33,18 @@ use super::plan::{Fault, FaultKind, Plan, Victim};
 pub const STORM_SIGNAL: Signal = Signal::SIGURG;
 
 /// How long the nemesis waits for a victim to stop after SIGSTOP.
-const FREEZE_LIMIT: Duration = Duration::from_millis(50);
+pub(crate) const FREEZE_LIMIT: Duration = Duration::from_millis(50);
 
 /// How many steps a fault lets its victim take, looking for it inside an operation, before
 /// it lands wherever the victim is.
-const STEPS: u32 = 400;
+pub(crate) const STEPS: u32 = 400;
 
 /// How long a victim found between operations runs before it is stopped and looked at
 /// again.
-const STEP: Duration = Duration::from_micros(20);
+pub(crate) const STEP: Duration = Duration::from_micros(20);
 
 /// Waits `d` without sleeping (a sleep would let the victim run on for a scheduler tick).
-fn spin(d: Duration) {
+pub(crate) fn spin(d: Duration) {
     let until = Instant::now() + d;
     while Instant::now() < until {
         std::hint::spin_loop();

@@ -36,9 +36,72 @@ pub struct Capabilities {
     /// scheduler's share included). Most transports use
     /// [`Capabilities::DEFAULT_TIMEOUT_SLACK`].
     pub timeout_slack: std::time::Duration,
+    /// The receiver learns that the senders are gone: after the last sender has exited
+    /// (or died) and every message it sent was received, a receive says
+    /// [`Error::Disconnected`](crate::Error::Disconnected). A transport without it (a FIFO
+    /// its reader opened read-write, a POSIX message queue, a ring with no liveness)
+    /// declares `false`: the harness then ends each case itself, once every sender process
+    /// is gone and the receiver has drained what was sent (nothing arrives for
+    /// [`Capabilities::quiet_period`]), and the battery reports the missing end of stream
+    /// as a property of the transport instead of failing on it. [`crate::liveness`] adds
+    /// it to a transport that lacks it.
+    pub end_of_stream: bool,
+    /// With no end of stream: how long the receiver must see nothing, after the last sender
+    /// is gone, before the harness ends the case. Messages still in flight then (in a
+    /// broker, say) would be reported lost.
+    pub quiet_period: std::time::Duration,
+    /// With an end of stream: how soon after the last sender's SIGKILL (once everything it
+    /// sent was received) a waiting receiver must say Disconnected. Most transports use
+    /// [`Capabilities::DEFAULT_DISCONNECT_BOUND`].
+    pub disconnect_bound: std::time::Duration,
 }
 
 impl Capabilities {
+    /// The capabilities of a transport with this maximum message length and every default:
+    /// one sender, no boundary sizes, not persistent, an end of stream, and the default
+    /// bounds. Change what differs with struct update syntax:
+    ///
+    /// ```
+    /// use ipcprop::check::Capabilities;
+    ///
+    /// let caps = Capabilities {
+    ///     multi_sender: Some(4096),
+    ///     boundary_sizes: vec![4095, 4096, 4097],
+    ///     ..Capabilities::new(1 << 20)
+    /// };
+    /// assert!(caps.end_of_stream);
+    /// ```
+    ///
+    /// A maximum of [`Capabilities::UNBOUNDED`] declares no maximum: plans go up to the
+    /// battery's size cap, and the check that an oversized message is refused is skipped.
+    pub fn new(max_message_len: usize) -> Capabilities {
+        Capabilities {
+            max_message_len,
+            multi_sender: None,
+            boundary_sizes: Vec::new(),
+            persistent: false,
+            progress_bound: Capabilities::DEFAULT_PROGRESS_BOUND,
+            timeout_slack: Capabilities::DEFAULT_TIMEOUT_SLACK,
+            end_of_stream: true,
+            quiet_period: Capabilities::DEFAULT_QUIET_PERIOD,
+            disconnect_bound: Capabilities::DEFAULT_DISCONNECT_BOUND,
+        }
+    }
+
+    /// A `max_message_len` that declares no maximum (any length the memory allows).
+    pub const UNBOUNDED: usize = usize::MAX;
+
+    /// True if the transport declares no maximum message length.
+    pub fn unbounded(&self) -> bool {
+        self.max_message_len == Capabilities::UNBOUNDED
+    }
+
+    /// The quiet period most transports without an end of stream state: 100 ms.
+    pub const DEFAULT_QUIET_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// The disconnect bound most transports state: 250 ms.
+    pub const DEFAULT_DISCONNECT_BOUND: std::time::Duration = std::time::Duration::from_millis(250);
+
     /// The progress bound most transports state: 5 seconds.
     pub const DEFAULT_PROGRESS_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -121,7 +121,13 @@ impl Receiver for QueueReceiver {
         loop {
             // Watch before looking, so a push in between wakes the wait below.
             self.queue.wait_for_push(Duration::ZERO)?;
-            if let Some(m) = self.queue.pop()? {
+            // A sender stopped (or slow) inside a push holds the lock: a receive with a
+            // deadline does not wait for it past the deadline.
+            let popped = match deadline {
+                Some(d) => self.queue.pop_before(d)?,
+                None => self.queue.pop()?,
+            };
+            if let Some(m) = popped {
                 return Ok(f(&m));
             }
             if !self.live.alive() {

@@ -655,6 +655,21 @@ impl FileQueue {
 
     /// Runs `f` with the exclusive lock held and the state re-validated.
     fn with_lock<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
+        match self.with_lock_until(None, f)? {
+            Some(v) => Ok(v),
+            // Without a deadline the wait for the lock only ends with the lock.
+            None => Err(Error::Empty),
+        }
+    }
+
+    /// [`FileQueue::with_lock`], giving up (`Ok(None)`, `f` not run) if the lock is still
+    /// held by someone else at `deadline`: a process stopped (SIGSTOP) or slow inside a
+    /// push must not hold a receive with a timeout past it.
+    fn with_lock_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&mut Inner) -> Result<T>,
+    ) -> Result<Option<T>> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if self.config.exclusive {
             if inner.gen != crate::forkgen::current() {
@@ -666,7 +681,7 @@ impl FileQueue {
             // The lock is held for the handle's life: nobody else has changed the file since
             // this handle's last operation, so its view needs no re-reading.
             inner.core.check_poison()?;
-            return f(&mut inner);
+            return f(&mut inner).map(Some);
         }
         if inner.gen != crate::forkgen::current() {
             // A child after fork: the inherited descriptor shares the parent's open file
@@ -676,12 +691,18 @@ impl FileQueue {
             *inner = Self::reopen_own(inner.core.storage.file().as_raw_fd(), &self.config)?;
         }
         let file = inner.core.storage.file();
-        lock_file(file)?;
+        let locked = match deadline {
+            None => lock_file(file).map(|()| true)?,
+            Some(d) => lock_file_until(file, d)?,
+        };
+        if !locked {
+            return Ok(None);
+        }
         let result = inner.core.refresh().and_then(|()| f(&mut inner));
         let unlock = inner.core.storage.file().unlock();
         let value = result?;
         unlock.map_err(|e| io("flock(LOCK_UN)", e))?;
-        Ok(value)
+        Ok(Some(value))
     }
 
     /// Appends one message.
@@ -699,17 +720,17 @@ impl FileQueue {
         Ok(self.pop_batch(1)?.pop())
     }
 
+    /// [`FileQueue::pop`], giving up if another process holds the queue's lock until
+    /// `deadline`: `Ok(None)` then, as for an empty queue (the caller's deadline has
+    /// passed either way).
+    pub(crate) fn pop_before(&self, deadline: Instant) -> Result<Option<Vec<u8>>> {
+        let popped = self.with_lock_until(Some(deadline), |i| pop_locked(i, 1))?;
+        Ok(popped.and_then(|mut v| v.pop()))
+    }
+
     /// Removes and returns up to `max` of the oldest messages, in order.
     pub fn pop_batch(&self, max: usize) -> Result<Vec<Vec<u8>>> {
-        self.with_lock(|i| {
-            let (fd, me) = (i.core.storage.file().as_raw_fd(), i.holder);
-            let alive = |h| holder_alive(fd, me, h);
-            Ok(i.core
-                .consume(max, Consume::Pop, &alive)?
-                .into_iter()
-                .map(|(_, m)| m)
-                .collect())
-        })
+        self.with_lock(|i| pop_locked(i, max))
     }
 
     /// Returns the oldest message without removing it.
@@ -741,7 +762,11 @@ impl FileQueue {
         loop {
             // Watch before looking, so a push between the look and the wait is not missed.
             self.ensure_watch()?;
-            if let Some(m) = self.pop()? {
+            let popped = match deadline {
+                Some(d) => self.pop_before(d)?,
+                None => self.pop()?,
+            };
+            if let Some(m) = popped {
                 return Ok(Some(m));
             }
             let left = match deadline {
@@ -1033,6 +1058,39 @@ fn lock_file(file: &File) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io("flock(LOCK_EX)", e)),
         }
+    }
+}
+
+/// Pops up to `max` messages, the lock held.
+fn pop_locked(i: &mut Inner, max: usize) -> Result<Vec<Vec<u8>>> {
+    let (fd, me) = (i.core.storage.file().as_raw_fd(), i.holder);
+    let alive = |h| holder_alive(fd, me, h);
+    Ok(i.core
+        .consume(max, Consume::Pop, &alive)?
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect())
+}
+
+/// `flock(LOCK_EX)` on `file`, trying without blocking until `deadline`: `Ok(false)` if
+/// someone else still holds it then. Waits between tries grow from 50 us to 2 ms.
+fn lock_file_until(file: &File, deadline: Instant) -> Result<bool> {
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("flock(LOCK_EX|LOCK_NB)", e)),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(2));
     }
 }
 

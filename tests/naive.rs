@@ -1,0 +1,57 @@
+//! Two mistakes real framed-stream code makes, each passed by every check that runs
+//! operations to completion and caught by the one that lands a fault inside an operation
+//! (`ipcprop::check::broken::NaiveStreamTransport`).
+
+use ipcprop::check::battery::{self, BatteryConfig};
+use ipcprop::check::broken::{NaiveFlaw, NaiveStreamTransport};
+use ipcprop::check::ViolationKind;
+
+fn t(flaw: NaiveFlaw) -> NaiveStreamTransport {
+    NaiveStreamTransport { flaw }
+}
+
+/// A receiver that, once part of a message is there, reads the rest with blocking reads
+/// passes plain plans and the timeout check (an empty stream times out on time), and is
+/// caught by `stopped_sender_mid_message`: its `try_recv` waits for the stopped sender.
+#[test]
+fn waiting_for_the_rest_of_a_message_is_caught_with_the_sender_stopped_inside_it() {
+    let cfg = BatteryConfig::default();
+    let naive = t(NaiveFlaw::WaitsForTheRest);
+    battery::fifo_and_integrity(&naive, &cfg).unwrap();
+    battery::timeouts_honoured(&naive, &cfg).unwrap();
+    battery::disconnect_on_sigkill(&naive, &cfg).unwrap();
+    let finding = battery::stopped_sender_mid_message(&naive, &cfg).unwrap_err();
+    assert_eq!(finding.kinds, vec![ViolationKind::Hung], "{finding}");
+    assert!(
+        finding.report.contains("stopped inside the send"),
+        "{finding}"
+    );
+}
+
+/// A sender that retries a whole message after `EINTR` passes plain plans (no signal
+/// ever interrupts a write there) and is caught by the nemesis's signal storms inside its
+/// sends: the receiver reads the resent prefix as part of the stream.
+#[test]
+fn resending_a_message_after_eintr_is_caught_by_a_storm_inside_the_send() {
+    let cfg = BatteryConfig::default();
+    let naive = t(NaiveFlaw::ResendsAfterEintr);
+    battery::fifo_and_integrity(&naive, &cfg).unwrap();
+    battery::stopped_sender_mid_message(&naive, &cfg).unwrap();
+    let finding = battery::faults_inside_operations(&naive, &cfg).unwrap_err();
+    assert!(
+        finding.kinds.contains(&ViolationKind::Corrupted),
+        "{finding}"
+    );
+    assert!(finding.report.contains("SIGURG"), "{finding}");
+    // The sender told Disconnected after the receiver died of the corruption is a
+    // consequence, not reported as a second crash.
+    assert!(!finding.report.contains("[crashed] sender"), "{finding}");
+}
+
+/// Without its flaw's fault, each is a working transport: the checks above pass on the
+/// other flaw, so each finding is about the flaw, not the framing.
+#[test]
+fn waiting_for_the_rest_survives_storms_and_kills() {
+    let cfg = BatteryConfig::default();
+    battery::faults_inside_operations(&t(NaiveFlaw::WaitsForTheRest), &cfg).unwrap();
+}
