@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ipcprop::check::battery::{self, BatteryConfig};
 use ipcprop::check::{Capabilities, Transport};
@@ -20,7 +20,11 @@ use ipcprop::{Error, Receiver, Result, Sender, Wait};
 const MAX: usize = 1 << 20;
 
 struct LinesSender(UnixStream);
-struct LinesReceiver(UnixStream);
+struct LinesReceiver {
+    stream: UnixStream,
+    /// The part of the next message read so far.
+    buf: Vec<u8>,
+}
 struct LinesTransport;
 
 fn io(op: &'static str, e: std::io::Error) -> Error {
@@ -58,36 +62,58 @@ impl Sender for LinesSender {
     }
 }
 
-/// The stream ending inside a message means its sender died while writing it: that send
-/// never returned, so the message is dropped and the stream is over (the harness kills
-/// senders inside their sends to check this).
-fn cut_or_io(op: &'static str, e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::Disconnected
-    } else {
-        io(op, e)
-    }
-}
-
 impl Receiver for LinesReceiver {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        // Wait for the first byte within the deadline; then read the whole message.
         let deadline = wait.deadline_from(Instant::now());
-        let timeout = deadline.map(|d| {
-            d.saturating_duration_since(Instant::now())
-                .max(Duration::from_micros(1))
-        });
-        self.0
-            .set_read_timeout(timeout)
-            .map_err(|e| io("set_read_timeout", e))?;
-        let mut len = [0u8; 4];
         loop {
-            match self.0.read(&mut len[..1]) {
-                Ok(0) => return Err(Error::Disconnected),
-                Ok(_) => break,
+            // A whole message buffered: lend it.
+            let need = match self.buf.get(..4) {
+                None => 4,
+                Some(h) => {
+                    let n = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                    if n > MAX {
+                        return Err(Error::Corrupt(format!(
+                            "length prefix {n} over the maximum {MAX}"
+                        )));
+                    }
+                    if self.buf.len() == 4 + n {
+                        let v = f(&self.buf[4..]);
+                        self.buf.clear();
+                        return Ok(v);
+                    }
+                    4 + n
+                }
+            };
+            // Read what is missing, waiting no later than the deadline. What arrived of a
+            // message stays buffered for the next call: a sender stopped in the middle of a
+            // message must not hold a receive past its timeout (the harness checks this).
+            // Past the deadline (or a try_recv), one read that does not wait at all.
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let now_or_never = left.is_some_and(|l| l.is_zero());
+            self.stream
+                .set_nonblocking(now_or_never)
+                .map_err(|e| io("set_nonblocking", e))?;
+            if !now_or_never {
+                self.stream
+                    .set_read_timeout(left)
+                    .map_err(|e| io("set_read_timeout", e))?;
+            }
+            let have = self.buf.len();
+            self.buf.resize(need, 0);
+            let got = self.stream.read(&mut self.buf[have..]);
+            self.buf.truncate(have + *got.as_ref().unwrap_or(&0));
+            match got {
+                // The end of the stream; inside a message, its sender died while writing
+                // it: that send never returned, so the part is dropped (the harness kills
+                // senders inside their sends to check this).
+                Ok(0) => {
+                    self.buf.clear();
+                    return Err(Error::Disconnected);
+                }
+                Ok(_) => {}
                 // A signal interrupted the wait: wait again (the harness checks this with
                 // signal storms).
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -99,23 +125,6 @@ impl Receiver for LinesReceiver {
                 Err(e) => return Err(io("read", e)),
             }
         }
-        self.0
-            .set_read_timeout(None)
-            .map_err(|e| io("set_read_timeout", e))?;
-        self.0
-            .read_exact(&mut len[1..])
-            .map_err(|e| cut_or_io("read length", e))?;
-        let n = u32::from_le_bytes(len) as usize;
-        if n > MAX {
-            return Err(Error::Corrupt(format!(
-                "length prefix {n} over the maximum {MAX}"
-            )));
-        }
-        let mut buf = vec![0u8; n];
-        self.0
-            .read_exact(&mut buf)
-            .map_err(|e| cut_or_io("read payload", e))?;
-        Ok(f(&buf))
     }
 
     fn max_message_len(&self) -> usize {
@@ -141,7 +150,13 @@ impl Transport for LinesTransport {
 
     fn pair(&self, _senders: usize) -> Result<(LinesSender, LinesReceiver)> {
         let (a, b) = UnixStream::pair().map_err(|e| io("socketpair", e))?;
-        Ok((LinesSender(a), LinesReceiver(b)))
+        Ok((
+            LinesSender(a),
+            LinesReceiver {
+                stream: b,
+                buf: Vec::new(),
+            },
+        ))
     }
 }
 

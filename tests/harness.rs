@@ -15,6 +15,7 @@ fn quick() -> RunConfig {
     // Long enough for any healthy case here; short enough that the hang cases are quick.
     RunConfig {
         timeout: Duration::from_secs(2),
+        ..RunConfig::default()
     }
 }
 
@@ -209,7 +210,8 @@ fn the_battery_catches_each_broken_transport() {
 #[test]
 fn each_contract_check_catches_its_defect() {
     use ipcprop::check::battery::{
-        descriptors_cloexec, hostile_sizes_refused, receiver_gone, timeouts_honoured, BatteryConfig,
+        descriptors_cloexec, disconnect_on_sigkill, hostile_sizes_refused, receiver_gone,
+        timeouts_honoured, BatteryConfig,
     };
     let cfg = BatteryConfig {
         cases: 8,
@@ -251,6 +253,10 @@ fn each_contract_check_catches_its_defect() {
             Defect::LeakyDescriptor,
             descriptors_cloexec(&broken(Defect::LeakyDescriptor), &cfg),
         ),
+        (
+            Defect::SlowDisconnect,
+            disconnect_on_sigkill(&broken(Defect::SlowDisconnect), &cfg),
+        ),
     ];
     for (defect, result) in cases {
         let finding = result.expect_err("a broken contract passed its check");
@@ -276,6 +282,7 @@ fn each_contract_check_catches_its_defect() {
             Defect::HangOnLargeSendWhenReceiverGone,
             Defect::LockAcrossSend,
             Defect::LeakyDescriptor,
+            Defect::SlowDisconnect,
         ]
     );
 }
@@ -327,5 +334,39 @@ fn a_finding_can_be_saved_for_replay() {
     assert!(
         text.contains("[lost]") && text.contains("timeline ("),
         "{text}"
+    );
+}
+
+/// `ipcprop check --json` carries what the campaign covered: faults by kind (summing to the
+/// faults applied, of which those inside an operation are a part) and the largest message.
+#[test]
+fn the_cli_reports_faults_by_kind_and_the_largest_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipcprop"))
+        .args(["check", "--transport", "pipe", "--cases", "16", "--json"])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    let num = |key: &str| -> u64 {
+        let at = json
+            .find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("{key}: {json}"));
+        json[at + key.len() + 3..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let faults = num("faults");
+    assert_eq!(num("kill") + num("pause") + num("storm"), faults, "{json}");
+    assert!(num("faults_inside") <= faults, "{json}");
+    assert!(
+        faults > 0,
+        "16 cases with the nemesis applied no fault: {json}"
+    );
+    assert!(
+        num("largest") > 0 && num("largest") <= num("bytes"),
+        "{json}"
     );
 }

@@ -99,6 +99,9 @@ pub(crate) fn one_way<S: Sender, R: Receiver>(
     mut receive: impl FnMut(&mut R, &mut dyn FnMut(&[u8])) -> Result<()>,
 ) -> Result<Duration> {
     let (mut tx, mut rx) = (Some(ends.0), Some(ends.1));
+    // A property case running in another thread must not have its descriptors inherited
+    // by this fork (its receiver would wait for an end of stream this child holds up).
+    let _serial = crate::check::case::lock_cases();
     let mut group = ChildGroup::new();
     group.spawn("receiver", |_| {
         // This process's copy of the sending end must not keep the channel open.
@@ -168,6 +171,9 @@ pub(crate) fn ping_pong<S: Sender, R: Receiver>(
     warmup: u64,
 ) -> Result<Vec<Duration>> {
     let (mut ours, mut theirs) = (Some(ours), Some(theirs));
+    // A property case running in another thread must not have its descriptors inherited
+    // by this fork (its receiver would wait for an end of stream this child holds up).
+    let _serial = crate::check::case::lock_cases();
     let mut group = ChildGroup::new();
     group.spawn("echo", |_| {
         // Our copies of the parent's ends would keep it from ever seeing a disconnect.

@@ -35,6 +35,9 @@ pub fn channel(n: u64, size: usize, batch: usize, config: PipeConfig) -> Result<
 fn stream<W: Write, R: Read>(n: u64, size: usize, w: W, r: R) -> Result<Duration> {
     let (mut w, mut r) = (Some(w), Some(r));
     let total = n * size as u64;
+    // A property case running in another thread must not have its descriptors inherited
+    // by this fork (its receiver would wait for an end of stream this child holds up).
+    let _serial = crate::check::case::lock_cases();
     let mut group = ChildGroup::new();
     group.spawn("reader", |_| {
         // This process's copy of the writing end would keep the stream open forever.
@@ -104,6 +107,9 @@ fn stream_pingpong<W: Write, R: Read, CR: Read, CW: Write>(
 ) -> Result<Vec<Duration>> {
     let mut child_ends = Some(child_ends);
     let mut parent_ends = Some(parent_ends);
+    // A property case running in another thread must not have its descriptors inherited
+    // by this fork (its receiver would wait for an end of stream this child holds up).
+    let _serial = crate::check::case::lock_cases();
     let mut group = ChildGroup::new();
     group.spawn("echo", |_| {
         // This process's copies of the parent's ends would keep the streams open forever.

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use ipcprop::check::broken::{Broken, Defect};
 use ipcprop::check::builtin::{FaultyPipeTransport, PipeTransport, QueueTransport, RingTransport};
-use ipcprop::check::{campaign, CampaignConfig, CampaignReport, RunConfig, Transport};
+use ipcprop::check::{campaign, CampaignConfig, CampaignReport, FaultCounts, RunConfig, Transport};
 use ipcprop::pipe::fault::{Fault, FaultSchedule};
 use ipcprop::shm::RingConfig;
 
@@ -335,6 +335,10 @@ struct Row {
     /// Faults injected by the nemesis, and how many landed inside an operation.
     faults: u64,
     faults_inside: u64,
+    /// The faults by kind.
+    kinds: FaultCounts,
+    /// The longest message delivered.
+    largest: u64,
     seconds: f64,
     failure: Option<RowFailure>,
 }
@@ -358,6 +362,8 @@ impl Row {
             bytes: r.bytes,
             faults: r.faults,
             faults_inside: r.faults_inside,
+            kinds: r.fault_kinds,
+            largest: r.largest,
             seconds: r.elapsed.as_secs_f64(),
             failure: r.failure.as_ref().map(|f| RowFailure {
                 seed: f.seed,
@@ -386,14 +392,18 @@ impl Row {
     fn to_worker_output(&self) -> String {
         let one_line = |s: &str| s.replace(['\t', '\n'], " ");
         let mut out = format!(
-            "IPCPROP-ROW\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "IPCPROP-ROW\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             one_line(&self.transport),
             self.cases,
             self.messages,
             self.bytes,
             self.faults,
             self.faults_inside,
-            self.seconds
+            self.seconds,
+            self.largest,
+            self.kinds.kills,
+            self.kinds.pauses,
+            self.kinds.storms
         );
         if let Some(f) = &self.failure {
             out.push_str(&format!(
@@ -413,7 +423,7 @@ impl Row {
     fn from_worker_output(text: &str) -> Option<Row> {
         let mut lines = text.lines();
         let head: Vec<&str> = lines.next()?.split('\t').collect();
-        if head.first() != Some(&"IPCPROP-ROW") || head.len() != 8 {
+        if head.first() != Some(&"IPCPROP-ROW") || head.len() != 12 {
             return None;
         }
         let mut row = Row {
@@ -424,6 +434,12 @@ impl Row {
             faults: head[5].parse().ok()?,
             faults_inside: head[6].parse().ok()?,
             seconds: head[7].parse().ok()?,
+            largest: head[8].parse().ok()?,
+            kinds: FaultCounts {
+                kills: head[9].parse().ok()?,
+                pauses: head[10].parse().ok()?,
+                storms: head[11].parse().ok()?,
+            },
             failure: None,
         };
         let mut report = None::<String>;
@@ -475,6 +491,7 @@ fn check(args: CheckArgs) -> ExitCode {
         seed: args.seed,
         run: RunConfig {
             timeout: Duration::from_secs(args.timeout.max(1)),
+            ..RunConfig::default()
         },
         ..CampaignConfig::default()
     };
@@ -633,6 +650,10 @@ fn run_sharded(t: TransportName, args: &CheckArgs) -> ipcprop::Result<Row> {
         bytes: rows.iter().map(|r| r.bytes).sum(),
         faults: rows.iter().map(|r| r.faults).sum(),
         faults_inside: rows.iter().map(|r| r.faults_inside).sum(),
+        kinds: rows
+            .iter()
+            .fold(FaultCounts::default(), |a, r| a.plus(r.kinds)),
+        largest: rows.iter().map(|r| r.largest).max().unwrap_or(0),
         seconds: start.elapsed().as_secs_f64(),
         failure,
     })
@@ -687,6 +708,8 @@ fn run_one<T: Transport>(
                 cases_fault_inside: t.cases_fault_inside + r.cases_fault_inside,
                 faults: t.faults + r.faults,
                 faults_inside: t.faults_inside + r.faults_inside,
+                fault_kinds: t.fault_kinds.plus(r.fault_kinds),
+                largest: t.largest.max(r.largest),
                 violations: r.violations,
                 elapsed: t.elapsed + r.elapsed,
                 failure: r.failure,
@@ -758,13 +781,17 @@ fn to_json(rows: &[Row]) -> String {
                 }
             };
             format!(
-                "{{\"transport\":{},\"cases\":{},\"messages\":{},\"bytes\":{},\"faults\":{},\"faults_inside\":{},\"violations\":{},\"cases_per_sec\":{:.1},\"seconds\":{:.3},\"failure\":{}}}",
+                "{{\"transport\":{},\"cases\":{},\"messages\":{},\"bytes\":{},\"faults\":{},\"faults_inside\":{},\"faults_by_kind\":{{\"kill\":{},\"pause\":{},\"storm\":{}}},\"largest\":{},\"violations\":{},\"cases_per_sec\":{:.1},\"seconds\":{:.3},\"failure\":{}}}",
                 json_str(&r.transport),
                 r.cases,
                 r.messages,
                 r.bytes,
                 r.faults,
                 r.faults_inside,
+                r.kinds.kills,
+                r.kinds.pauses,
+                r.kinds.storms,
+                r.largest,
                 r.failure.as_ref().map_or(0, |f| f.violations.len()),
                 r.cases_per_sec(),
                 r.seconds,
@@ -781,16 +808,24 @@ fn to_json(rows: &[Row]) -> String {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<14} {:>7} {:>10} {:>14} {:>16} {:>10} {:>9}",
-        "transport", "cases", "messages", "bytes", "faults (inside)", "violations", "cases/s"
+        "{:<14} {:>7} {:>10} {:>14} {:>9} {:>16} {:>10} {:>9}",
+        "transport",
+        "cases",
+        "messages",
+        "bytes",
+        "largest",
+        "faults (inside)",
+        "violations",
+        "cases/s"
     );
     for r in rows {
         println!(
-            "{:<14} {:>7} {:>10} {:>14} {:>16} {:>10} {:>9.1}",
+            "{:<14} {:>7} {:>10} {:>14} {:>9} {:>16} {:>10} {:>9.1}",
             r.transport,
             r.cases,
             r.messages,
             r.bytes,
+            r.largest,
             format!("{} ({})", r.faults, r.faults_inside),
             r.failure.as_ref().map_or(0, |f| f.violations.len()),
             r.cases_per_sec()

@@ -5,7 +5,8 @@
 //! | check | what it proves |
 //! | --- | --- |
 //! | `fifo_and_integrity` | generated plans across real forks: in order, once, intact |
-//! | `boundary_sizes` | every size the transport declares as a boundary, twice in a row |
+//! | `boundary_sizes` | every size the transport declares as a boundary, twice in a row; powers of two and kernel buffer sizes with their neighbours; a large message at every offset after 0..=64 bytes |
+//! | `backlog` | the receiver held back while hundreds of odd-sized messages pile up, then drained |
 //! | `disconnect_on_drop` | the receiver drains, then gets Disconnected, when senders exit |
 //! | `disconnect_on_sigkill` | the same when a sender is SIGKILLed at a chosen step |
 //! | `receiver_gone` | senders get an error or succeed, never hang or die, when the receiver leaves or is killed |
@@ -84,6 +85,7 @@ impl Default for BatteryConfig {
             seed: env("IPCPROP_SEED").unwrap_or(0),
             run: RunConfig {
                 timeout: Duration::from_secs(20),
+                ..RunConfig::default()
             },
             size_cap: env("IPCPROP_SIZE_CAP").map_or(DEFAULT_SIZE_CAP, |v: u64| v as usize),
             max_shrink_iters: 64,
@@ -109,7 +111,16 @@ fn generated<T: Transport>(
 
 fn verdict(check: &'static str, report: super::CampaignReport) -> CheckResult {
     match report.failure {
-        None => Ok(()),
+        None => {
+            // A passing check says what it covered (shown by `cargo test -- --nocapture`,
+            // and on failure of a later assertion).
+            eprintln!(
+                "{check} over {}: passed, {}",
+                report.transport,
+                report.coverage()
+            );
+            Ok(())
+        }
         Some(f) => Err(Finding {
             check,
             kinds: f.minimal.violations.iter().map(|v| v.kind()).collect(),
@@ -161,16 +172,64 @@ pub fn fifo_and_integrity<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResu
     generated("fifo_and_integrity", t, cfg, base_limits(cfg), |_| {})
 }
 
-/// Every declared boundary size (and 0, 1 and the maximum), each twice, one sender.
+/// Every declared boundary size (and 0, 1 and the maximum), each twice, one sender; then
+/// every [suspect size](super::plan::suspect_sizes) (powers of two and their neighbours,
+/// kernel buffer sizes) up to the maximum, within the size cap; then a position walk: a
+/// message of 0, 1, ..., 64 bytes, each followed by a large one (the maximum, at most
+/// 256 KiB), so that a large record starts at every offset a ring's wrap point can fall
+/// on, with 0 to 64 bytes left before it.
 pub fn boundary_sizes<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
     let caps = t.capabilities();
+    let max = caps.max_message_len.min(cfg.size_cap);
     let mut sizes: Vec<usize> = caps.boundary_sizes.clone();
-    sizes.extend([0, 1, caps.max_message_len]);
-    sizes.retain(|&s| s <= caps.max_message_len);
+    sizes.extend([0, 1, max]);
+    sizes.retain(|&s| s <= max);
     sizes.sort_unstable();
     sizes.dedup();
     let plan = Plan::simple(cfg.seed, sizes.iter().flat_map(|&s| [s, s]).collect());
-    one_plan("boundary_sizes", t, cfg, &plan)
+    one_plan("boundary_sizes", t, cfg, &plan)?;
+    let suspects = super::plan::suspect_sizes(max);
+    one_plan(
+        "boundary_sizes",
+        t,
+        cfg,
+        &Plan::simple(cfg.seed ^ 3, suspects),
+    )?;
+    let big = max.min(256 << 10);
+    let walk = (0..=64usize.min(max)).flat_map(|j| [j, big]).collect();
+    one_plan("boundary_sizes", t, cfg, &Plan::simple(cfg.seed ^ 4, walk))
+}
+
+/// A backlog: the receiver is held back (paused 50 ms by the harness before its first
+/// receive) while the senders send hundreds of mid-size messages whose sizes divide no
+/// common buffer size (1021, 3001, 4093 and 12289 bytes, within the maximum), then it
+/// drains them all.
+pub fn backlog<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    let caps = t.capabilities();
+    let senders = if caps.multi_sender.is_some() { 2 } else { 1 };
+    let max = match caps.multi_sender {
+        Some(m) => m,
+        None => caps.max_message_len,
+    }
+    .min(cfg.size_cap);
+    let odd = [1021, 3001, 4093, 12289];
+    let mut plan = Plan::simple(cfg.seed ^ 5, Vec::new());
+    let sender = plan.senders[0].clone();
+    plan.senders = (0..senders)
+        .map(|n| super::plan::SenderPlan {
+            sizes: (0..300)
+                .map(|k| odd[(k + n) % odd.len()].min(max))
+                .collect(),
+            ..sender.clone()
+        })
+        .collect();
+    plan.faults.push(Fault {
+        victim: Victim::Receiver,
+        kind: FaultKind::Pause { micros: 50_000 },
+        op: 0,
+        delay_micros: 0,
+    });
+    one_plan("backlog", t, cfg, &plan)
 }
 
 fn one_plan<T: Transport>(
@@ -556,7 +615,12 @@ pub fn hostile_sizes_refused<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckR
         report,
         kinds: vec![super::ViolationKind::Unexpected],
     };
-    let max = t.capabilities().max_message_len;
+    let caps = t.capabilities();
+    if caps.unbounded() {
+        // No maximum: no message is too large to send.
+        return Ok(());
+    }
+    let max = caps.max_message_len;
     let (tx, mut rx) = t.pair(1).map_err(|e| fail(format!("pair: {e}")))?;
     let mut tx = Some(tx);
     // The send happens in a child: a transport that wrongly accepts the message may block
@@ -631,7 +695,7 @@ pub fn save_finding(transport: &str, finding: &Finding) {
 }
 
 /// Every check's name, in order.
-pub const CHECKS: [&str; 12] = [
+pub const CHECKS: [&str; 13] = [
     "fifo_and_integrity",
     "boundary_sizes",
     "disconnect_on_drop",
@@ -644,11 +708,12 @@ pub const CHECKS: [&str; 12] = [
     "faults_inside_operations",
     "descriptors_cloexec",
     "stopped_sender_mid_message",
+    "backlog",
 ];
 
 /// Runs every check over `t`; returns what each found (empty: all passed).
 pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
-    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 12] = [
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 13] = [
         fifo_and_integrity,
         boundary_sizes,
         disconnect_on_drop,
@@ -661,6 +726,7 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
         faults_inside_operations,
         descriptors_cloexec,
         stopped_sender_mid_message,
+        backlog,
     ];
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
@@ -763,6 +829,10 @@ macro_rules! conformance_tests {
             #[test]
             fn stopped_sender_mid_message() {
                 run(b::stopped_sender_mid_message, $make)
+            }
+            #[test]
+            fn backlog() {
+                run(b::backlog, $make)
             }
         }
     };

@@ -74,6 +74,9 @@ pub enum Defect {
     /// The sending end keeps a descriptor made without `FD_CLOEXEC` (a programme it execs
     /// inherits it).
     LeakyDescriptor,
+    /// The receiver reports Disconnected a second late (an end of stream found by a slow
+    /// periodic check): a receiver waiting on a SIGKILLed sender waits that long.
+    SlowDisconnect,
 }
 
 impl Defect {
@@ -94,7 +97,8 @@ impl Defect {
             | Defect::BlindTryRecv
             | Defect::HangWhenReceiverGone
             | Defect::HangOnLargeSendWhenReceiverGone
-            | Defect::LockAcrossSend => K::Hung,
+            | Defect::LockAcrossSend
+            | Defect::SlowDisconnect => K::Hung,
             Defect::WrongLimit => K::Unexpected,
             Defect::LeakyDescriptor => K::Leaked,
         }
@@ -115,11 +119,12 @@ impl Defect {
                 | Defect::HangOnLargeSendWhenReceiverGone
                 | Defect::LockAcrossSend
                 | Defect::LeakyDescriptor
+                | Defect::SlowDisconnect
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 19] = [
+    pub const ALL: [Defect; 20] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -139,6 +144,7 @@ impl Defect {
         Defect::HangOnLargeSendWhenReceiverGone,
         Defect::LockAcrossSend,
         Defect::LeakyDescriptor,
+        Defect::SlowDisconnect,
     ];
 }
 
@@ -403,6 +409,11 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
                 Ok(v)
             }
             Err(Error::Disconnected) if self.defect == Defect::IgnoreClose => block_forever(),
+            Err(Error::Disconnected) if self.defect == Defect::SlowDisconnect && !self.ended => {
+                self.ended = true;
+                std::thread::sleep(Duration::from_secs(1));
+                Err(Error::Disconnected)
+            }
             Err(Error::Disconnected) if self.defect == Defect::ForgetsDisconnect => {
                 if !self.ended {
                     self.ended = true;

@@ -7,7 +7,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, Test
 
 use super::case::{run_case, CaseOutcome, RunConfig};
 use super::plan::{plan_strategy, Plan, PlanLimits};
-use super::Transport;
+use super::{Transport, ViolationKind};
 use crate::error::Result;
 
 /// How to run a campaign.
@@ -53,6 +53,11 @@ pub struct Failure {
     pub reproduced: (u32, u32),
 }
 
+/// The progress bound while shrinking a hang: a fifth of the transport's, at least a second.
+fn shrink_stall(bound: Duration) -> Duration {
+    (bound / 5).max(Duration::from_secs(1)).min(bound)
+}
+
 /// Extra runs of a shrink candidate that passed, before it counts as passing.
 const SHRINK_RETRIES: u32 = 2;
 
@@ -93,6 +98,10 @@ pub struct CampaignReport {
     pub faults: u64,
     /// Of those, the faults that landed inside an operation.
     pub faults_inside: u64,
+    /// The faults applied, by kind.
+    pub fault_kinds: FaultCounts,
+    /// The longest message delivered, in bytes.
+    pub largest: u64,
     /// Violations in the minimal failing case (0 when every case passed).
     pub violations: usize,
     /// Wall time, shrinking included.
@@ -101,7 +110,57 @@ pub struct CampaignReport {
     pub failure: Option<Failure>,
 }
 
+/// Faults applied by the nemesis, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// SIGKILLs.
+    pub kills: u64,
+    /// SIGSTOP/SIGCONT pauses.
+    pub pauses: u64,
+    /// Signal storms.
+    pub storms: u64,
+}
+
+impl FaultCounts {
+    /// Counts one applied fault of `kind`.
+    pub fn add(&mut self, kind: &super::plan::FaultKind) {
+        use super::plan::FaultKind;
+        match kind {
+            FaultKind::Kill => self.kills += 1,
+            FaultKind::Pause { .. } => self.pauses += 1,
+            FaultKind::Storm { .. } => self.storms += 1,
+        }
+    }
+
+    /// The sum of two counts.
+    pub fn plus(self, other: FaultCounts) -> FaultCounts {
+        FaultCounts {
+            kills: self.kills + other.kills,
+            pauses: self.pauses + other.pauses,
+            storms: self.storms + other.storms,
+        }
+    }
+}
+
 impl CampaignReport {
+    /// What the campaign covered, in one line: cases, messages, bytes, the largest
+    /// message, and the faults applied by kind with how many landed inside an operation.
+    pub fn coverage(&self) -> String {
+        format!(
+            "{} cases, {} messages, {} bytes (largest {}), faults {} ({} kill, {} pause, {} \
+             storm), {} inside an operation",
+            self.cases,
+            self.messages,
+            self.bytes,
+            self.largest,
+            self.faults,
+            self.fault_kinds.kills,
+            self.fault_kinds.pauses,
+            self.fault_kinds.storms,
+            self.faults_inside
+        )
+    }
+
     /// Generated cases per second.
     pub fn cases_per_sec(&self) -> f64 {
         f64::from(self.cases) / self.elapsed.as_secs_f64().max(1e-9)
@@ -165,6 +224,8 @@ pub(crate) fn campaign_with<T: Transport>(
                 cases_fault_inside: 0,
                 faults: 0,
                 faults_inside: 0,
+                fault_kinds: FaultCounts::default(),
+                largest: 0,
                 violations: outcome.violations.len(),
                 elapsed: start.elapsed(),
                 failure: Some(Failure {
@@ -180,16 +241,27 @@ pub(crate) fn campaign_with<T: Transport>(
     let bytes = Cell::new(0u64);
     let faults = Cell::new(0u64);
     let inside = Cell::new(0u64);
+    let kinds = Cell::new(FaultCounts::default());
+    let largest = Cell::new(0u64);
     let cases_with_faults = Cell::new(0u32);
     let cases_fault_inside = Cell::new(0u32);
     let failed = Cell::new(false);
+    // Once the failure is known to be a hang, each shrinking candidate gets a shorter
+    // progress bound: a hanging candidate then costs a second, not the full bound. The
+    // minimal plan is run again with the full bound ([`reproduce`]).
+    let shrink_run = RunConfig {
+        stall: Some(shrink_stall(caps.progress_bound)),
+        ..config.run.clone()
+    };
+    let hung = Cell::new(false);
     // proptest's minimal case is the last one that failed.
     let last_failure: RefCell<Option<CaseOutcome>> = RefCell::new(None);
     let setup_error = RefCell::new(None);
     let on_case = RefCell::new(on_case);
     let result = runner.run(&strategy, |mut plan: Plan| {
         adjust(&mut plan);
-        let mut outcome = match run_case(transport, &plan, &config.run) {
+        let run = if hung.get() { &shrink_run } else { &config.run };
+        let mut outcome = match run_case(transport, &plan, run) {
             Ok(o) => o,
             Err(e) => {
                 let msg = e.to_string();
@@ -204,7 +276,7 @@ pub(crate) fn campaign_with<T: Transport>(
                 if !outcome.passed() {
                     break;
                 }
-                match run_case(transport, &plan, &config.run) {
+                match run_case(transport, &plan, run) {
                     Ok(o) => outcome = o,
                     Err(_) => break,
                 }
@@ -215,6 +287,12 @@ pub(crate) fn campaign_with<T: Transport>(
             messages.set(messages.get() + outcome.messages as u64);
             bytes.set(bytes.get() + outcome.bytes);
             faults.set(faults.get() + outcome.faults.len() as u64);
+            let mut k = kinds.get();
+            for f in &outcome.faults {
+                k.add(&f.fault.kind);
+            }
+            kinds.set(k);
+            largest.set(largest.get().max(outcome.largest()));
             let landed = outcome.faults.iter().filter(|f| f.landing.is_inside());
             let landed = landed.count() as u64;
             inside.set(inside.get() + landed);
@@ -229,6 +307,14 @@ pub(crate) fn campaign_with<T: Transport>(
         if outcome.passed() {
             Ok(())
         } else {
+            if !failed.get() {
+                hung.set(
+                    outcome
+                        .violations
+                        .iter()
+                        .any(|v| v.kind() == ViolationKind::Hung),
+                );
+            }
             failed.set(true);
             let report = outcome.report();
             *last_failure.borrow_mut() = Some(outcome);
@@ -260,8 +346,30 @@ pub(crate) fn campaign_with<T: Transport>(
         cases_fault_inside: cases_fault_inside.get(),
         faults: faults.get(),
         faults_inside: inside.get(),
+        fault_kinds: kinds.get(),
+        largest: largest.get(),
         violations: failure.as_ref().map_or(0, |f| f.minimal.violations.len()),
         elapsed: start.elapsed(),
         failure,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hang_shrinks_with_a_fifth_of_the_progress_bound_but_at_least_a_second() {
+        assert_eq!(shrink_stall(Duration::from_secs(5)), Duration::from_secs(1));
+        assert_eq!(
+            shrink_stall(Duration::from_secs(10)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(shrink_stall(Duration::from_secs(3)), Duration::from_secs(1));
+        // Never longer than the bound itself.
+        assert_eq!(
+            shrink_stall(Duration::from_millis(500)),
+            Duration::from_millis(500)
+        );
+    }
 }

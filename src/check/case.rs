@@ -38,12 +38,18 @@ pub struct RunConfig {
     /// The watchdog: processes still running this long after the case started are killed
     /// and reported as hung.
     pub timeout: Duration,
+    /// A shorter progress bound than the transport's
+    /// ([`Capabilities::progress_bound`](super::Capabilities::progress_bound)): a case with
+    /// no progress for this long is judged hung. Campaigns set it while shrinking a hang,
+    /// so each hanging candidate costs less; `None` keeps the transport's.
+    pub stall: Option<Duration>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             timeout: Duration::from_secs(30),
+            stall: None,
         }
     }
 }
@@ -354,6 +360,20 @@ impl CaseOutcome {
         self.violations.is_empty()
     }
 
+    /// The longest message the receiver got, in bytes.
+    pub fn largest(&self) -> u64 {
+        self.processes
+            .first()
+            .into_iter()
+            .flat_map(|p| &p.events)
+            .filter_map(|e| match e {
+                Event::Received(d) => Some(u64::from(d.len)),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A readable account: the violations, the plan, and what each process did.
     pub fn report(&self) -> String {
         let mut s = String::new();
@@ -513,11 +533,14 @@ pub fn run_case<T: Transport>(
     drop(r);
     drop(senders_r);
     drop(senders_w);
-    let progress = caps.progress_bound;
+    let progress = config
+        .stall
+        .map_or(caps.progress_bound, |s| s.min(caps.progress_bound));
     let mut nemesis = Nemesis::new(plan, Some(progress));
     let reports = group.wait_observed(config.timeout, &mut nemesis);
     Ok(judge(
         transport.name(),
+        &caps,
         plan,
         reports,
         &nemesis,
@@ -566,11 +589,15 @@ fn send<S: Sender>(
     let batch = plan.batch.max(1);
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); batch];
     let mut acked = 0usize;
+    let mut round = 0usize;
     while acked < plan.sizes.len() {
         if plan.kill_after == Some(acked) {
             die(acked, rep);
         }
-        let end = (acked + batch).min(plan.sizes.len());
+        // Batches alternate with single sends.
+        let single = batch == 1 || round % 2 == 1;
+        round += 1;
+        let end = (acked + if single { 1 } else { batch }).min(plan.sizes.len());
         // A kill planned inside this batch cuts the batch short, so it lands exactly there.
         let end = match plan.kill_after {
             Some(k) if k > acked && k < end => k,
@@ -602,7 +629,7 @@ fn send<S: Sender>(
             }
             .encode(),
         );
-        let result = if batch == 1 {
+        let result = if single {
             tx.send(&bufs[0])
         } else {
             let msgs: Vec<&[u8]> = bufs[..count].iter().map(Vec::as_slice).collect();
@@ -769,6 +796,7 @@ fn receive<R: Receiver>(
 /// Turns the children's reports into histories and violations.
 fn judge(
     transport: String,
+    caps: &super::Capabilities,
     plan: &Plan,
     reports: Vec<ChildReport>,
     nemesis: &Nemesis,
@@ -939,6 +967,9 @@ fn judge(
         receiver_complete,
     }));
     let faults = nemesis.applied(&processes);
+    if let Some(late) = late_disconnect(caps, &processes, &faults, nemesis) {
+        violations.push(late);
+    }
     CaseOutcome {
         transport,
         plan: plan.clone(),
@@ -949,6 +980,68 @@ fn judge(
         violations,
         elapsed,
     }
+}
+
+/// When the last sender to end was SIGKILLed (by its plan or by the nemesis), the receiver
+/// waiting for more must get Disconnected within the transport's
+/// [`disconnect_bound`](super::Capabilities::disconnect_bound), counted from the later of
+/// the kill and the receiver's last step before it (its own pacing is not the
+/// transport's). A case whose receiver the nemesis hit is not judged on this.
+fn late_disconnect(
+    caps: &super::Capabilities,
+    processes: &[ProcessHistory],
+    faults: &[AppliedFault],
+    nemesis: &Nemesis,
+) -> Option<Violation> {
+    if !caps.end_of_stream || faults.iter().any(|f| f.victim == processes[0].name) {
+        return None;
+    }
+    let receiver = &processes[0];
+    let at = receiver
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Disconnected))?;
+    let disconnected = *receiver.times.get(at)?;
+    let before = at
+        .checked_sub(1)
+        .and_then(|k| receiver.times.get(k))
+        .copied()?;
+    // Each sender's end: its planned kill, the nemesis's kill, or its last report.
+    let mut last: Option<(u64, bool)> = None;
+    for (i, p) in processes.iter().enumerate().skip(1) {
+        let killed_at = match p.events.last() {
+            Some(Event::Killing { .. }) => p.times.last().copied(),
+            _ if nemesis.killed(i) => faults
+                .iter()
+                .filter(|f| {
+                    f.victim == p.name && matches!(f.fault.kind, super::plan::FaultKind::Kill)
+                })
+                .map(|f| f.at_ns)
+                .next(),
+            _ => None,
+        };
+        let end = match killed_at {
+            Some(t) => (t, true),
+            None => (p.times.last().copied().unwrap_or(0), false),
+        };
+        if last.is_none_or(|(t, _)| end.0 >= t) {
+            last = Some(end);
+        }
+    }
+    let (killed_at, true) = last? else {
+        return None;
+    };
+    let from = killed_at.max(before);
+    let took = Duration::from_nanos(disconnected.saturating_sub(from));
+    (took > caps.disconnect_bound).then(|| Violation::Hung {
+        process: receiver.name.clone(),
+        doing: format!(
+            "got Disconnected {:.1} ms after the last sender was SIGKILLed and it was waiting \
+             (the stated bound is {:?})",
+            took.as_secs_f64() * 1e3,
+            caps.disconnect_bound
+        ),
+    })
 }
 
 /// What a process was doing when the watchdog stopped it, from its last event and its plan.

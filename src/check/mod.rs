@@ -42,7 +42,7 @@ pub mod history;
 pub mod nemesis;
 pub mod plan;
 
-pub use campaign::{campaign, CampaignConfig, CampaignReport, Failure};
+pub use campaign::{campaign, CampaignConfig, CampaignReport, Failure, FaultCounts};
 pub use case::{run_case, CaseOutcome, RunConfig};
 pub use history::{Violation, ViolationKind};
 pub use plan::{plan_strategy, Capabilities, Plan, PlanLimits};

@@ -182,7 +182,8 @@ pub enum RecvMode {
 pub struct SenderPlan {
     /// The sizes of its messages, in order.
     pub sizes: Vec<usize>,
-    /// 1: one `send` per message; n > 1: `send_batch` of n messages at a time.
+    /// 1: one `send` per message; n > 1: `send_batch` of n messages, then one `send`, in
+    /// turn (a transport must keep order and framing across the two).
     pub batch: usize,
     /// How fast it sends.
     pub pace: Pace,
@@ -334,7 +335,7 @@ impl fmt::Display for Plan {
         for (i, s) in self.senders.iter().enumerate() {
             write!(f, "  sender {i}: {} messages {:?}", s.sizes.len(), s.sizes)?;
             if s.batch > 1 {
-                write!(f, ", batches of {}", s.batch)?;
+                write!(f, ", batches of {} between single sends", s.batch)?;
             }
             write!(f, ", {}", s.pace)?;
             if let Some(k) = s.kill_after {
@@ -398,9 +399,36 @@ impl fmt::Display for Fault {
     }
 }
 
+/// Sizes where code that knows nothing of a transport still often changes behaviour, up
+/// to `max`: every power of two and its neighbours (±1, and less the common header sizes
+/// 4, 8, 12 and 16), and the kernel's buffer sizes (a 64 KiB pipe, the 208 KiB default
+/// socket buffer, 1 MiB) with theirs.
+pub fn suspect_sizes(max: usize) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut edges: Vec<usize> = (0..usize::BITS)
+        .map(|b| 1usize << b)
+        .take_while(|&p| p <= max.saturating_add(16))
+        .collect();
+    edges.extend([212_992, 1 << 20]);
+    for e in edges {
+        v.extend([
+            e.saturating_sub(16),
+            e.saturating_sub(12),
+            e.saturating_sub(8),
+            e.saturating_sub(4),
+        ]);
+        v.extend([e.saturating_sub(1), e, e.saturating_add(1)]);
+    }
+    v.retain(|&s| s <= max);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Sizes for one message: the boundaries (and 0, 1, the maximum and its neighbour) often,
-/// small sizes usually, and sizes spread evenly over every power of two up to the maximum
-/// (so a 16 MiB maximum does not make most messages megabytes long).
+/// [`suspect_sizes`] often, small sizes usually, and sizes spread evenly over every power
+/// of two up to the maximum (so a 16 MiB maximum does not make most messages megabytes
+/// long).
 pub fn size_strategy(max: usize, boundaries: &[usize]) -> BoxedStrategy<usize> {
     let mut bounds: Vec<usize> = boundaries.iter().copied().filter(|&b| b <= max).collect();
     bounds.extend([0, 1, max, max.saturating_sub(1)]);
@@ -409,6 +437,7 @@ pub fn size_strategy(max: usize, boundaries: &[usize]) -> BoxedStrategy<usize> {
     let top_bit = usize::BITS - max.leading_zeros();
     prop_oneof![
         3 => select(bounds),
+        2 => select(suspect_sizes(max)),
         4 => 0..=max.min(64),
         3 => (0..=top_bit).prop_flat_map(move |bit| 0..=max.min((1usize << bit.min(usize::BITS - 1)).saturating_sub(1).max(1))),
     ]
