@@ -15,6 +15,7 @@
 //! | `crash_recovery` | where persistent: after SIGKILL of both sides, a re-attached receiver finds every acknowledged message not received, once, in order |
 //! | `descriptors_cloexec` | every descriptor a pair creates carries `FD_CLOEXEC` |
 //! | `faults_inside_operations` | the harness kills, pauses and signals processes from outside, inside their sends and receives: acknowledged messages arrive, cut ones at most once and whole, survivors keep going, EINTR is no error, nothing stalls past the progress bound |
+//! | `forged_length_refused` | where the transport can forge a frame header ([`Transport::forge_header`]): a receiver under a lowered `RLIMIT_AS` refuses a header claiming a huge length with a typed error, before allocating; it neither crashes, hangs nor delivers |
 //!
 //! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
 //! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed; with
@@ -32,6 +33,9 @@ use super::plan::{Fault, FaultKind, Pace, PlanLimits, Victim};
 use super::{campaign, CampaignConfig, Plan, Transport};
 use crate::error::Error;
 use crate::transport::{Receiver, Sender};
+
+mod limits;
+pub use limits::{forged_length_refused, FORGED_LENGTH_HEADROOM};
 
 /// A check that found a problem: what it was, readable.
 #[derive(Debug, Clone)]
@@ -618,7 +622,7 @@ pub fn save_finding(transport: &str, finding: &Finding) {
 }
 
 /// Every check's name, in order.
-pub const CHECKS: [&str; 11] = [
+pub const CHECKS: [&str; 12] = [
     "fifo_and_integrity",
     "boundary_sizes",
     "disconnect_on_drop",
@@ -630,11 +634,12 @@ pub const CHECKS: [&str; 11] = [
     "crash_recovery",
     "faults_inside_operations",
     "descriptors_cloexec",
+    "forged_length_refused",
 ];
 
 /// Runs every check over `t`; returns what each found (empty: all passed).
 pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
-    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 11] = [
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 12] = [
         fifo_and_integrity,
         boundary_sizes,
         disconnect_on_drop,
@@ -646,6 +651,7 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
         crash_recovery,
         faults_inside_operations,
         descriptors_cloexec,
+        forged_length_refused,
     ];
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
@@ -744,6 +750,10 @@ macro_rules! conformance_tests {
             #[test]
             fn descriptors_cloexec() {
                 run(b::descriptors_cloexec, $make)
+            }
+            #[test]
+            fn forged_length_refused() {
+                run(b::forged_length_refused, $make)
             }
         }
     };
