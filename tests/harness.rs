@@ -276,8 +276,10 @@ fn each_contract_check_catches_its_defect() {
             Defect::HangOnLargeSendWhenReceiverGone,
             Defect::LockAcrossSend,
             Defect::LeakyDescriptor,
-            // Caught by forged_length_refused, in tests/limits.rs.
+            // Caught by forged_length_refused and sends_fail_after_receiver_gone, in
+            // tests/limits.rs.
             Defect::AllocatesClaimedLength,
+            Defect::SilentWhenReceiverGone,
         ]
     );
 }

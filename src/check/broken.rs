@@ -79,6 +79,9 @@ pub enum Defect {
     /// allocates that length, as the buggy order would have. (The pages are never touched,
     /// so without a memory limit the allocation costs address space only.)
     AllocatesClaimedLength,
+    /// Once the receiver is gone, every send returns `Ok` and the message goes nowhere: an
+    /// endless silent success instead of Disconnected.
+    SilentWhenReceiverGone,
 }
 
 impl Defect {
@@ -103,6 +106,7 @@ impl Defect {
             Defect::WrongLimit => K::Unexpected,
             Defect::LeakyDescriptor => K::Leaked,
             Defect::AllocatesClaimedLength => K::Crashed,
+            Defect::SilentWhenReceiverGone => K::Lost,
         }
     }
 
@@ -122,11 +126,12 @@ impl Defect {
                 | Defect::LockAcrossSend
                 | Defect::LeakyDescriptor
                 | Defect::AllocatesClaimedLength
+                | Defect::SilentWhenReceiverGone
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 20] = [
+    pub const ALL: [Defect; 21] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -147,6 +152,7 @@ impl Defect {
         Defect::LockAcrossSend,
         Defect::LeakyDescriptor,
         Defect::AllocatesClaimedLength,
+        Defect::SilentWhenReceiverGone,
     ];
 }
 
@@ -356,6 +362,10 @@ impl<S: Sender> Sender for BrokenSender<S> {
             },
             Defect::HangOnLargeSendWhenReceiverGone => match self.inner.send(msg) {
                 Err(Error::Disconnected) if msg.len() > 128 << 10 => block_forever(),
+                other => other,
+            },
+            Defect::SilentWhenReceiverGone => match self.inner.send(msg) {
+                Err(Error::Disconnected) => Ok(()),
                 other => other,
             },
             _ => self.inner.send(msg),

@@ -1,5 +1,7 @@
 //! The battery checks of limits a peer may push against: a forged length in a frame header
-//! ([`forged_length_refused`]). Each runs its ends in forked children, under the watchdog.
+//! ([`forged_length_refused`]) and a receiver that is gone for good
+//! ([`sends_fail_after_receiver_gone`]). Each runs its ends in forked children, under the
+//! watchdog.
 
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use super::{BatteryConfig, CheckResult, Finding};
 use crate::check::fork::{ChildEnd, ChildGroup, ChildReport};
 use crate::check::{Transport, ViolationKind};
 use crate::error::Error;
-use crate::transport::{Receiver, Wait};
+use crate::transport::{Receiver, Sender, Wait};
 
 /// How much address space the receiver of [`forged_length_refused`] may take beyond what it
 /// has mapped when it starts: ample for any receive of a message within the maximum the
@@ -169,6 +171,111 @@ fn limit_address_space(headroom: u64) -> std::result::Result<u64, String> {
         .min(hard);
     setrlimit(Resource::RLIMIT_AS, limit, hard).map_err(|e| format!("setrlimit: {e}"))?;
     Ok(limit)
+}
+
+/// The most sends [`sends_fail_after_receiver_gone`] allows before one must fail.
+pub const GONE_RECEIVER_MAX_SENDS: usize = 4096;
+
+/// The most bytes [`sends_fail_after_receiver_gone`] sends before one must fail: 64 MiB.
+pub const GONE_RECEIVER_MAX_BYTES: usize = 64 << 20;
+
+/// Once the receiver is gone, a send fails within a bounded number of sends: never an
+/// endless silent success. The receiving end goes to a forked child that exits at once
+/// (and is reaped), and the parent drops its own copy; then a sender, in a forked child
+/// under the watchdog, sends messages of 16 bytes to 64 KiB (within the declared maximum)
+/// until a send fails. One must return [`Error::Disconnected`] within
+/// [`GONE_RECEIVER_MAX_SENDS`] sends and [`GONE_RECEIVER_MAX_BYTES`] bytes; a send that
+/// blocks, another error, or a signal death fails the check. (Sends may succeed for a
+/// while: a transport may notice the receiver only when its buffer fills, or every so many
+/// sends, as the ring does.)
+///
+/// Persistent transports ([`Capabilities::persistent`](crate::check::Capabilities::persistent))
+/// pass trivially: their messages outlive the processes, and a receiver that starts later
+/// (or re-attaches) is still to take them, so a send with no receiver is a success, not a
+/// silent loss. The file queue is one: its sender never watches the receiver's liveness,
+/// only the receiver the senders' (`src/queue/channel.rs`).
+pub fn sends_fail_after_receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    let caps = t.capabilities();
+    if caps.persistent {
+        return Ok(());
+    }
+    let _serial = crate::check::case::lock_cases();
+    let fail = |report: String, kind| Finding {
+        check: "sends_fail_after_receiver_gone",
+        report,
+        kinds: vec![kind],
+    };
+    let (tx, rx) = t
+        .pair(1)
+        .map_err(|e| fail(format!("pair: {e}"), ViolationKind::Crashed))?;
+    let (mut tx, mut rx) = (Some(tx), Some(rx));
+    let mut group = ChildGroup::new();
+    group
+        .spawn("receiver", |_| {
+            drop(tx.take());
+            let mut end = rx.take().ok_or("no receiver")?;
+            t.in_child_receiver(&mut end).map_err(|e| e.to_string())?;
+            drop(end);
+            Ok(())
+        })
+        .map_err(|e| fail(format!("fork: {e}"), ViolationKind::Crashed))?;
+    drop(rx.take());
+    let receiver = group.wait(cfg.run.timeout).remove(0);
+    if receiver.end != ChildEnd::Returned {
+        return Err(fail(
+            format!("the receiver, which only had to leave, {}", receiver.end),
+            ViolationKind::Crashed,
+        ));
+    }
+    let max = caps.max_message_len;
+    let sizes = [16, 64 << 10, 1, 4000, 32 << 10, 0, 1500, (64 << 10) - 1].map(|s| s.min(max));
+    let mut group = ChildGroup::new();
+    group
+        .spawn("sender", |rep| {
+            let tx = tx.as_mut().ok_or("no sender")?;
+            t.in_child_sender(tx).map_err(|e| e.to_string())?;
+            let payload = vec![0x6b_u8; sizes.iter().copied().max().unwrap_or(0)];
+            let mut bytes = 0usize;
+            for (n, &size) in sizes.iter().cycle().enumerate() {
+                if n == GONE_RECEIVER_MAX_SENDS || bytes + size > GONE_RECEIVER_MAX_BYTES {
+                    return Err(format!(
+                        "silent: {n} sends ({bytes} bytes) after the receiver was gone and \
+                         reaped all returned Ok"
+                    ));
+                }
+                rep.record(format!("send {n} ({size} bytes)").as_bytes());
+                match tx.send(&payload[..size]) {
+                    Ok(()) => bytes += size,
+                    Err(Error::Disconnected) => return Ok(()),
+                    Err(e) => {
+                        return Err(format!(
+                            "send {n} ({size} bytes) returned {e:?}, not Disconnected"
+                        ))
+                    }
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| fail(format!("fork: {e}"), ViolationKind::Crashed))?;
+    drop(tx.take());
+    let sender = group.wait(cfg.run.timeout).remove(0);
+    let context = last_record(&sender);
+    match sender.end {
+        ChildEnd::Returned => Ok(()),
+        ChildEnd::Hung => Err(fail(
+            format!("with the receiver gone, a send blocked until the watchdog ({context})"),
+            ViolationKind::Hung,
+        )),
+        ChildEnd::Failed(m) if m.starts_with("silent") => Err(fail(
+            format!("{m}: the messages went nowhere and nobody was told"),
+            ViolationKind::Lost,
+        )),
+        ChildEnd::Failed(m) => Err(fail(m, ViolationKind::Crashed)),
+        other => Err(fail(
+            format!("with the receiver gone, the sender {other} ({context})"),
+            ViolationKind::Crashed,
+        )),
+    }
 }
 
 /// The last record `report` holds, readable ("no record" if none).
