@@ -182,7 +182,7 @@ pub const GONE_RECEIVER_MAX_BYTES: usize = 64 << 20;
 /// Once the receiver is gone, a send fails within a bounded number of sends: never an
 /// endless silent success. The receiving end goes to a forked child that exits at once
 /// (and is reaped), and the parent drops its own copy; then a sender, in a forked child
-/// under the watchdog, sends messages of 16 bytes to 64 KiB (within the declared maximum)
+/// under the watchdog, sends messages of 0 bytes to 64 KiB (within the declared maximum)
 /// until a send fails. One must return [`Error::Disconnected`] within
 /// [`GONE_RECEIVER_MAX_SENDS`] sends and [`GONE_RECEIVER_MAX_BYTES`] bytes; a send that
 /// blocks, another error, or a signal death fails the check. (Sends may succeed for a
