@@ -158,6 +158,17 @@ impl Transport for LinesTransport {
             },
         ))
     }
+
+    /// A hostile peer's header: a length of `claimed_len` and no bytes after it. The
+    /// battery checks that our receiver refuses it before allocating that much.
+    fn forge_header(&self, tx: &mut LinesSender, claimed_len: u64) -> Result<bool> {
+        let Ok(len) = u32::try_from(claimed_len) else {
+            return Ok(false); // our length prefix is 4 bytes
+        };
+        tx.0.write_all(&len.to_le_bytes())
+            .map_err(|e| io("write", e))?;
+        Ok(true)
+    }
 }
 
 fn main() {
@@ -178,7 +189,7 @@ fn main() {
                     .join(", ")
             ),
         };
-        println!("{check:<24} {verdict}");
+        println!("{check:<32} {verdict}");
     }
     for f in &findings {
         println!("\n{f}");

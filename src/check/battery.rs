@@ -17,6 +17,8 @@
 //! | `descriptors_cloexec` | every descriptor a pair creates carries `FD_CLOEXEC` |
 //! | `stopped_sender_mid_message` | with the sender stopped inside a message larger than any buffer, `try_recv` and `recv_timeout` return on time, never a part of it |
 //! | `faults_inside_operations` | the harness kills, pauses and signals processes from outside, inside their sends and receives: acknowledged messages arrive, cut ones at most once and whole, survivors keep going, EINTR is no error, nothing stalls past the progress bound |
+//! | `forged_length_refused` | where the transport can forge a frame header ([`Transport::forge_header`]): a receiver under a lowered `RLIMIT_AS` refuses a header claiming a huge length with a typed error, before allocating; it neither crashes, hangs nor delivers |
+//! | `sends_fail_after_receiver_gone` | where not persistent: once the receiver's process has exited and been reaped, a send returns Disconnected within 4096 sends and 64 MiB; never an endless silent success, never a block |
 //!
 //! The number of generated cases per check is `IPCPROP_CASES` (default 32); the seed is
 //! `IPCPROP_SEED` (default 0), printed with every failure so it can be replayed; with
@@ -37,6 +39,11 @@ use crate::transport::{Receiver, Sender};
 
 mod stopped;
 pub use stopped::stopped_sender_mid_message;
+mod limits;
+pub use limits::{
+    forged_length_refused, sends_fail_after_receiver_gone, FORGED_LENGTH_HEADROOM,
+    GONE_RECEIVER_MAX_BYTES, GONE_RECEIVER_MAX_SENDS,
+};
 
 /// A check that found a problem: what it was, readable.
 #[derive(Debug, Clone)]
@@ -695,7 +702,7 @@ pub fn save_finding(transport: &str, finding: &Finding) {
 }
 
 /// Every check's name, in order.
-pub const CHECKS: [&str; 13] = [
+pub const CHECKS: [&str; 15] = [
     "fifo_and_integrity",
     "boundary_sizes",
     "disconnect_on_drop",
@@ -709,11 +716,13 @@ pub const CHECKS: [&str; 13] = [
     "descriptors_cloexec",
     "stopped_sender_mid_message",
     "backlog",
+    "forged_length_refused",
+    "sends_fail_after_receiver_gone",
 ];
 
 /// Runs every check over `t`; returns what each found (empty: all passed).
 pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
-    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 13] = [
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 15] = [
         fifo_and_integrity,
         boundary_sizes,
         disconnect_on_drop,
@@ -727,6 +736,8 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
         descriptors_cloexec,
         stopped_sender_mid_message,
         backlog,
+        forged_length_refused,
+        sends_fail_after_receiver_gone,
     ];
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
@@ -833,6 +844,14 @@ macro_rules! conformance_tests {
             #[test]
             fn backlog() {
                 run(b::backlog, $make)
+            }
+            #[test]
+            fn forged_length_refused() {
+                run(b::forged_length_refused, $make)
+            }
+            #[test]
+            fn sends_fail_after_receiver_gone() {
+                run(b::sends_fail_after_receiver_gone, $make)
             }
         }
     };

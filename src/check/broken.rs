@@ -22,6 +22,7 @@ pub use naive::{NaiveFlaw, NaiveReceiver, NaiveSender, NaiveStreamTransport};
 use super::plan::Capabilities;
 use super::Transport;
 use crate::error::{Error, Result};
+use crate::frame::FrameError;
 use crate::transport::{Receiver, Sender, Wait};
 
 /// One way to be wrong. `n` counts the messages each sending (or receiving) process has
@@ -77,6 +78,16 @@ pub enum Defect {
     /// The receiver reports Disconnected a second late (an end of stream found by a slow
     /// periodic check): a receiver waiting on a SIGKILLed sender waits that long.
     SlowDisconnect,
+    /// The receiver sets aside as many bytes as a frame header claims before it checks the
+    /// claim against its maximum (`vec![0; claimed]`, then the check): a forged header
+    /// claiming gigabytes makes it fail to allocate, which aborts the process. Emulated over
+    /// the correct receiver: when that refuses a length as too large, this one first
+    /// allocates that length, as the buggy order would have. (The pages are never touched,
+    /// so without a memory limit the allocation costs address space only.)
+    AllocatesClaimedLength,
+    /// Once the receiver is gone, every send returns `Ok` and the message goes nowhere: an
+    /// endless silent success instead of Disconnected.
+    SilentWhenReceiverGone,
 }
 
 impl Defect {
@@ -101,6 +112,8 @@ impl Defect {
             | Defect::SlowDisconnect => K::Hung,
             Defect::WrongLimit => K::Unexpected,
             Defect::LeakyDescriptor => K::Leaked,
+            Defect::AllocatesClaimedLength => K::Crashed,
+            Defect::SilentWhenReceiverGone => K::Lost,
         }
     }
 
@@ -120,11 +133,13 @@ impl Defect {
                 | Defect::LockAcrossSend
                 | Defect::LeakyDescriptor
                 | Defect::SlowDisconnect
+                | Defect::AllocatesClaimedLength
+                | Defect::SilentWhenReceiverGone
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 20] = [
+    pub const ALL: [Defect; 22] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -145,6 +160,8 @@ impl Defect {
         Defect::LockAcrossSend,
         Defect::LeakyDescriptor,
         Defect::SlowDisconnect,
+        Defect::AllocatesClaimedLength,
+        Defect::SilentWhenReceiverGone,
     ];
 }
 
@@ -195,6 +212,10 @@ impl<T: Transport> Transport for Broken<T> {
             count: 0,
             ended: false,
         }))
+    }
+
+    fn forge_header(&self, tx: &mut Self::Sender, claimed_len: u64) -> Result<bool> {
+        self.inner.forge_header(&mut tx.inner, claimed_len)
     }
 
     fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)> {
@@ -352,6 +373,10 @@ impl<S: Sender> Sender for BrokenSender<S> {
                 Err(Error::Disconnected) if msg.len() > 128 << 10 => block_forever(),
                 other => other,
             },
+            Defect::SilentWhenReceiverGone => match self.inner.send(msg) {
+                Err(Error::Disconnected) => Ok(()),
+                other => other,
+            },
             _ => self.inner.send(msg),
         }
     }
@@ -424,11 +449,30 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
                     w => Err(w.expired()),
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if self.defect == Defect::AllocatesClaimedLength {
+                    allocate_claimed(&e);
+                }
+                Err(e)
+            }
         }
     }
 
     fn max_message_len(&self) -> usize {
         self.inner.max_message_len()
     }
+}
+
+/// [`Defect::AllocatesClaimedLength`]: if `refusal` refuses a claimed length as too large,
+/// sets aside that many bytes first, as a receiver that allocates before it checks would (a
+/// failure to allocate aborts the process; a claim over `isize::MAX` panics).
+fn allocate_claimed(refusal: &Error) {
+    let claimed = match refusal {
+        Error::Frame(FrameError::TooLarge { len, .. }) => *len,
+        Error::MessageTooLarge { len, .. } => *len as u64,
+        _ => return,
+    };
+    let payload = vec![0u8; usize::try_from(claimed).unwrap_or(usize::MAX)];
+    // Used, so the compiler cannot leave the allocation out.
+    std::hint::black_box(&payload);
 }

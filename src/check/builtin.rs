@@ -5,7 +5,9 @@ use crate::check::Transport;
 use crate::error::Result;
 use crate::frame::HEADER_LEN;
 use crate::pipe::fault::{FaultSchedule, FaultyIo};
-use crate::pipe::{self, PipeConfig, PipeReceiver, PipeSender, MAX_SHARED_PAYLOAD, PIPE_BUF};
+use crate::pipe::{
+    self, PipeConfig, PipeIo, PipeReceiver, PipeSender, MAX_SHARED_PAYLOAD, PIPE_BUF,
+};
 use crate::queue::{self, QueueConfig, QueueReceiver, QueueSender};
 use crate::shm::{self, RingConfig, RingReceiver, RingSender};
 use std::os::fd::OwnedFd;
@@ -28,6 +30,27 @@ fn pipe_boundaries(max: usize) -> Vec<usize> {
     }
     v.retain(|&s| s <= max);
     v
+}
+
+/// [`Transport::forge_header`] for a stream of this crate's frames (a pipe, or a socket
+/// carrying the pipe channel's code): writes a header claiming `claimed_len` bytes (its
+/// checksum that of the four length bytes alone), then at most 16 bytes of payload.
+/// `Ok(false)` if the length field, a `u32`, cannot hold the claim.
+pub(crate) fn forge_frame_header<I: PipeIo>(
+    tx: &mut PipeSender<I>,
+    claimed_len: u64,
+) -> Result<bool> {
+    let Ok(len) = u32::try_from(claimed_len) else {
+        return Ok(false);
+    };
+    let len_bytes = len.to_le_bytes();
+    let mut forged = Vec::with_capacity(HEADER_LEN + 16);
+    forged.extend_from_slice(&len_bytes);
+    forged.extend_from_slice(&crc32c::crc32c(&len_bytes).to_le_bytes());
+    let payload = b"forged payload..";
+    forged.extend_from_slice(&payload[..payload.len().min(len as usize)]);
+    tx.write_raw(&forged)?;
+    Ok(true)
 }
 
 /// The pipe channel ([`crate::pipe`]) as a harness transport. With several senders it makes
@@ -57,6 +80,10 @@ impl Transport for PipeTransport {
 
     fn pair(&self, senders: usize) -> Result<(PipeSender, PipeReceiver)> {
         pipe::channel_with(self.config.shared_senders(senders > 1))
+    }
+
+    fn forge_header(&self, tx: &mut PipeSender, claimed_len: u64) -> Result<bool> {
+        forge_frame_header(tx, claimed_len)
     }
 }
 
@@ -109,6 +136,10 @@ impl Transport for FaultyPipeTransport {
             PipeSender::with_io(FaultyIo::new(w, write_schedule), config),
             PipeReceiver::with_io(FaultyIo::new(r, self.schedule.clone()), config),
         ))
+    }
+
+    fn forge_header(&self, tx: &mut Self::Sender, claimed_len: u64) -> Result<bool> {
+        forge_frame_header(tx, claimed_len)
     }
 }
 

@@ -53,13 +53,19 @@ impl Transport for UnixStreamTransport {
             PipeReceiver::with_io(b, PipeConfig::new()),
         ))
     }
+
+    fn forge_header(&self, tx: &mut PipeSender, claimed_len: u64) -> Result<bool> {
+        super::builtin::forge_frame_header(tx, claimed_len)
+    }
 }
 
 /// The largest packet the seqpacket adapter sends (under the default socket buffer).
 pub const SEQPACKET_MAX: usize = 64 * 1024;
 
 /// A `SOCK_SEQPACKET` Unix socketpair: one message per packet, no framing of ours. Packets
-/// are atomic, so several sender processes may share the sending end.
+/// are atomic, so several sender processes may share the sending end. It has no header to
+/// forge (a packet's length is its message's), so it keeps the default
+/// [`Transport::forge_header`].
 #[derive(Debug, Clone, Default)]
 pub struct SeqpacketTransport;
 

@@ -96,6 +96,42 @@ pub trait Transport {
         let _ = rx;
         Ok(None)
     }
+
+    /// Plays a hostile (or corrupted) peer: writes through `tx`'s raw byte sink, bypassing
+    /// its size check, the header of a frame that claims a message of `claimed_len` bytes,
+    /// followed by a few payload bytes at most and nothing more. The battery check
+    /// [`forged_length_refused`](battery::forged_length_refused) then has the receiver read
+    /// it: it must refuse the length before setting memory aside for it.
+    ///
+    /// Returns `Ok(true)` if the header was written; `Ok(false)` if this transport has no
+    /// raw stream to write to (messages are packets, or records in shared memory or a file,
+    /// not frames on a byte stream), or if its header cannot express `claimed_len` (a
+    /// 32-bit length field and a larger claim). The default returns `Ok(false)`: the check
+    /// then passes trivially. Call it on a fresh pair, before any send: what follows a
+    /// forged header on the stream is read as part of it.
+    ///
+    /// The crate's pipe channel, and the socket adapter carrying its frames, implement it:
+    ///
+    /// ```
+    /// use ipcprop::check::{builtin::PipeTransport, Transport};
+    /// use ipcprop::frame::FrameError;
+    /// use ipcprop::{Error, Receiver};
+    ///
+    /// let t = PipeTransport::default();
+    /// let (mut tx, mut rx) = t.pair(1)?;
+    /// // The frame header's length is a u32: a larger claim cannot be written.
+    /// assert!(!t.forge_header(&mut tx, u64::MAX)?);
+    /// assert!(t.forge_header(&mut tx, u64::from(u32::MAX))?);
+    /// match rx.try_recv() {
+    ///     Err(Error::Frame(FrameError::TooLarge { len, .. })) => assert_eq!(len, u64::from(u32::MAX)),
+    ///     other => panic!("a 4 GiB claim was not refused: {other:?}"),
+    /// }
+    /// # Ok::<(), ipcprop::Error>(())
+    /// ```
+    fn forge_header(&self, tx: &mut Self::Sender, claimed_len: u64) -> Result<bool> {
+        let _ = (tx, claimed_len);
+        Ok(false)
+    }
 }
 
 /// Runs a campaign over `transport` (generated plans, shrinking the first failure) and

@@ -463,6 +463,15 @@ impl<I: PipeIo> PipeSender<I> {
         result
     }
 
+    /// Writes `bytes` to the stream as they are, with no frame around them (retrying short
+    /// writes, `EINTR` and `EAGAIN`, and returning [`Error::Disconnected`] with no
+    /// `SIGPIPE` death, as a send does). For the harness only, which plays a hostile peer
+    /// with it ([`Transport::forge_header`](crate::check::Transport::forge_header)):
+    /// whatever is written is read as frames by the receiver.
+    pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write_all(&mut [IoSlice::new(bytes)])
+    }
+
     /// Writes the frames gathered in `self.batch` and empties it.
     fn flush_batch(&mut self) -> Result<()> {
         if self.batch.is_empty() {
