@@ -163,3 +163,22 @@ fn a_lock_held_across_a_send_is_caught_only_by_faults_inside_operations() {
         eprintln!("{finding}");
     });
 }
+
+/// End of stream taken from a side channel (a pipe per sender, a goodbye on a clean end):
+/// the death of one sender ends the stream for all. Plans whose senders all end cleanly
+/// pass it; the nemesis, killing one of several senders inside a send while the others
+/// keep sending, catches the early end.
+#[test]
+fn an_end_of_stream_from_a_side_channel_is_caught_when_one_of_several_senders_dies() {
+    common::within(LIMIT, || {
+        use ipcprop::check::battery::several_senders;
+        let t = Broken::new(PipeTransport::default(), Defect::EndOnAnySenderDeath);
+        let cfg = BatteryConfig::default();
+        several_senders(&t, &cfg).expect("every sender ends cleanly: nothing to see");
+        let finding = faults_inside_operations(&t, &cfg).expect_err("the early end escaped");
+        assert!(
+            finding.kinds.contains(&ViolationKind::EarlyDisconnect),
+            "{finding}"
+        );
+    });
+}

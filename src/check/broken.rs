@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 mod naive;
+mod side;
 pub use naive::{NaiveFlaw, NaiveReceiver, NaiveSender, NaiveStreamTransport};
 
 use super::plan::Capabilities;
@@ -88,6 +89,12 @@ pub enum Defect {
     /// Once the receiver is gone, every send returns `Ok` and the message goes nowhere: an
     /// endless silent success instead of Disconnected.
     SilentWhenReceiverGone,
+    /// End of stream taken from a side channel: each sender process has a pipe on which it
+    /// says goodbye when it ends cleanly, and the receiver, once it has drained what is
+    /// there, says Disconnected as soon as any pipe hangs up without a goodbye. So the death
+    /// of one sender (killed in the middle of a message, say) ends the stream for all,
+    /// while the others are still sending.
+    EndOnAnySenderDeath,
 }
 
 impl Defect {
@@ -114,6 +121,7 @@ impl Defect {
             Defect::LeakyDescriptor => K::Leaked,
             Defect::AllocatesClaimedLength => K::Crashed,
             Defect::SilentWhenReceiverGone => K::Lost,
+            Defect::EndOnAnySenderDeath => K::EarlyDisconnect,
         }
     }
 
@@ -135,11 +143,12 @@ impl Defect {
                 | Defect::SlowDisconnect
                 | Defect::AllocatesClaimedLength
                 | Defect::SilentWhenReceiverGone
+                | Defect::EndOnAnySenderDeath
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 22] = [
+    pub const ALL: [Defect; 23] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -162,6 +171,7 @@ impl Defect {
         Defect::SlowDisconnect,
         Defect::AllocatesClaimedLength,
         Defect::SilentWhenReceiverGone,
+        Defect::EndOnAnySenderDeath,
     ];
 }
 
@@ -198,6 +208,9 @@ impl<T: Transport> Transport for Broken<T> {
     }
 
     fn in_child_sender(&self, tx: &mut Self::Sender) -> Result<()> {
+        if let Some(side) = tx.side.as_mut() {
+            side.claim();
+        }
         self.inner.in_child_sender(&mut tx.inner)
     }
 
@@ -211,6 +224,7 @@ impl<T: Transport> Transport for Broken<T> {
             defect: self.defect,
             count: 0,
             ended: false,
+            side: None,
         }))
     }
 
@@ -231,8 +245,16 @@ impl<T: Transport> Transport for Broken<T> {
             }
             _ => None,
         };
+        let (side_tx, side_rx) = match self.defect {
+            Defect::EndOnAnySenderDeath => {
+                let (a, b) = side::side_channels(senders)?;
+                (Some(a), Some(b))
+            }
+            _ => (None, None),
+        };
         Ok((
             BrokenSender {
+                side: side_tx,
                 inner: s,
                 defect: self.defect,
                 count: 0,
@@ -246,6 +268,7 @@ impl<T: Transport> Transport for Broken<T> {
                 defect: self.defect,
                 count: 0,
                 ended: false,
+                side: side_rx,
             },
         ))
     }
@@ -265,6 +288,16 @@ pub struct BrokenSender<S> {
     lock: Option<SharedLock>,
     /// A descriptor without `FD_CLOEXEC` ([`Defect::LeakyDescriptor`]).
     _leak: Option<std::os::fd::OwnedFd>,
+    /// The goodbye pipes ([`Defect::EndOnAnySenderDeath`]).
+    side: Option<side::SideSender>,
+}
+
+impl<S> Drop for BrokenSender<S> {
+    fn drop(&mut self) {
+        if let Some(side) = self.side.as_mut() {
+            side.goodbye();
+        }
+    }
 }
 
 /// A spin lock in a page shared by every process forked after it was made, with no owner
@@ -399,6 +432,43 @@ pub struct BrokenReceiver<R> {
     count: usize,
     /// Disconnected was reported once ([`Defect::ForgetsDisconnect`]).
     ended: bool,
+    /// The goodbye pipes ([`Defect::EndOnAnySenderDeath`]).
+    side: Option<side::SideWatch>,
+}
+
+/// [`Defect::EndOnAnySenderDeath`]'s receive: waits in slices of 10 ms, and between them,
+/// once a sender's side pipe hung up without a goodbye, drains what is there and then says
+/// Disconnected, whoever else is still sending.
+fn recv_watching<R: Receiver, T>(
+    inner: &mut R,
+    side: &mut side::SideWatch,
+    wait: Wait,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
+    let deadline = wait.deadline();
+    let mut f = Some(f);
+    loop {
+        let slice = match deadline {
+            _ if side.any_died() || wait == Wait::Never => Wait::Never,
+            None => Wait::For(Duration::from_millis(10)),
+            Some(d) => Wait::For(
+                d.saturating_duration_since(std::time::Instant::now())
+                    .min(Duration::from_millis(10)),
+            ),
+        };
+        match inner.recv_with(slice, |m| f.take().map(|g| g(m))) {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => return Err(Error::Empty),
+            Err(e) if e.is_not_ready() => {}
+            Err(e) => return Err(e),
+        }
+        if side.any_died() {
+            return Err(Error::Disconnected);
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(wait.expired());
+        }
+    }
 }
 
 fn block_forever() -> ! {
@@ -421,6 +491,9 @@ impl<R: Receiver> Receiver for BrokenReceiver<R> {
         };
         if let (Defect::BlindTryRecv, Wait::Never) = (self.defect, wait) {
             return Err(Error::Empty);
+        }
+        if let Some(side) = self.side.as_mut() {
+            return recv_watching(&mut self.inner, side, wait, f);
         }
         if let (Defect::EarlyTimeout, Wait::For(d)) = (self.defect, wait) {
             return match self.inner.recv_with(Wait::Never, f) {
