@@ -376,3 +376,34 @@ fn the_cli_reports_faults_by_kind_and_the_largest_message() {
         "{json}"
     );
 }
+
+/// A report lists at most five violations of a kind and counts the rest, so a hundred
+/// messages lost after one fault do not bury the one line that matters.
+#[test]
+fn a_report_lists_five_violations_of_a_kind_and_counts_the_rest() {
+    use ipcprop::check::history::MsgId;
+    use ipcprop::check::Violation;
+    let mut outcome = run_case(
+        &PipeTransport::default(),
+        &Plan::simple(1, vec![1]),
+        &quick(),
+    )
+    .unwrap();
+    outcome.violations = (0..8)
+        .map(|seq| Violation::Lost {
+            id: MsgId { sender: 0, seq },
+        })
+        .chain([Violation::Crashed {
+            process: "receiver".into(),
+            detail: "the one that matters".into(),
+        }])
+        .collect();
+    let lines = outcome.violation_lines();
+    assert_eq!(lines.matches("[lost] message").count(), 5, "{lines}");
+    assert!(
+        lines.contains("[lost] ... and 3 more like these"),
+        "{lines}"
+    );
+    assert!(lines.contains("the one that matters"), "{lines}");
+    assert!(outcome.report().contains("and 3 more like these"));
+}

@@ -333,6 +333,9 @@ pub struct ProcessHistory {
     pub end: ChildEnd,
 }
 
+/// Violations of one kind listed in a report before the rest are counted.
+pub const SHOWN_PER_KIND: usize = 5;
+
 /// The result of one case.
 #[derive(Debug, Clone)]
 pub struct CaseOutcome {
@@ -383,11 +386,38 @@ impl CaseOutcome {
             self.transport,
             self.violations.len()
         );
-        for v in &self.violations {
-            let _ = writeln!(s, "  [{}] {v}", v.kind());
-        }
+        s.push_str(&self.violation_lines());
         let _ = writeln!(s, "{}", self.plan);
         s.push_str(&self.timeline());
+        s
+    }
+
+    /// The violations, one line each, at most [`SHOWN_PER_KIND`] of each kind: the rest of
+    /// a kind (a hundred messages lost after one fault) are counted on one line.
+    pub fn violation_lines(&self) -> String {
+        let mut s = String::new();
+        let mut shown: Vec<(super::ViolationKind, usize)> = Vec::new();
+        for v in &self.violations {
+            let k = v.kind();
+            let n = match shown.iter_mut().find(|(kind, _)| *kind == k) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    shown.push((k, 1));
+                    1
+                }
+            };
+            if n <= SHOWN_PER_KIND {
+                let _ = writeln!(s, "  [{k}] {v}");
+            }
+        }
+        for (k, n) in shown {
+            if n > SHOWN_PER_KIND {
+                let _ = writeln!(s, "  [{k}] ... and {} more like these", n - SHOWN_PER_KIND);
+            }
+        }
         s
     }
 
