@@ -857,8 +857,59 @@ macro_rules! conformance_tests {
     };
 }
 
+/// The records of `crash_recovery`'s sender that the harness's killer reads.
+const KILL_HERE: &[u8] = b"R";
+const SENDING: &[u8] = b"S";
+
+/// `crash_recovery`'s killer: lets the sender go from its rendezvous, then stops it in
+/// short steps until it is inside its send (as the nemesis does), and SIGKILLs it there.
+struct KillInside {
+    armed: bool,
+    done: bool,
+    delay: Duration,
+    /// The kill landed inside the send.
+    inside: bool,
+}
+
+impl super::fork::Observer for KillInside {
+    fn record(&mut self, child: usize, record: &[u8], _now: Instant) {
+        if child == 0 && record == KILL_HERE {
+            self.armed = true;
+        }
+    }
+
+    fn act(&mut self, _now: Instant, ctl: &mut super::fork::Control<'_>) {
+        use super::nemesis::{spin, FREEZE_LIMIT, STEP, STEPS};
+        if !self.armed || self.done {
+            return;
+        }
+        self.done = true;
+        let apart = ctl.keep_apart(0);
+        ctl.release(0);
+        spin(self.delay);
+        for _ in 0..STEPS {
+            let Some(last) = ctl.freeze(0, FREEZE_LIMIT) else {
+                break;
+            };
+            if last != KILL_HERE {
+                // Inside the send, or past it: killed where it stands.
+                self.inside = last == SENDING;
+                break;
+            }
+            ctl.signal(0, nix::sys::signal::Signal::SIGCONT);
+            spin(STEP);
+        }
+        ctl.signal(0, nix::sys::signal::Signal::SIGKILL);
+        if apart {
+            ctl.unpin(0);
+        }
+    }
+}
+
 /// Where declared persistent: a sender and a receiver process are SIGKILLed at generated
-/// steps (the receiver between receives); afterwards a receiver re-attached to the same
+/// steps (the receiver between receives; the sender, in every other round, by the harness
+/// from outside, inside the send of a large message, so a write to the storage is cut in
+/// the middle); afterwards a receiver re-attached to the same
 /// storage must find every acknowledged message not received, once and in order, and
 /// nothing received before, corrupt or never sent. One round per generated case
 /// ([`BatteryConfig::cases`], `IPCPROP_CASES`), each with its own kill points.
@@ -883,7 +934,18 @@ pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
         let seed = cfg.seed.wrapping_add(round);
         let kill_sender = (seed.wrapping_mul(7) % (n as u64 + 1)) as usize;
         let kill_receiver = (seed.wrapping_mul(13) % (n as u64 + 1)) as usize;
-        let len = |q: usize| 8 + (q * 37 + seed as usize) % (max - 7);
+        // Odd rounds: the harness kills the sender from outside, inside the send of a large
+        // message (a write to storage cut in the middle); even rounds: it kills itself
+        // between two sends.
+        let inside = seed % 2 == 1 && kill_sender < n;
+        let big = t.capabilities().max_message_len.clamp(8, 256 << 10);
+        let len = |q: usize| {
+            if inside && q == kill_sender {
+                big
+            } else {
+                8 + (q * 37 + seed as usize) % (max - 7)
+            }
+        };
         let (s, r) = t
             .pair(1)
             .map_err(|e| fail(format!("pair: {e}"), super::ViolationKind::Crashed))?;
@@ -895,7 +957,10 @@ pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
             t.in_child_sender(tx).map_err(|e| e.to_string())?;
             let mut buf = Vec::new();
             for q in 0..n {
-                if q == kill_sender {
+                if q == kill_sender && inside {
+                    // The harness kills it inside the next send.
+                    rep.rendezvous(KILL_HERE, Duration::from_secs(30));
+                } else if q == kill_sender {
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
                 }
                 fill_message(
@@ -907,6 +972,7 @@ pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
                     len(q),
                     &mut buf,
                 );
+                rep.record(SENDING);
                 tx.send(&buf).map_err(|e| e.to_string())?;
                 rep.record(&(q as u32).to_le_bytes());
             }
@@ -937,7 +1003,13 @@ pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
         });
         spawned.map_err(|e| fail(format!("fork: {e}"), super::ViolationKind::Crashed))?;
         drop(s.take());
-        let reports = group.wait(cfg.run.timeout);
+        let mut killer = KillInside {
+            armed: false,
+            done: false,
+            delay: Duration::from_micros(seed % 50),
+            inside: false,
+        };
+        let reports = group.wait_observed(cfg.run.timeout, &mut killer);
         let ids = |i: usize| -> Vec<u32> {
             reports[i]
                 .records
@@ -981,8 +1053,15 @@ pub fn crash_recovery<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
                 }
             }
         }
+        let how = if killer.inside {
+            "killed by the harness inside the send of message"
+        } else if inside {
+            "killed by the harness (not inside a send) at message"
+        } else {
+            "killed before message"
+        };
         let context = format!(
-            "round {round} (seed {seed}): sender killed before message {kill_sender}, receiver after {kill_receiver}; acknowledged sent {acked:?}, received {received:?}"
+            "round {round} (seed {seed}): sender {how} {kill_sender}, receiver after {kill_receiver}; acknowledged sent {acked:?}, received {received:?}"
         );
         let mut buf = Vec::new();
         let mut seen = Vec::new();
