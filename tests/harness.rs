@@ -407,3 +407,51 @@ fn a_report_lists_five_violations_of_a_kind_and_counts_the_rest() {
     assert!(lines.contains("the one that matters"), "{lines}");
     assert!(outcome.report().contains("and 3 more like these"));
 }
+
+/// A transport that declares no maximum (`Capabilities::UNBOUNDED`) is planned up to the
+/// size cap: its largest messages are the cap, and the oversize check does not apply.
+#[test]
+fn an_unbounded_transport_is_planned_up_to_the_size_cap() {
+    use ipcprop::check::battery::{boundary_sizes, hostile_sizes_refused, BatteryConfig};
+    use ipcprop::check::{Capabilities, Transport};
+    struct Unbounded;
+    impl Transport for Unbounded {
+        type Sender = <PipeTransport as Transport>::Sender;
+        type Receiver = <PipeTransport as Transport>::Receiver;
+        fn name(&self) -> String {
+            "unbounded".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::new(Capabilities::UNBOUNDED)
+        }
+        fn pair(&self, senders: usize) -> ipcprop::Result<(Self::Sender, Self::Receiver)> {
+            PipeTransport::default().pair(senders)
+        }
+    }
+    assert!(Unbounded.capabilities().unbounded());
+    let cfg = BatteryConfig {
+        size_cap: 300 * 1024,
+        run: quick(),
+        ..BatteryConfig::default()
+    };
+    boundary_sizes(&Unbounded, &cfg).unwrap();
+    hostile_sizes_refused(&Unbounded, &cfg).unwrap();
+    let report = ipcprop::check::run(
+        &Unbounded,
+        &CampaignConfig {
+            cases: 16,
+            limits: PlanLimits {
+                size_cap: cfg.size_cap,
+                ..PlanLimits::default()
+            },
+            ..CampaignConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(report.failure.is_none());
+    assert!(
+        report.largest <= cfg.size_cap as u64,
+        "{}",
+        report.coverage()
+    );
+}
