@@ -53,7 +53,7 @@ pub struct Liveness {
 ///
 /// # Errors
 ///
-/// [`Error::Sys`] if the pipes cannot be made (the descriptor limit).
+/// [`Error::Io`] if the pipes cannot be made (the descriptor limit).
 pub fn pair() -> Result<(Liveness, Liveness)> {
     let (s_read, s_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
@@ -154,7 +154,7 @@ pub struct LiveReceiver<R> {
 ///
 /// # Errors
 ///
-/// [`Error::Sys`] if the liveness pipes cannot be made.
+/// [`Error::Io`] if the liveness pipes cannot be made.
 pub fn with_end_of_stream<S, R>(tx: S, rx: R) -> Result<(LiveSender<S>, LiveReceiver<R>)> {
     let (s, r) = pair()?;
     Ok((
