@@ -55,3 +55,48 @@ fn waiting_for_the_rest_survives_storms_and_kills() {
     let cfg = BatteryConfig::default();
     battery::faults_inside_operations(&t(NaiveFlaw::WaitsForTheRest), &cfg).unwrap();
 }
+
+/// A sender that reports `EINTR` as an error passes plans no signal interrupts, and is
+/// caught by the nemesis's storms: a send fails with it.
+#[test]
+fn eintr_reported_as_an_error_is_caught_by_a_storm() {
+    let cfg = BatteryConfig::default();
+    let naive = t(NaiveFlaw::EintrIsAnError);
+    battery::fifo_and_integrity(&naive, &cfg).unwrap();
+    let finding = battery::faults_inside_operations(&naive, &cfg).unwrap_err();
+    assert!(finding.kinds.contains(&ViolationKind::Crashed), "{finding}");
+    assert!(
+        finding.report.contains("Interrupted system call"),
+        "{finding}"
+    );
+}
+
+/// A receiver that delivers the part of a message it holds when the stream ends passes
+/// every plan in which senders end cleanly, and is caught when the nemesis kills a sender
+/// inside a large message: a short, wrong message arrives.
+#[test]
+fn a_part_message_delivered_at_the_end_is_caught_by_a_kill_inside_the_send() {
+    let cfg = BatteryConfig::default();
+    let naive = t(NaiveFlaw::DeliversAPart);
+    battery::fifo_and_integrity(&naive, &cfg).unwrap();
+    battery::disconnect_on_sigkill(&naive, &cfg).unwrap();
+    let finding = battery::faults_inside_operations(&naive, &cfg).unwrap_err();
+    assert!(
+        finding
+            .kinds
+            .iter()
+            .any(|k| matches!(k, ViolationKind::Corrupted | ViolationKind::Unexpected)),
+        "{finding}"
+    );
+}
+
+/// A receiver that keeps only the current message of each 64 KiB read is caught by the
+/// backlog check, where the receiver starts late and every read brings several messages.
+#[test]
+fn keeping_one_message_per_read_is_caught_by_a_backlog() {
+    let cfg = BatteryConfig::default();
+    let naive = t(NaiveFlaw::KeepsOneMessagePerRead);
+    battery::timeouts_honoured(&naive, &cfg).unwrap();
+    let finding = battery::backlog(&naive, &cfg).unwrap_err();
+    assert!(!finding.kinds.is_empty(), "{finding}");
+}

@@ -358,6 +358,16 @@ fn aim_into_long_operations(p: &mut Plan, caps: &super::Capabilities, cap: usize
     let seed = p.seed;
     for (k, f) in p.faults.clone().iter().enumerate() {
         let pick = (seed >> (k * 8)) as usize;
+        // Half the kills of a sender, where messages can be larger than a socket buffer,
+        // land well into the send of one (1 to 8 ms in, the sender blocked with part of it
+        // written): a message cut in the middle is what a receiver must never deliver a
+        // part of. The rest land at the start of an operation, where a lock is taken.
+        let deep = matches!((f.kind, f.victim), (FaultKind::Kill, Victim::Sender(_)))
+            && max > (208 << 10)
+            && (pick >> 4) % 2 == 1;
+        if deep {
+            p.faults[k].delay_micros = 1_000 + (pick >> 6) as u32 % 7_000;
+        }
         let slow = Pace::Sleep {
             every: 1,
             micros: 200 + (pick % 5) as u32 * 200,
@@ -371,8 +381,15 @@ fn aim_into_long_operations(p: &mut Plan, caps: &super::Capabilities, cap: usize
                     p.faults[k].op = f.op.min(len / 2);
                 }
                 let op = p.faults[k].op;
+                // A deep kill gets a message larger than a socket buffer, so that it cuts
+                // one the sender is blocked in.
+                let size_of = if deep {
+                    [max, (1 << 20) + 1, 208 << 10][pick % 3]
+                } else {
+                    bigs[pick % bigs.len()]
+                };
                 if let Some(size) = p.senders.get_mut(n).and_then(|s| s.sizes.get_mut(op)) {
-                    *size = bigs[pick % bigs.len()].min(max);
+                    *size = size_of.min(max);
                 }
                 if !pick.is_multiple_of(3) {
                     p.receiver.pace = slow;

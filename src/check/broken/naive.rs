@@ -26,6 +26,29 @@ pub enum NaiveFlaw {
     /// whole message from its first byte: a signal that interrupts a write after part of
     /// the message went out makes the receiver read that part twice.
     ResendsAfterEintr,
+    /// The sender reports `EINTR` from a write as an error instead of writing on: a send
+    /// interrupted by a signal fails (or, if part of the message went out, leaves the
+    /// stream cut inside it).
+    EintrIsAnError,
+    /// At the end of the stream, the receiver delivers the part of a message it holds as
+    /// if it were the message: a sender killed in the middle of a message leaves the
+    /// receiver with a short, wrong one.
+    DeliversAPart,
+    /// The receiver reads up to 64 KiB at a time and keeps only the bytes of the message it
+    /// is reading, dropping what else the read brought in (the next messages): harmless
+    /// while the receiver keeps up, fatal once messages pile up.
+    KeepsOneMessagePerRead,
+}
+
+impl NaiveFlaw {
+    /// Every flaw.
+    pub const ALL: [NaiveFlaw; 5] = [
+        NaiveFlaw::WaitsForTheRest,
+        NaiveFlaw::ResendsAfterEintr,
+        NaiveFlaw::EintrIsAnError,
+        NaiveFlaw::DeliversAPart,
+        NaiveFlaw::KeepsOneMessagePerRead,
+    ];
 }
 
 /// A 4-byte-length framed stream over a socketpair, with one [`NaiveFlaw`].
@@ -106,7 +129,11 @@ impl NaiveSender {
             match nix::sys::socket::send(self.fd.as_raw_fd(), &bytes[at..], MsgFlags::MSG_NOSIGNAL)
             {
                 Ok(n) => at += n,
-                Err(Errno::EINTR) if self.flaw != NaiveFlaw::ResendsAfterEintr => {}
+                Err(Errno::EINTR)
+                    if !matches!(
+                        self.flaw,
+                        NaiveFlaw::ResendsAfterEintr | NaiveFlaw::EintrIsAnError
+                    ) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -130,7 +157,7 @@ impl Sender for NaiveSender {
             match self.write_all(&frame) {
                 Ok(()) => return Ok(()),
                 // The flaw: the whole frame again, from its first byte.
-                Err(Errno::EINTR) => continue,
+                Err(Errno::EINTR) if self.flaw == NaiveFlaw::ResendsAfterEintr => continue,
                 Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
                 Err(e) => return Err(Error::sys("send", e)),
             }
@@ -200,6 +227,32 @@ impl NaiveReceiver {
         }
     }
 
+    /// [`NaiveFlaw::KeepsOneMessagePerRead`]'s read: up to 64 KiB, of which only the
+    /// current message is kept; false at end of stream.
+    fn read_dropping_the_rest(&mut self, want: usize) -> Result<bool> {
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            match nix::unistd::read(&self.fd, &mut chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    // All of the current message that came in is kept (its header too,
+                    // which may have come with it); whatever follows it in the chunk is
+                    // dropped.
+                    let have = self.buf.len();
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    let end = match self.frame_len() {
+                        Ok(Some(len)) => 4 + len,
+                        _ => want,
+                    };
+                    self.buf.truncate(end.max(have));
+                    return Ok(true);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("read", e)),
+            }
+        }
+    }
+
     /// The payload length in the buffered header, once it is whole.
     fn frame_len(&self) -> Result<Option<usize>> {
         let Some(h) = self.buf.get(..4) else {
@@ -249,9 +302,18 @@ impl Receiver for NaiveReceiver {
                             None => true,
                         }
                 }
-                NaiveFlaw::ResendsAfterEintr => self.read_some(need)?,
+                NaiveFlaw::KeepsOneMessagePerRead => self.read_dropping_the_rest(need)?,
+                NaiveFlaw::ResendsAfterEintr
+                | NaiveFlaw::EintrIsAnError
+                | NaiveFlaw::DeliversAPart => self.read_some(need)?,
             };
             if !open {
+                if self.flaw == NaiveFlaw::DeliversAPart && self.buf.len() > 4 {
+                    // The flaw: the part held is delivered as the message.
+                    let v = f(&self.buf[4..]);
+                    self.buf.clear();
+                    return Ok(v);
+                }
                 if self.buf.is_empty() {
                     self.ended = true;
                     return Err(Error::Disconnected);
