@@ -468,6 +468,7 @@ impl<I: PipeIo> PipeSender<I> {
     /// `SIGPIPE` death, as a send does). For the harness only, which plays a hostile peer
     /// with it ([`Transport::forge_header`](crate::check::Transport::forge_header)):
     /// whatever is written is read as frames by the receiver.
+    #[cfg_attr(ipcprop_loom, allow(dead_code))]
     pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.write_all(&mut [IoSlice::new(bytes)])
     }
