@@ -18,7 +18,23 @@ use ipcprop::check::{Capabilities, Transport, ViolationKind};
 
 ipcprop::conformance_tests!(unix_stream, UnixStreamTransport);
 ipcprop::conformance_tests!(kept_writer, KeptWriterPipeTransport);
-ipcprop::conformance_tests!(kept_writer_with_liveness, LiveKeptWriterPipeTransport);
+
+/// With `ipcprop::liveness` added, the kept-writer pipe keeps the end-of-stream contract,
+/// under kills inside sends too (the checks about the end; the rest is the pipe's code).
+#[test]
+fn liveness_gives_the_kept_writer_pipe_an_end_of_stream() {
+    let cfg = BatteryConfig {
+        cases: 16,
+        ..BatteryConfig::default()
+    };
+    let t = LiveKeptWriterPipeTransport;
+    battery::fifo_and_integrity(&t, &cfg).unwrap();
+    battery::disconnect_on_drop(&t, &cfg).unwrap();
+    battery::disconnect_on_sigkill(&t, &cfg).unwrap();
+    battery::receiver_gone(&t, &cfg).unwrap();
+    battery::sends_fail_after_receiver_gone(&t, &cfg).unwrap();
+    battery::faults_inside_operations(&t, &cfg).unwrap();
+}
 
 /// The kept-writer pipe, claiming an end of stream it does not have.
 struct Claims;

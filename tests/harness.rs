@@ -175,9 +175,13 @@ fn the_cli_exits_non_zero_and_prints_the_minimal_plan() {
 #[test]
 fn the_battery_catches_each_broken_transport() {
     use ipcprop::check::battery::{run_battery, BatteryConfig};
+    // What is asked is whether each defect is caught and named, not how small its plan
+    // shrinks or how often it fails again: no shrinking, no recount.
     let cfg = BatteryConfig {
         cases: 4,
         run: quick(),
+        max_shrink_iters: 0,
+        reproduce_runs: 0,
         ..BatteryConfig::default()
     };
     // Hangs cost a watchdog per generated case and shrinking step: they have their own
@@ -217,6 +221,7 @@ fn each_contract_check_catches_its_defect() {
         cases: 8,
         run: quick(),
         max_shrink_iters: 0,
+        reproduce_runs: 0,
         ..BatteryConfig::default()
     };
     let broken = |d| Broken::new(PipeTransport::default(), d);

@@ -52,7 +52,10 @@ fn resending_a_message_after_eintr_is_caught_by_a_storm_inside_the_send() {
 /// other flaw, so each finding is about the flaw, not the framing.
 #[test]
 fn waiting_for_the_rest_survives_storms_and_kills() {
-    let cfg = BatteryConfig::default();
+    let cfg = BatteryConfig {
+        cases: 12,
+        ..BatteryConfig::default()
+    };
     battery::faults_inside_operations(&t(NaiveFlaw::WaitsForTheRest), &cfg).unwrap();
 }
 

@@ -82,6 +82,8 @@ pub struct BatteryConfig {
     pub max_shrink_iters: u32,
     /// Most time spent shrinking one failure.
     pub max_shrink_time: Duration,
+    /// How many times a minimal failing plan is run again to count how often it fails.
+    pub reproduce_runs: u32,
 }
 
 impl Default for BatteryConfig {
@@ -97,6 +99,7 @@ impl Default for BatteryConfig {
             size_cap: env("IPCPROP_SIZE_CAP").map_or(DEFAULT_SIZE_CAP, |v: u64| v as usize),
             max_shrink_iters: 64,
             max_shrink_time: Duration::from_secs(60),
+            reproduce_runs: 10,
         }
     }
 }
@@ -132,10 +135,12 @@ fn verdict(check: &'static str, report: super::CampaignReport) -> CheckResult {
             check,
             kinds: f.minimal.violations.iter().map(|v| v.kind()).collect(),
             report: format!(
-                "seed {} (IPCPROP_SEED to replay); the minimal plan fails {} of {} runs\n{}",
+                "seed {} (IPCPROP_SEED to replay); {}\n{}",
                 f.seed,
-                f.reproduced.0,
-                f.reproduced.1,
+                match f.reproduced {
+                    (_, 0) => "the minimal plan was not run again".to_string(),
+                    (k, n) => format!("the minimal plan fails {k} of {n} runs"),
+                },
                 f.minimal.report()
             ),
         }),
@@ -156,6 +161,7 @@ fn generated_report<T: Transport>(
         run: cfg.run.clone(),
         max_shrink_iters: cfg.max_shrink_iters,
         max_shrink_time: cfg.max_shrink_time,
+        reproduce_runs: cfg.reproduce_runs,
     };
     campaign::campaign_with(t, &config, &adjust, &mut |_| {}).map_err(|e| Finding {
         check,

@@ -26,6 +26,9 @@ pub struct CampaignConfig {
     /// Most time to spend shrinking a failure: shrinking stops at the smallest failing plan
     /// found by then (a failure that hangs costs a progress bound per step).
     pub max_shrink_time: Duration,
+    /// How many times the minimal failing plan is run again to count how often it fails
+    /// ([`Failure::reproduced`]), within 20 seconds; 0 skips the count.
+    pub reproduce_runs: u32,
 }
 
 impl Default for CampaignConfig {
@@ -37,6 +40,7 @@ impl Default for CampaignConfig {
             run: RunConfig::default(),
             max_shrink_iters: 256,
             max_shrink_time: Duration::from_secs(90),
+            reproduce_runs: 10,
         }
     }
 }
@@ -61,12 +65,12 @@ fn shrink_stall(bound: Duration) -> Duration {
 /// Extra runs of a shrink candidate that passed, before it counts as passing.
 const SHRINK_RETRIES: u32 = 2;
 
-/// Runs `plan` again up to 10 times, within 20 seconds (a hang costs a progress bound per
-/// run), and counts the failures.
-fn reproduce<T: Transport>(transport: &T, plan: &Plan, run: &RunConfig) -> (u32, u32) {
+/// Runs `plan` again up to `most` times, within 20 seconds (a hang costs a progress bound
+/// per run; two runs at least), and counts the failures.
+fn reproduce<T: Transport>(transport: &T, plan: &Plan, run: &RunConfig, most: u32) -> (u32, u32) {
     let start = Instant::now();
     let (mut failed, mut runs) = (0, 0);
-    while runs < 10 && (runs < 2 || start.elapsed() < Duration::from_secs(20)) {
+    while runs < most && (runs < 2 || start.elapsed() < Duration::from_secs(20)) {
         match run_case(transport, plan, run) {
             Ok(o) => {
                 runs += 1;
@@ -328,7 +332,8 @@ pub(crate) fn campaign_with<T: Transport>(
         Ok(()) => None,
         Err(TestError::Fail(..) | TestError::Abort(..)) => {
             last_failure.into_inner().map(|minimal| {
-                let reproduced = reproduce(transport, &minimal.plan, &config.run);
+                let reproduced =
+                    reproduce(transport, &minimal.plan, &config.run, config.reproduce_runs);
                 Failure {
                     minimal,
                     seed: config.seed,
