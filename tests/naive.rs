@@ -1,6 +1,9 @@
-//! Two mistakes real framed-stream code makes, each passed by every check that runs
-//! operations to completion and caught by the one that lands a fault inside an operation
-//! (`ipcprop::check::broken::NaiveStreamTransport`).
+//! Mistakes real framed-stream code makes (`ipcprop::check::broken::NaiveStreamTransport`),
+//! each passed by the checks that run operations to completion and caught by the one that
+//! puts a fault or a backlog where the mistake lives: a receiver waiting for the rest of a
+//! message (a sender stopped inside it), a resend or an error after `EINTR` (a signal
+//! storm inside a send), a part message delivered at the end (a kill inside a send), one
+//! message kept per read (a backlog).
 
 use ipcprop::check::battery::{self, BatteryConfig};
 use ipcprop::check::broken::{NaiveFlaw, NaiveStreamTransport};
