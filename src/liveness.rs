@@ -241,3 +241,99 @@ impl<R: crate::Receiver> crate::Receiver for LiveReceiver<R> {
         self.inner.max_message_len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Receiver, Sender, Wait};
+    use std::time::{Duration, Instant};
+
+    use crate::check::foreign::{KeptWriterPipeTransport, KeptWriterReceiver};
+    use crate::check::Transport;
+
+    /// A pipe whose reader keeps a write end (no end of stream of its own), wrapped: every
+    /// Disconnected the receiver reports comes from the liveness pipes.
+    fn wrapped() -> (
+        LiveSender<crate::pipe::PipeSender>,
+        LiveReceiver<KeptWriterReceiver>,
+    ) {
+        let (tx, rx) = KeptWriterPipeTransport.pair(1).unwrap();
+        with_end_of_stream(tx, rx).unwrap()
+    }
+
+    #[test]
+    fn the_wrapped_ends_keep_the_inner_maximum() {
+        let (tx, rx) = crate::pipe::channel().unwrap();
+        let (max_tx, max_rx) = (tx.max_message_len(), rx.max_message_len());
+        let (mut tx, mut rx) = with_end_of_stream(tx, rx).unwrap();
+        assert_eq!(tx.max_message_len(), max_tx);
+        assert_eq!(rx.max_message_len(), max_rx);
+        assert_eq!(tx.get_mut().max_message_len(), max_tx);
+        assert_eq!(rx.get_mut().max_message_len(), max_rx);
+    }
+
+    #[test]
+    fn nothing_there_is_empty_or_a_timeout_while_the_sender_lives() {
+        let (_tx, mut rx) = wrapped();
+        assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+        let start = Instant::now();
+        let wait = Duration::from_millis(25);
+        assert!(matches!(rx.recv_timeout(wait), Err(Error::Timeout(d)) if d == wait));
+        assert!(start.elapsed() >= wait);
+    }
+
+    #[test]
+    fn what_was_sent_arrives_then_the_end_in_every_wait_mode() {
+        let (mut tx, mut rx) = wrapped();
+        tx.send(b"one").unwrap();
+        tx.send_batch(&[b"two", b"three"]).unwrap();
+        drop(tx);
+        assert_eq!(rx.recv().unwrap(), b"one");
+        assert_eq!(rx.try_recv().unwrap(), b"two");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"three");
+        for wait in [
+            Wait::Never,
+            Wait::For(Duration::from_millis(5)),
+            Wait::Forever,
+        ] {
+            assert!(matches!(
+                rx.recv_with(wait, |m| m.len()),
+                Err(Error::Disconnected)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_blocked_receive_wakes_with_the_end_when_the_sender_goes() {
+        let (tx, mut rx) = wrapped();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            drop(tx);
+        });
+        assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_sender_whose_receiver_is_gone_is_told_so() {
+        let (mut tx, rx) = wrapped();
+        assert!(tx.send(b"while it lives").is_ok());
+        drop(rx);
+        assert!(matches!(tx.send(b"after"), Err(Error::Disconnected)));
+        assert!(matches!(
+            tx.send_batch(&[b"a", b"b"]),
+            Err(Error::Disconnected)
+        ));
+    }
+
+    #[test]
+    fn liveness_follows_the_other_end() {
+        let (s, r) = pair().unwrap();
+        assert!(s.alive() && r.alive());
+        drop(r);
+        assert!(!s.alive());
+        let (s, r) = pair().unwrap();
+        drop(s);
+        assert!(!r.alive());
+    }
+}
