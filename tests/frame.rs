@@ -437,6 +437,79 @@ fn spare_with_zero_want_still_gives_room() {
 }
 
 #[test]
+fn capacity_is_the_memory_held() {
+    let mut decoder = FrameDecoder::new();
+    assert_eq!(decoder.capacity(), 0);
+    decoder.feed(&[1, 2, 3]);
+    assert!(decoder.capacity() >= 3, "capacity {}", decoder.capacity());
+    let free = decoder.spare(100).len();
+    assert!(free >= 100);
+    assert!(decoder.capacity() >= decoder.buffered() + free);
+}
+
+/// While the free space after the buffered bytes suffices, `spare` moves nothing; when it does
+/// not, the bytes already taken are moved out of the way before the buffer grows.
+#[test]
+fn spare_compacts_only_when_needed_and_before_growing() {
+    let stream = [
+        frame::encode(b"hi").unwrap(),
+        frame::encode(b"next").unwrap(),
+    ]
+    .concat();
+    let mut decoder = FrameDecoder::new();
+    let room = decoder.spare(100).len();
+    let capacity = decoder.capacity();
+    // The first frame (10 bytes) and 5 bytes of the second; the first is taken.
+    decoder.spare(15)[..15].copy_from_slice(&stream[..15]);
+    decoder.commit(15);
+    assert_eq!(decoder.next_frame(), Ok(Some(&b"hi"[..])));
+    assert_eq!(decoder.buffered(), 5);
+    let free = room - 15;
+    // Exactly the free space: it is handed out as it is, the taken frame still before it.
+    assert_eq!(decoder.spare(free).len(), free);
+    assert_eq!(decoder.spare(1).len(), free);
+    // More than that, but no more than compaction frees: the taken 10 bytes are reused.
+    assert_eq!(decoder.spare(free + 10).len(), free + 10);
+    assert_eq!(
+        decoder.capacity(),
+        capacity,
+        "grew though compaction sufficed"
+    );
+    assert_eq!(decoder.buffered(), 5);
+    // The buffered bytes moved intact; the rest of the second frame completes it.
+    decoder.spare(7)[..7].copy_from_slice(&stream[15..]);
+    decoder.commit(7);
+    assert_eq!(decoder.next_frame(), Ok(Some(&b"next"[..])));
+    assert_eq!(decoder.finish(), Ok(()));
+}
+
+/// A caller that feeds one byte at a time and takes no frame: the buffer grows geometrically,
+/// at most doubling each time, below one maximal frame and past it, so the copying stays
+/// amortized. Then every frame is still there.
+#[test]
+fn growth_is_geometric_even_without_draining() {
+    let messages: Vec<Vec<u8>> = (0..400u32).map(|i| vec![i as u8; 16]).collect();
+    let stream = encode_all(&messages);
+    let mut decoder = FrameDecoder::with_max_len(16);
+    let mut capacities = vec![decoder.capacity()];
+    for byte in &stream {
+        decoder.feed(std::slice::from_ref(byte));
+        if capacities.last() != Some(&decoder.capacity()) {
+            capacities.push(decoder.capacity());
+        }
+    }
+    assert!(capacities.len() <= 20, "{capacities:?}");
+    for pair in capacities.windows(2).skip(1) {
+        assert!(pair[1] <= 2 * pair[0], "{capacities:?}");
+    }
+    assert!(*capacities.last().unwrap() <= 2 * stream.len());
+    let mut frames = Vec::new();
+    drain(&mut decoder, &mut frames).unwrap();
+    assert_eq!(frames, messages);
+    assert_eq!(decoder.finish(), Ok(()));
+}
+
+#[test]
 fn finish_checks_whole_frames_left_buffered() {
     let good = frame::encode(b"left").unwrap();
     let mut bad = frame::encode(b"bad").unwrap();
