@@ -83,8 +83,9 @@ fn splitmix(state: &mut u64) -> u64 {
 pub fn fill_message(seed: u64, id: MsgId, len: usize, out: &mut Vec<u8>) {
     out.clear();
     out.reserve(len);
-    let mut state =
-        seed ^ (u64::from(id.sender) << 32 | u64::from(id.seq)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    // The identity as one number: sender in the high half, sequence in the low.
+    let mut state = seed
+        ^ ((u64::from(id.sender) << 32) + u64::from(id.seq)).wrapping_mul(0xd6e8_feb8_6659_fd93);
     state ^= (len as u64).wrapping_mul(0xa076_1d64_78bd_642f);
     let mut head = len;
     if len >= ID_LEN {
@@ -96,10 +97,9 @@ pub fn fill_message(seed: u64, id: MsgId, len: usize, out: &mut Vec<u8>) {
     for _ in 0..words {
         out.extend_from_slice(&splitmix(&mut state).to_le_bytes());
     }
+    // The last 0 to 7 bytes (none: an empty slice).
     let rest = head % 8;
-    if rest > 0 {
-        out.extend_from_slice(&splitmix(&mut state).to_le_bytes()[..rest]);
-    }
+    out.extend_from_slice(&splitmix(&mut state).to_le_bytes()[..rest]);
 }
 
 /// What the receiver recorded of one delivered message (it does not keep the bytes).
