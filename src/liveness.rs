@@ -326,6 +326,41 @@ mod tests {
         ));
     }
 
+    /// A receive that finds the stream broken says so: the error is not taken for "nothing
+    /// yet".
+    #[test]
+    fn an_error_of_the_inner_receiver_is_returned_not_waited_out() {
+        let (mut tx, mut rx) = wrapped();
+        // A frame header claiming far more than the maximum.
+        tx.get_mut()
+            .write_raw(&[0xf0, 0xff, 0xff, 0xff, 0, 0, 0, 0])
+            .unwrap();
+        let got = rx.recv_timeout(Duration::from_millis(200));
+        assert!(matches!(got, Err(Error::Frame(_))), "{got:?}");
+    }
+
+    /// A receive that waits sleeps between its looks at the sender's liveness: a 100 ms wait
+    /// costs the thread far less than 100 ms of CPU.
+    #[test]
+    fn a_waiting_receive_sleeps_rather_than_spins() {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let cpu = || {
+            let u = getrusage(UsageWho::RUSAGE_THREAD).unwrap();
+            Duration::from_micros(
+                (u.user_time().tv_sec() * 1_000_000 + u.user_time().tv_usec()) as u64
+                    + (u.system_time().tv_sec() * 1_000_000 + u.system_time().tv_usec()) as u64,
+            )
+        };
+        let (_tx, mut rx) = wrapped();
+        let before = cpu();
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(100)),
+            Err(Error::Timeout(_))
+        ));
+        let used = cpu() - before;
+        assert!(used < Duration::from_millis(50), "{used:?} of CPU");
+    }
+
     #[test]
     fn liveness_follows_the_other_end() {
         let (s, r) = pair().unwrap();
