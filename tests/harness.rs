@@ -214,8 +214,8 @@ fn the_battery_catches_each_broken_transport() {
 #[test]
 fn each_contract_check_catches_its_defect() {
     use ipcprop::check::battery::{
-        descriptors_cloexec, disconnect_on_sigkill, hostile_sizes_refused, receiver_gone,
-        timeouts_honoured, BatteryConfig,
+        boundary_sizes, descriptors_cloexec, disconnect_on_sigkill, fifo_and_integrity,
+        hostile_sizes_refused, receiver_gone, timeouts_honoured, BatteryConfig,
     };
     let cfg = BatteryConfig {
         cases: 8,
@@ -262,6 +262,14 @@ fn each_contract_check_catches_its_defect() {
             Defect::SlowDisconnect,
             disconnect_on_sigkill(&broken(Defect::SlowDisconnect), &cfg),
         ),
+        (
+            Defect::PowerOfTwoMinusHeader,
+            boundary_sizes(&broken(Defect::PowerOfTwoMinusHeader), &cfg),
+        ),
+        (
+            Defect::BatchAfterSend,
+            fifo_and_integrity(&broken(Defect::BatchAfterSend), &cfg),
+        ),
     ];
     for (defect, result) in cases {
         let finding = result.expect_err("a broken contract passed its check");
@@ -294,6 +302,8 @@ fn each_contract_check_catches_its_defect() {
             Defect::SilentWhenReceiverGone,
             // Caught by faults_inside_operations, in tests/nemesis.rs.
             Defect::EndOnAnySenderDeath,
+            Defect::PowerOfTwoMinusHeader,
+            Defect::BatchAfterSend,
         ]
     );
 }

@@ -95,6 +95,14 @@ pub enum Defect {
     /// of one sender (killed in the middle of a message, say) ends the stream for all,
     /// while the others are still sending.
     EndOnAnySenderDeath,
+    /// The sender drops the last byte of a message whose length plus a 4-byte header is a
+    /// power of two of at least 4 KiB (an encoder that mishandles a buffer filled exactly):
+    /// only sizes such as 4092 or 65532 show it.
+    PowerOfTwoMinusHeader,
+    /// A `send_batch` that comes right after a single `send` loses its first message
+    /// (acknowledged, never written: state the single send left behind): only a sender that
+    /// mixes the two shows it.
+    BatchAfterSend,
 }
 
 impl Defect {
@@ -122,6 +130,8 @@ impl Defect {
             Defect::AllocatesClaimedLength => K::Crashed,
             Defect::SilentWhenReceiverGone => K::Lost,
             Defect::EndOnAnySenderDeath => K::EarlyDisconnect,
+            Defect::PowerOfTwoMinusHeader => K::Corrupted,
+            Defect::BatchAfterSend => K::Lost,
         }
     }
 
@@ -144,11 +154,13 @@ impl Defect {
                 | Defect::AllocatesClaimedLength
                 | Defect::SilentWhenReceiverGone
                 | Defect::EndOnAnySenderDeath
+                | Defect::PowerOfTwoMinusHeader
+                | Defect::BatchAfterSend
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 23] = [
+    pub const ALL: [Defect; 25] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -172,6 +184,8 @@ impl Defect {
         Defect::AllocatesClaimedLength,
         Defect::SilentWhenReceiverGone,
         Defect::EndOnAnySenderDeath,
+        Defect::PowerOfTwoMinusHeader,
+        Defect::BatchAfterSend,
     ];
 }
 
@@ -255,6 +269,7 @@ impl<T: Transport> Transport for Broken<T> {
         Ok((
             BrokenSender {
                 side: side_tx,
+                after_single: false,
                 inner: s,
                 defect: self.defect,
                 count: 0,
@@ -290,6 +305,8 @@ pub struct BrokenSender<S> {
     _leak: Option<std::os::fd::OwnedFd>,
     /// The goodbye pipes ([`Defect::EndOnAnySenderDeath`]).
     side: Option<side::SideSender>,
+    /// The last call was a single send ([`Defect::BatchAfterSend`]).
+    after_single: bool,
 }
 
 impl<S> Drop for BrokenSender<S> {
@@ -358,7 +375,13 @@ impl<S: Sender> Sender for BrokenSender<S> {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         let n = self.count;
         self.count += 1;
+        self.after_single = true;
         match self.defect {
+            Defect::PowerOfTwoMinusHeader
+                if msg.len() >= 4092 && (msg.len() + 4).is_power_of_two() =>
+            {
+                self.inner.send(&msg[..msg.len() - 1])
+            }
             Defect::Drop(k) if k == n => Ok(()),
             Defect::Duplicate(k) if k == n => {
                 self.inner.send(msg)?;
@@ -412,6 +435,17 @@ impl<S: Sender> Sender for BrokenSender<S> {
             },
             _ => self.inner.send(msg),
         }
+    }
+
+    fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
+        if self.defect == Defect::BatchAfterSend {
+            let skip = usize::from(self.after_single && !msgs.is_empty());
+            self.after_single = false;
+            self.count += msgs.len();
+            return self.inner.send_batch(&msgs[skip..]);
+        }
+        // Every other defect works message by message.
+        msgs.iter().try_for_each(|m| self.send(m))
     }
 
     fn max_message_len(&self) -> usize {
