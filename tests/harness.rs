@@ -320,6 +320,20 @@ fn the_battery_catches_hangs(#[values(Defect::HangAfter(2), Defect::IgnoreClose)
     let finding =
         disconnect_on_drop(&Broken::new(PipeTransport::default(), defect), &cfg).unwrap_err();
     assert!(finding.kinds.contains(&ViolationKind::Hung), "{finding}");
+    // The checks that receive outside a case do it in a child under the watchdog: a
+    // receiver that blocks for good fails them, and never hangs the process running them.
+    use ipcprop::check::battery::{hostile_sizes_refused, timeouts_honoured};
+    let t = Broken::new(PipeTransport::default(), defect);
+    if defect == Defect::IgnoreClose {
+        let finding = hostile_sizes_refused(&t, &cfg).unwrap_err();
+        assert!(finding.kinds.contains(&ViolationKind::Hung), "{finding}");
+        assert!(finding.report.contains("never came"), "{finding}");
+    }
+    let _ = timeouts_honoured(
+        &Broken::new(PipeTransport::default(), Defect::HangAfter(0)),
+        &cfg,
+    )
+    .unwrap_err();
 }
 
 /// The crash-recovery check of persistent transports can fail: a queue that drops a

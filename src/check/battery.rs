@@ -458,15 +458,33 @@ pub fn receiver_gone<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
 /// 1.5 ms and 30 ms each waits at least its timeout and returns within
 /// [`Capabilities::timeout_slack`](super::Capabilities::timeout_slack) after it; and a
 /// message sent is then received.
-pub fn timeouts_honoured<T: Transport>(t: &T, _cfg: &BatteryConfig) -> CheckResult {
-    // A pair open in this process while another thread forks a case would leak into that
-    // case's children (and keep this pair open): one case at a time.
+pub fn timeouts_honoured<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckResult {
+    // One case at a time (this forks), and the probes run in a child under the watchdog: a
+    // receive that blocks for good must fail the check, not hang the process running it.
     let _serial = super::case::lock_cases();
     let fail = |report: String| Finding {
         check: "timeouts_honoured",
         report,
         kinds: vec![super::ViolationKind::Hung],
     };
+    let mut group = super::fork::ChildGroup::new();
+    group
+        .spawn("timeouts", |_| timeouts_probe(t))
+        .map_err(|e| fail(format!("fork: {e}")))?;
+    match group.wait(cfg.run.timeout).remove(0).end {
+        super::fork::ChildEnd::Returned => Ok(()),
+        super::fork::ChildEnd::Failed(m) => Err(fail(m)),
+        super::fork::ChildEnd::Hung => Err(fail(format!(
+            "a receive (try_recv, or recv_timeout of 500 us to 30 ms) was still blocked after {:?}",
+            cfg.run.timeout
+        ))),
+        other => Err(fail(format!("the probing process {other}"))),
+    }
+}
+
+/// The probes of [`timeouts_honoured`], in its child.
+fn timeouts_probe<T: Transport>(t: &T) -> std::result::Result<(), String> {
+    let fail = |report: String| report;
     let (mut tx, mut rx) = t.pair(1).map_err(|e| fail(format!("pair: {e}")))?;
     match rx.try_recv() {
         Err(Error::Empty) => {}
@@ -651,7 +669,7 @@ pub fn hostile_sizes_refused<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckR
         return Ok(());
     }
     let max = caps.max_message_len;
-    let (tx, mut rx) = t.pair(1).map_err(|e| fail(format!("pair: {e}")))?;
+    let (tx, rx) = t.pair(1).map_err(|e| fail(format!("pair: {e}")))?;
     let mut tx = Some(tx);
     // The send happens in a child: a transport that wrongly accepts the message may block
     // in it (nobody reads yet), and the watchdog must be able to stop that.
@@ -682,30 +700,59 @@ pub fn hostile_sizes_refused<T: Transport>(t: &T, cfg: &BatteryConfig) -> CheckR
         }
         other => return Err(fail(other.to_string())),
     }
-    if !t.capabilities().end_of_stream {
-        // No end of stream to wait for: nothing of the refused message may be there.
-        return match rx.recv_timeout(Duration::from_millis(100)) {
-            Err(e) if e.is_not_ready() => Ok(()),
-            other => Err(fail(format!(
-                "after a refused send, the receiver got {other:?} instead of nothing"
-            ))),
-        };
-    }
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Err(Error::Disconnected) => Ok(()),
-        // Nothing arrived, but the end never came: a missing disconnection.
-        Err(e) if e.is_not_ready() => Err(Finding {
-            kinds: vec![super::ViolationKind::Hung],
-            ..fail(format!(
-                "after a refused send and its sender's exit, the receiver got {e:?} instead \
-                 of Disconnected: the end of the stream never came"
-            ))
-        }),
-        other => Err(fail(format!(
-            "after a refused send, the receiver got {other:?} instead of Disconnected"
+    // The receiving side runs in a child too, under the watchdog: a receive that blocks for
+    // good must fail the check, not hang the process running it.
+    let end_of_stream = t.capabilities().end_of_stream;
+    let mut rx = Some(rx);
+    let mut group = super::fork::ChildGroup::new();
+    group
+        .spawn("receiver", |_| {
+            let rx = rx.as_mut().ok_or("no receiver")?;
+            t.in_child_receiver(rx).map_err(|e| e.to_string())?;
+            if !end_of_stream {
+                // No end of stream to wait for: nothing of the refused message may be there.
+                return match rx.recv_timeout(Duration::from_millis(100)) {
+                    Err(e) if e.is_not_ready() => Ok(()),
+                    other => Err(format!(
+                        "after a refused send, the receiver got {other:?} instead of nothing"
+                    )),
+                };
+            }
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Err(Error::Disconnected) => Ok(()),
+                // Nothing arrived, but the end never came: a missing disconnection.
+                Err(e) if e.is_not_ready() => Err(format!(
+                    "{MISSING_END}after a refused send and its sender's exit, the receiver got \
+                     {e:?} instead of Disconnected: the end of the stream never came"
+                )),
+                other => Err(format!(
+                    "after a refused send, the receiver got {other:?} instead of Disconnected"
+                )),
+            }
+        })
+        .map_err(|e| fail(format!("fork: {e}")))?;
+    drop(rx.take());
+    let missing = |report: String| Finding {
+        kinds: vec![super::ViolationKind::Hung],
+        ..fail(report)
+    };
+    match group.wait(cfg.run.timeout).remove(0).end {
+        super::fork::ChildEnd::Returned => Ok(()),
+        super::fork::ChildEnd::Failed(m) => match m.strip_prefix(MISSING_END) {
+            Some(m) => Err(missing(m.to_string())),
+            None => Err(fail(m)),
+        },
+        super::fork::ChildEnd::Hung => Err(missing(format!(
+            "after a refused send and its sender's exit, the receiver's recv_timeout(10 s) was \
+             still blocked after {:?}: the end of the stream never came",
+            cfg.run.timeout
         ))),
+        other => Err(fail(format!("the receiver {other}"))),
     }
 }
+
+/// How a receiver's report of a missing end of stream starts.
+const MISSING_END: &str = "missing end: ";
 
 /// If `IPCPROP_SAVE` names a directory, writes `finding` there as
 /// `<transport>-<check>.txt` (the seed, minimal plan and timeline, to keep and replay with
