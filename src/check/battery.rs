@@ -949,30 +949,15 @@ impl super::fork::Observer for KillInside {
     }
 
     fn act(&mut self, _now: Instant, ctl: &mut super::fork::Control<'_>) {
-        use super::nemesis::{spin, FREEZE_LIMIT, STEP, STEPS};
         if !self.armed || self.done {
             return;
         }
         self.done = true;
-        let apart = ctl.keep_apart(0);
-        ctl.release(0);
-        spin(self.delay);
-        for _ in 0..STEPS {
-            let Some(last) = ctl.freeze(0, FREEZE_LIMIT) else {
-                break;
-            };
-            if last != KILL_HERE {
-                // Inside the send, or past it: killed where it stands.
-                self.inside = last == SENDING;
-                break;
-            }
-            ctl.signal(0, nix::sys::signal::Signal::SIGCONT);
-            spin(STEP);
-        }
+        // Stepped on while it has not started its send; then killed where it stands
+        // (inside the send, or past it).
+        let last = super::nemesis::stop_where(ctl, 0, true, self.delay, |l| l == KILL_HERE);
+        self.inside = last.as_deref() == Some(SENDING);
         ctl.signal(0, nix::sys::signal::Signal::SIGKILL);
-        if apart {
-            ctl.unpin(0);
-        }
     }
 }
 

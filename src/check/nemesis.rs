@@ -33,18 +33,57 @@ use super::plan::{Fault, FaultKind, Plan, Victim};
 pub const STORM_SIGNAL: Signal = Signal::SIGURG;
 
 /// How long the nemesis waits for a victim to stop after SIGSTOP.
-pub(crate) const FREEZE_LIMIT: Duration = Duration::from_millis(50);
+const FREEZE_LIMIT: Duration = Duration::from_millis(50);
 
 /// How many steps a fault lets its victim take, looking for it inside an operation, before
 /// it lands wherever the victim is.
-pub(crate) const STEPS: u32 = 400;
+const STEPS: u32 = 400;
 
 /// How long a victim found between operations runs before it is stopped and looked at
 /// again.
-pub(crate) const STEP: Duration = Duration::from_micros(20);
+const STEP: Duration = Duration::from_micros(20);
+
+/// Lets child `child` run for `first` (released from its rendezvous first if `release`),
+/// then stops it (SIGSTOP) and reads its last record; while `keep_going(last)` says it is
+/// not yet where it should be stopped, lets it run one more [`STEP`] and looks again, at
+/// most [`STEPS`] times. It runs off the parent's CPU meanwhile, so that waking it does not
+/// hand it the parent's CPU. Returns the last record, the child left stopped; `None` if it
+/// ended first.
+pub(crate) fn stop_where(
+    ctl: &mut Control<'_>,
+    child: usize,
+    release: bool,
+    first: Duration,
+    keep_going: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    let apart = ctl.keep_apart(child);
+    if release {
+        ctl.release(child);
+    }
+    // A long first wait sleeps; a short one spins (a sleep overshoots by a scheduler tick).
+    if first > Duration::from_millis(2) {
+        std::thread::sleep(first);
+    } else {
+        spin(first);
+    }
+    let mut stopped = ctl.freeze(child, FREEZE_LIMIT);
+    for _ in 0..STEPS {
+        match &stopped {
+            Some(last) if keep_going(last) => {}
+            _ => break,
+        }
+        ctl.signal(child, Signal::SIGCONT);
+        spin(STEP);
+        stopped = ctl.freeze(child, FREEZE_LIMIT);
+    }
+    if apart {
+        ctl.unpin(child);
+    }
+    stopped
+}
 
 /// Waits `d` without sleeping (a sleep would let the victim run on for a scheduler tick).
-pub(crate) fn spin(d: Duration) {
+fn spin(d: Duration) {
     let until = Instant::now() + d;
     while Instant::now() < until {
         std::hint::spin_loop();
@@ -205,37 +244,23 @@ impl Nemesis {
                 // Let the victim run for the fault's delay, stop it and look: inside an
                 // operation, the fault lands there; between two, it runs one more short
                 // step and is looked at again. It never runs far unwatched.
-                let mut slice = Duration::from_micros(self.faults[i].delay_micros.into());
-                let mut steps = 0;
-                // Off our CPU, so that waking it (below) does not hand it our CPU until it
-                // blocks; then let it go from its rendezvous.
-                let apart = ctl.keep_apart(child);
-                if let Some(k) = self.release.iter().position(|&c| c == child) {
-                    self.release.swap_remove(k);
-                    ctl.release(child);
-                }
-                loop {
-                    spin(slice);
-                    let Some(last) = ctl.freeze(child, FREEZE_LIMIT) else {
-                        self.state[i] = State::Done; // it exited first
-                        if apart {
-                            ctl.unpin(child);
-                        }
-                        return;
-                    };
-                    let inside = matches!(
-                        Event::decode(&last),
-                        Some(Event::Sending { .. } | Event::Receiving { .. })
-                    );
-                    if inside || steps >= STEPS {
-                        break;
+                let delay = Duration::from_micros(self.faults[i].delay_micros.into());
+                let release = match self.release.iter().position(|&c| c == child) {
+                    Some(k) => {
+                        self.release.swap_remove(k);
+                        true
                     }
-                    steps += 1;
-                    ctl.signal(child, Signal::SIGCONT);
-                    slice = STEP;
-                }
-                if apart {
-                    ctl.unpin(child);
+                    None => false,
+                };
+                let between = |last: &[u8]| {
+                    !matches!(
+                        Event::decode(last),
+                        Some(Event::Sending { .. } | Event::Receiving { .. })
+                    )
+                };
+                if stop_where(ctl, child, release, delay, between).is_none() {
+                    self.state[i] = State::Done; // it exited first
+                    return;
                 }
                 let at = monotonic_ns();
                 self.fired[i] = Some((at, at));

@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use super::{BatteryConfig, CheckResult, Finding};
 use crate::check::fork::{ChildEnd, ChildGroup, Control, Observer};
 use crate::check::history::{fill_message, MsgId};
+use crate::check::nemesis::stop_where;
 use crate::check::{Transport, ViolationKind};
 use crate::error::Error;
 use crate::transport::{Receiver, Sender, Wait};
@@ -60,35 +61,14 @@ impl Observer for Freezer {
     }
 
     fn act(&mut self, _now: Instant, ctl: &mut Control<'_>) {
-        use crate::check::nemesis::{spin, FREEZE_LIMIT, STEP, STEPS};
         if self.ready && !self.released {
             self.released = true;
-            let apart = ctl.keep_apart(0);
-            ctl.release(0);
-            if self.delay > Duration::from_millis(1) {
-                std::thread::sleep(self.delay);
-            } else {
-                spin(self.delay);
-            }
-            for _ in 0..STEPS {
-                // A sender that already finished cannot be stopped inside its send: the
-                // receiver then probes a transport holding whole messages, still a test.
-                let Some(last) = ctl.freeze(0, FREEZE_LIMIT) else {
-                    break;
-                };
-                self.stopped = true;
-                self.inside = last == SENDING;
-                if last != READY {
-                    break;
-                }
-                // Not started yet: one more short step.
-                ctl.signal(0, Signal::SIGCONT);
-                self.stopped = false;
-                spin(STEP);
-            }
-            if apart {
-                ctl.unpin(0);
-            }
+            // Stepped on while it has not started its send. A sender that already finished
+            // cannot be stopped inside it: the receiver then probes a transport holding
+            // whole messages, still a test.
+            let last = stop_where(ctl, 0, true, self.delay, |last| last == READY);
+            self.stopped = last.is_some();
+            self.inside = last.as_deref() == Some(SENDING);
             ctl.release(1);
         }
         if self.done {
