@@ -112,3 +112,19 @@ fn seqpacket_loses_what_follows_an_empty_packet() {
         );
     }
 }
+
+/// With no end of stream, the harness still judges what arrived: a kept-writer pipe that
+/// drops a message is caught as losing it (the case ends by the harness, not by a hang).
+#[test]
+fn with_no_end_of_stream_a_lost_message_is_still_found() {
+    use ipcprop::check::broken::{Broken, Defect};
+    let t = Broken::new(KeptWriterPipeTransport, Defect::Drop(1));
+    let cfg = BatteryConfig {
+        cases: 8,
+        max_shrink_iters: 0,
+        reproduce_runs: 0,
+        ..BatteryConfig::default()
+    };
+    let finding = battery::fifo_and_integrity(&t, &cfg).unwrap_err();
+    assert_eq!(finding.kinds, vec![ViolationKind::Lost], "{finding}");
+}
