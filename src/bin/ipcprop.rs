@@ -18,7 +18,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use ipcprop::check::broken::{Broken, Defect};
 use ipcprop::check::builtin::{FaultyPipeTransport, PipeTransport, QueueTransport, RingTransport};
-use ipcprop::check::{campaign, CampaignConfig, CampaignReport, FaultCounts, RunConfig, Transport};
+use ipcprop::check::{
+    campaign, interrupt, CampaignConfig, CampaignReport, FaultCounts, RunConfig, Transport,
+};
 use ipcprop::pipe::fault::{Fault, FaultSchedule};
 use ipcprop::shm::RingConfig;
 
@@ -373,12 +375,17 @@ impl Row {
                     .iter()
                     .map(|v| (v.kind().to_string(), v.to_string()))
                     .collect(),
-                report: format!(
-                    "the minimal plan fails {} of {} runs\n{}",
-                    f.reproduced.0,
-                    f.reproduced.1,
-                    f.minimal.report()
-                ),
+                report: match f.reproduced {
+                    (_, 0) => format!(
+                        "shrinking was cut short: the smallest failing plan found so far, not \
+                         run again\n{}",
+                        f.minimal.report()
+                    ),
+                    (failed, runs) => format!(
+                        "the minimal plan fails {failed} of {runs} runs\n{}",
+                        f.minimal.report()
+                    ),
+                },
                 plan: format!("{:?}", f.minimal.plan),
             }),
         }
@@ -476,6 +483,12 @@ impl Row {
 }
 
 fn check(args: CheckArgs) -> ExitCode {
+    // Ctrl-C or SIGTERM: finish the case in hand (cut short), print what was done, remove
+    // the temporary directories, exit 130 or 143. A second signal exits at once.
+    if let Err(e) = interrupt::install() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let mut transports = args.transports.clone();
     if transports.is_empty() {
         transports = vec![
@@ -509,7 +522,11 @@ fn check(args: CheckArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+        if interrupt::requested().is_some() {
+            break;
+        }
     }
+    let interrupted = interrupt::requested();
     if args.worker {
         for r in &rows {
             print!("{}", r.to_worker_output());
@@ -540,6 +557,24 @@ fn check(args: CheckArgs) -> ExitCode {
                 print!("{}", f.report);
             }
         }
+    }
+    if let Some(signal) = interrupted {
+        let name = match signal {
+            2 => "SIGINT",
+            15 => "SIGTERM",
+            _ => "a signal",
+        };
+        let cases: u64 = rows.iter().map(|r| u64::from(r.cases)).sum();
+        eprintln!(
+            "interrupted by {name}: stopped after {cases} finished case(s){}; the case that was \
+             running was cut short and is not counted",
+            if failed {
+                ", a violation had been found"
+            } else {
+                ", no violation found so far"
+            }
+        );
+        return ExitCode::from(interrupt::exit_status(signal));
     }
     if failed {
         ExitCode::FAILURE
@@ -696,7 +731,9 @@ fn run_one<T: Transport>(
             }
         })?;
         round += 1;
-        let done = r.failure.is_some() || until.is_none_or(|u| std::time::Instant::now() >= u);
+        let done = r.failure.is_some()
+            || r.interrupted.is_some()
+            || until.is_none_or(|u| std::time::Instant::now() >= u);
         total = Some(match total {
             None => r,
             Some(t) => CampaignReport {
@@ -713,6 +750,7 @@ fn run_one<T: Transport>(
                 violations: r.violations,
                 elapsed: t.elapsed + r.elapsed,
                 failure: r.failure,
+                interrupted: r.interrupted,
             },
         });
         if done {

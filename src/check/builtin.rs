@@ -11,7 +11,6 @@ use crate::pipe::{
 use crate::queue::{self, QueueConfig, QueueReceiver, QueueSender};
 use crate::shm::{self, RingConfig, RingReceiver, RingSender};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Sizes where a pipe channel changes behaviour: a frame filling `PIPE_BUF` exactly (the
@@ -196,7 +195,9 @@ impl Transport for RingTransport {
 pub struct QueueTransport {
     /// The configuration of every queue made.
     pub config: QueueConfig,
-    dir: PathBuf,
+    /// Removed when the transport is dropped, in the process that made it: a forked child
+    /// drops its copy only if it returns, and children leave with `_exit`.
+    dir: tempfile::TempDir,
     made: AtomicU64,
 }
 
@@ -208,29 +209,18 @@ impl QueueTransport {
 
     /// A queue transport with `config`.
     pub fn with_config(config: QueueConfig) -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("ipcprop-queue-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| crate::Error::Io {
-            op: "create queue directory",
-            source: e,
-        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("ipcprop-queue-")
+            .tempdir()
+            .map_err(|e| crate::Error::Io {
+                op: "create queue directory",
+                source: e,
+            })?;
         Ok(QueueTransport {
             config,
             dir,
             made: AtomicU64::new(0),
         })
-    }
-}
-
-impl Drop for QueueTransport {
-    fn drop(&mut self) {
-        // Only the process that made the directory removes it (a forked child drops a copy
-        // of the transport only if it returns, and children `_exit`).
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -269,7 +259,7 @@ impl Transport for QueueTransport {
 
     fn pair(&self, _senders: usize) -> Result<(QueueSender, QueueReceiver)> {
         let n = self.made.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("{n}.q"));
+        let path = self.dir.path().join(format!("{n}.q"));
         let pair = queue::channel(&path, self.config)?;
         std::fs::remove_file(&path).map_err(|e| crate::Error::Io {
             op: "unlink queue file",

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 use super::case::{run_case, CaseOutcome, RunConfig};
+use super::interrupt;
 use super::plan::{plan_strategy, Plan, PlanLimits};
 use super::{Transport, ViolationKind};
 use crate::error::Result;
@@ -72,6 +73,8 @@ fn reproduce<T: Transport>(transport: &T, plan: &Plan, run: &RunConfig, most: u3
     let (mut failed, mut runs) = (0, 0);
     while runs < most && (runs < 2 || start.elapsed() < Duration::from_secs(20)) {
         match run_case(transport, plan, run) {
+            // A run cut short by a stop request is not counted.
+            Ok(_) if interrupt::requested().is_some() => break,
             Ok(o) => {
                 runs += 1;
                 failed += u32::from(!o.passed());
@@ -80,6 +83,21 @@ fn reproduce<T: Transport>(transport: &T, plan: &Plan, run: &RunConfig, most: u3
         }
     }
     (failed, runs)
+}
+
+/// What a case returns to proptest once a stop was asked for, so that the run ends
+/// without running anything more. While shrinking a real failure, every candidate passes:
+/// the shrinker gives up and keeps the smallest failing plan so far. Before any failure,
+/// a "passing" case would only make proptest generate the next plan, up to the whole
+/// campaign's count (minutes for a large `--cases`), so the case fails instead: the
+/// shrinking that follows is bounded by `max_shrink_iters` candidates that each fail at
+/// once, and no failure is recorded, so none is reported.
+fn stop_now(failed: bool) -> std::result::Result<(), TestCaseError> {
+    if failed {
+        Ok(())
+    } else {
+        Err(TestCaseError::fail("stopped: a stop was asked for"))
+    }
 }
 
 /// What a campaign found.
@@ -112,6 +130,10 @@ pub struct CampaignReport {
     pub elapsed: Duration,
     /// The minimal failing case, if any case failed.
     pub failure: Option<Failure>,
+    /// The signal that stopped the campaign early ([`super::interrupt`]), if one did: the
+    /// counts are those of the cases that finished before it, the case it cut short is not
+    /// among them, and a failure is the smallest failing plan found by then (not run again).
+    pub interrupted: Option<i32>,
 }
 
 /// Faults applied by the nemesis, by kind.
@@ -147,6 +169,26 @@ impl FaultCounts {
 }
 
 impl CampaignReport {
+    /// A report of no case yet.
+    fn empty(transport: String) -> CampaignReport {
+        CampaignReport {
+            transport,
+            cases: 0,
+            messages: 0,
+            bytes: 0,
+            cases_with_faults: 0,
+            cases_fault_inside: 0,
+            faults: 0,
+            faults_inside: 0,
+            fault_kinds: FaultCounts::default(),
+            largest: 0,
+            violations: 0,
+            elapsed: Duration::ZERO,
+            failure: None,
+            interrupted: None,
+        }
+    }
+
     /// What the campaign covered, in one line: cases, messages, bytes, the largest
     /// message, and the faults applied by kind with how many landed inside an operation.
     pub fn coverage(&self) -> String {
@@ -218,6 +260,13 @@ pub(crate) fn campaign_with<T: Transport>(
     if caps.end_of_stream {
         let empty = Plan::simple(config.seed, Vec::new());
         let outcome = run_case(transport, &empty, &config.run)?;
+        if let Some(signal) = interrupt::requested() {
+            return Ok(CampaignReport {
+                elapsed: start.elapsed(),
+                interrupted: Some(signal),
+                ..CampaignReport::empty(transport.name())
+            });
+        }
         if !outcome.passed() {
             return Ok(CampaignReport {
                 transport: transport.name(),
@@ -237,6 +286,7 @@ pub(crate) fn campaign_with<T: Transport>(
                     seed: config.seed,
                     reproduced: (1, 1),
                 }),
+                interrupted: None,
             });
         }
     }
@@ -263,6 +313,10 @@ pub(crate) fn campaign_with<T: Transport>(
     let setup_error = RefCell::new(None);
     let on_case = RefCell::new(on_case);
     let result = runner.run(&strategy, |mut plan: Plan| {
+        // Asked to stop: run nothing more, and make proptest end quickly.
+        if interrupt::requested().is_some() {
+            return stop_now(failed.get());
+        }
         adjust(&mut plan);
         let run = if hung.get() { &shrink_run } else { &config.run };
         let mut outcome = match run_case(transport, &plan, run) {
@@ -285,6 +339,10 @@ pub(crate) fn campaign_with<T: Transport>(
                     Err(_) => break,
                 }
             }
+        }
+        // A case cut short by a stop request proves nothing either way.
+        if interrupt::requested().is_some() {
+            return stop_now(failed.get());
         }
         if !failed.get() {
             cases.set(cases.get() + 1);
@@ -328,12 +386,15 @@ pub(crate) fn campaign_with<T: Transport>(
     if let Some(e) = setup_error.into_inner() {
         return Err(e);
     }
+    let interrupted = interrupt::requested();
     let failure = match result {
         Ok(()) => None,
         Err(TestError::Fail(..) | TestError::Abort(..)) => {
             last_failure.into_inner().map(|minimal| {
-                let reproduced =
-                    reproduce(transport, &minimal.plan, &config.run, config.reproduce_runs);
+                let reproduced = match interrupted {
+                    Some(_) => (0, 0),
+                    None => reproduce(transport, &minimal.plan, &config.run, config.reproduce_runs),
+                };
                 Failure {
                     minimal,
                     seed: config.seed,
@@ -356,6 +417,7 @@ pub(crate) fn campaign_with<T: Transport>(
         violations: failure.as_ref().map_or(0, |f| f.minimal.violations.len()),
         elapsed: start.elapsed(),
         failure,
+        interrupted,
     })
 }
 

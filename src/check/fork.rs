@@ -537,8 +537,9 @@ impl ChildGroup {
         observer: &mut dyn Observer,
     ) -> Vec<ChildReport> {
         let deadline = Instant::now() + timeout;
-        self.collect(deadline, observer);
-        self.reap(deadline);
+        let stopped = self.collect(deadline, observer);
+        // Asked to stop (Ctrl-C): kill what still runs now rather than wait for it.
+        self.reap(if stopped { Instant::now() } else { deadline });
         std::mem::take(&mut self.children)
             .into_iter()
             .map(Running::into_report)
@@ -570,11 +571,15 @@ impl ChildGroup {
     }
 
     /// Reads report pipes until every one reaches end of stream, the deadline passes, or
-    /// nothing happens for the observer's stall limit.
-    fn collect(&mut self, deadline: Instant, observer: &mut dyn Observer) {
+    /// nothing happens for the observer's stall limit. Returns true if it stopped because
+    /// a stop was asked for ([`super::interrupt`]).
+    fn collect(&mut self, deadline: Instant, observer: &mut dyn Observer) -> bool {
         let mut last_activity = Instant::now();
         let mut seen = vec![0; self.children.len()];
         loop {
+            if super::interrupt::requested().is_some() {
+                return true;
+            }
             if self.act(observer) {
                 last_activity = Instant::now();
             }
@@ -586,13 +591,13 @@ impl ChildGroup {
                 .filter(|&i| self.children[i].report.is_some())
                 .collect();
             if open.is_empty() {
-                return;
+                return false;
             }
             let now = Instant::now();
             let mut until = deadline;
             if let Some(stall) = observer.stall_limit() {
                 if now >= last_activity + stall {
-                    return;
+                    return false;
                 }
                 until = until.min(last_activity + stall);
             }
@@ -600,8 +605,11 @@ impl ChildGroup {
                 until = until.min(wake.max(now));
             }
             if now >= deadline {
-                return;
+                return false;
             }
+            // Wake at least this often to see a stop request that came from another thread
+            // (a signal to this one interrupts the wait anyway).
+            until = until.min(now + STOP_POLL);
             // ppoll, not poll: a fault planned a few microseconds after an event must not
             // wait for the next whole millisecond.
             let timeout =
@@ -621,7 +629,7 @@ impl ChildGroup {
                     Err(Errno::EINTR) => continue,
                     // Cannot poll (ENOMEM): stop collecting; `reap` then kills what still
                     // runs and keeps what was reported. A blocking read here could hang.
-                    Err(_) => return,
+                    Err(_) => return false,
                 }
             };
             for (k, &i) in open.iter().enumerate() {
@@ -664,6 +672,9 @@ impl ChildGroup {
         }
     }
 }
+
+/// The longest a wait for children goes without looking for a stop request.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 impl Drop for ChildGroup {
     fn drop(&mut self) {

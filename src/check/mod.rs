@@ -39,6 +39,7 @@ pub mod case;
 pub mod foreign;
 pub mod fork;
 pub mod history;
+pub mod interrupt;
 pub mod nemesis;
 pub mod plan;
 
