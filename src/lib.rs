@@ -81,7 +81,7 @@
 //! | feature | enables | extra dependencies |
 //! | --- | --- | --- |
 //! | (none) | the transports: [`pipe`], [`shm`], [`queue`], [`frame`], [`liveness`] | `nix`, `memmap2`, `thiserror`, `crc32c` |
-//! | `serde` | `typed`: `TypedSender<T>` / `TypedReceiver<T>` over any transport | `serde`, `postcard` |
+//! | `serde` | [`typed`]: `TypedSender<T>` / `TypedReceiver<T>`, any serde type over any transport | `serde`, `postcard` |
 //! | `testing` | test seams: `pipe::fault` (a pipe that misbehaves on schedule), `queue::storage::SimDisk` (a disk that loses power), `queue::StorageQueue` | none |
 //! | `harness` | `check`: the fork-based conformance harness and `conformance_tests!` (implies `testing`) | `proptest` |
 //! | `fuzz` | the bodies of the cargo-fuzz targets in `fuzz/` (implies `testing`) | `arbitrary` |
@@ -115,10 +115,10 @@
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// Docs built without the harness (or the test seams) mention them by name; their links
-// resolve in the default and docs.rs builds, where `cargo doc` denies broken links.
+// Docs built without some features still mention their items; those links resolve in the
+// default and docs.rs builds, where `cargo doc` denies broken links.
 #![cfg_attr(
-    not(all(feature = "harness", feature = "testing")),
+    not(all(feature = "harness", feature = "testing", feature = "serde")),
     allow(rustdoc::broken_intra_doc_links)
 )]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -142,6 +142,9 @@ pub mod queue;
 pub mod shm;
 mod sync;
 pub mod transport;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod typed;
 
 pub use error::{Error, Result};
 pub use transport::{Receiver, Sender, Wait};
