@@ -81,14 +81,15 @@
 //! | feature | enables | extra dependencies |
 //! | --- | --- | --- |
 //! | (none) | the transports: [`pipe`], [`shm`], [`queue`], [`frame`], [`liveness`] | `nix`, `memmap2`, `thiserror`, `crc32c` |
-//! | `serde` | [`typed`]: `TypedSender<T>` / `TypedReceiver<T>`, any serde type over any transport | `serde`, `postcard` |
+//! | `serde` (default) | [`typed`]: `TypedSender<T>` / `TypedReceiver<T>`, any serde type over any transport | `serde`, `postcard` |
 //! | `testing` | test seams: `pipe::fault` (a pipe that misbehaves on schedule), `queue::storage::SimDisk` (a disk that loses power), `queue::StorageQueue` | none |
 //! | `harness` | `check`: the fork-based conformance harness and `conformance_tests!` (implies `testing`) | `proptest` |
-//! | `fuzz` | the bodies of the cargo-fuzz targets in `fuzz/` (implies `testing`) | `arbitrary` |
+//! | `fuzz` (default) | the bodies of the cargo-fuzz targets in `fuzz/` (implies `testing`) | `arbitrary` |
 //! | `bench` | `bench`: the benchmark workloads (implies `harness`) | `rtrb`, `crossbeam-channel`, `queue-file` |
 //! | `cli` (default) | the `ipcprop` binary (implies `harness`, `bench`) | `clap`, `indicatif` |
 //!
-//! The default features serve `cargo run` and `cargo test` in the repository. A library
+//! The default features (`cli`, `fuzz`, `serde`) serve `cargo run` and `cargo test` in the
+//! repository. A library
 //! user who wants only the transports writes
 //! `ipcprop = { version = "0.1", default-features = false }` and adds the features they use.
 //!
