@@ -89,17 +89,17 @@
 //! | `cli` (default) | the `ipcprop` binary (implies `harness`, `bench`) | `clap`, `indicatif` |
 //!
 //! The default features (`cli`, `fuzz`, `serde`) serve `cargo run` and `cargo test` in the
-//! repository. A library
-//! user who wants only the transports writes
+//! repository. A library user who wants only the transports writes
 //! `ipcprop = { version = "0.1", default-features = false }` and adds the features they use.
 //!
 //! ## Kernel requirements
 //!
 //! Linux only. The oldest kernel that runs every transport is **3.17**
 //! (`memfd_create` and file sealing, for the ring); the pipe channel and the file queue
-//! need nothing newer than 2.6.38. Newer kernels add hardening, used when present:
-//! `MADV_WIPEONFORK` (4.14; fork detection without `getpid`) and `MFD_NOEXEC_SEAL` (6.3; a
-//! non-executable ring memfd). Every call and its version: `docs/DESIGN.md`, section 6.
+//! need nothing newer than 2.6.38. Two newer features are used when the kernel has them:
+//! `MADV_WIPEONFORK` (4.14; a queue handle notices a fork without calling `getpid`) and
+//! `MFD_NOEXEC_SEAL` (6.3; the ring's memfd is not executable). Every call and its version:
+//! `docs/DESIGN.md`, section 6.
 //!
 //! ## Proving a transport
 //! With the `harness` feature, a campaign of generated plans runs a transport across real
