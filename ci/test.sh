@@ -13,6 +13,13 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test
 
+echo "== the lean library: cargo clippy and cargo test --no-default-features, its dependencies"
+# What a `default-features = false` user builds: the transports alone, their own tests
+# (the ones that need the harness declare `required-features` in Cargo.toml).
+cargo clippy --all-targets --no-default-features -- -D warnings
+cargo test --no-default-features
+bash ci/lean-deps.sh
+
 echo "== cargo doc --no-deps (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 

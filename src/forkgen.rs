@@ -66,7 +66,7 @@ pub(crate) fn current() -> u64 {
     }
 }
 
-#[cfg(all(test, not(ipcprop_loom)))]
+#[cfg(all(test, feature = "harness", not(ipcprop_loom)))]
 mod tests {
     use super::*;
     use crate::check::fork::{ChildEnd, ChildGroup};

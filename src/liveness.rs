@@ -242,7 +242,7 @@ impl<R: crate::Receiver> crate::Receiver for LiveReceiver<R> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "harness"))]
 mod tests {
     use super::*;
     use crate::{Receiver, Sender, Wait};

@@ -139,7 +139,7 @@ pub enum Bound {
     AtMost,
 }
 
-/// One design target (the README's Benchmarks section) and where this run put it.
+/// One design target (docs/DESIGN.md section 5) and where this run put it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetStatus {
     /// What is compared, e.g. `"pipe, 64 B, msgs/s: send / raw write"`.
@@ -313,10 +313,7 @@ impl Report {
             }
         }
         if !self.targets.is_empty() {
-            let _ = writeln!(
-                out,
-                "\ntargets (design targets, see the README's Benchmarks section)"
-            );
+            let _ = writeln!(out, "\ntargets (design targets, docs/DESIGN.md section 5)");
             for t in &self.targets {
                 let verdict = match t.met() {
                     Some(true) => "met",
@@ -364,7 +361,7 @@ impl Report {
         if !self.targets.is_empty() {
             let _ = writeln!(
                 out,
-                "**targets (design targets, see the README's Benchmarks section)**\n\n| comparison | target | measured | status |\n| --- | ---: | ---: | --- |"
+                "**targets (design targets, docs/DESIGN.md section 5)**\n\n| comparison | target | measured | status |\n| --- | ---: | ---: | --- |"
             );
             for t in &self.targets {
                 let status = match t.met() {

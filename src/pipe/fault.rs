@@ -24,6 +24,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
+#[cfg(feature = "harness")]
 use proptest::prelude::*;
 
 use super::PipeIo;
@@ -87,6 +88,7 @@ impl FaultSchedule {
     /// A proptest strategy: up to 16 faults, mostly short transfers (sizes weighted to
     /// 1 byte and to splitting a frame header), with `EINTR` and `EAGAIN` mixed in. Never
     /// only errors, so every schedule makes progress.
+    #[cfg(feature = "harness")]
     pub fn strategy() -> impl Strategy<Value = FaultSchedule> {
         let fault = prop_oneof![
             2 => Just(Fault::Pass),

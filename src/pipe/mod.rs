@@ -48,6 +48,8 @@
 //! # Ok::<(), ipcprop::Error>(())
 //! ```
 
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod fault;
 mod io;
 
@@ -468,7 +470,7 @@ impl<I: PipeIo> PipeSender<I> {
     /// `SIGPIPE` death, as a send does). For the harness only, which plays a hostile peer
     /// with it ([`Transport::forge_header`](crate::check::Transport::forge_header)):
     /// whatever is written is read as frames by the receiver.
-    #[cfg_attr(ipcprop_loom, allow(dead_code))]
+    #[cfg_attr(any(ipcprop_loom, not(feature = "harness")), allow(dead_code))]
     pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.write_all(&mut [IoSlice::new(bytes)])
     }

@@ -90,7 +90,9 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use self::core::{Consume, Core};
 use crate::error::{Error, Result};
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
-use storage::{FileStorage, Storage};
+use storage::FileStorage;
+#[cfg(feature = "testing")]
+use storage::Storage;
 
 /// When a push or pop counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -907,6 +909,8 @@ impl FileQueue {
 /// # Ok::<(), ipcprop::Error>(())
 /// ```
 #[derive(Debug)]
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub struct StorageQueue<S: Storage> {
     core: Core<S>,
     /// This handle's lease-holder id. With no locking there is no other live handle: every
@@ -914,6 +918,7 @@ pub struct StorageQueue<S: Storage> {
     holder: u32,
 }
 
+#[cfg(feature = "testing")]
 impl<S: Storage> StorageQueue<S> {
     /// Opens the queue kept in `storage`; an empty storage (0 bytes) is initialized as an
     /// empty queue, as [`FileQueue::open`] does with an empty file.

@@ -22,6 +22,7 @@
 //! # Walking a crash point over a workload
 //!
 //! ```
+//! # #[cfg(feature = "testing")] {
 //! use ipcprop::queue::storage::{SimDisk, Storage};
 //!
 //! /// Appends a record, then flips a one-byte commit flag: the flag must never be durable
@@ -49,25 +50,33 @@
 //!         }
 //!     }
 //! }
+//! # }
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+#[cfg(feature = "testing")]
 use std::collections::BTreeMap;
+#[cfg(feature = "testing")]
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+#[cfg(feature = "testing")]
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 /// `EIO`, the error of an injected I/O fault.
+#[cfg(feature = "testing")]
 const EIO: i32 = 5;
 /// `ENOSPC`, the error of [`Fault::NoSpace`].
+#[cfg(feature = "testing")]
 const ENOSPC: i32 = 28;
 
 /// The largest file a [`SimDisk`] holds: 1 GiB. A write ending past it, a `set_len` to more,
 /// or a read starting past it fails with [`io::ErrorKind::InvalidInput`].
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub const SIM_MAX_LEN: u64 = 1 << 30;
 
 /// All I/O the queue performs on its file.
@@ -78,6 +87,7 @@ pub const SIM_MAX_LEN: u64 = 1 << 30;
 /// # Example
 ///
 /// ```
+/// # #[cfg(feature = "testing")] {
 /// use ipcprop::queue::storage::{SimDisk, Storage};
 ///
 /// fn append(storage: &mut impl Storage, record: &[u8]) -> std::io::Result<u64> {
@@ -91,6 +101,7 @@ pub const SIM_MAX_LEN: u64 = 1 << 30;
 /// assert_eq!(append(&mut disk, b"one")?, 0);
 /// assert_eq!(append(&mut disk, b"two")?, 3);
 /// assert_eq!(disk.durable_snapshot(), b"onetwo");
+/// # }
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub trait Storage {
@@ -421,6 +432,8 @@ impl Storage for FileStorage {
 /// assert_eq!(err.raw_os_error(), Some(28)); // ENOSPC
 /// assert_eq!(disk.snapshot(), b"");
 /// ```
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// On `write_at`: writes a nonempty proper prefix of the buffer (its length chosen
@@ -439,12 +452,14 @@ pub enum Fault {
 }
 
 /// An operation not yet durable. Offsets and lengths were checked against [`SIM_MAX_LEN`].
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone)]
 enum Pending {
     Write { off: usize, data: Vec<u8> },
     SetLen(usize),
 }
 
+#[cfg(feature = "testing")]
 impl Pending {
     fn apply(&self, image: &mut Vec<u8>) {
         match self {
@@ -455,6 +470,7 @@ impl Pending {
 }
 
 /// Writes `data` at `off`, zero-filling any gap; an empty `data` changes nothing.
+#[cfg(feature = "testing")]
 fn write_into(image: &mut Vec<u8>, off: usize, data: &[u8]) {
     if data.is_empty() {
         return;
@@ -468,6 +484,7 @@ fn write_into(image: &mut Vec<u8>, off: usize, data: &[u8]) {
     }
 }
 
+#[cfg(feature = "testing")]
 #[derive(Debug, Default)]
 struct State {
     durable: Vec<u8>,
@@ -479,6 +496,7 @@ struct State {
     faults: BTreeMap<u64, Fault>,
 }
 
+#[cfg(feature = "testing")]
 impl State {
     /// Counts a call and decides its fate: `Err` if the process is dead, else the fault (if
     /// any) injected at it, with the call's number.
@@ -500,6 +518,7 @@ impl State {
 }
 
 /// Checks that `len` bytes at `off` end within [`SIM_MAX_LEN`]; returns them as `usize`.
+#[cfg(feature = "testing")]
 fn sim_range(off: u64, len: usize) -> io::Result<(usize, usize)> {
     let len64 = u64::try_from(len).map_err(|_| invalid_input("buffer too large"))?;
     match off.checked_add(len64) {
@@ -511,14 +530,17 @@ fn sim_range(off: u64, len: usize) -> io::Result<(usize, usize)> {
     }
 }
 
+#[cfg(feature = "testing")]
 fn eio() -> io::Error {
     io::Error::from_raw_os_error(EIO)
 }
 
 /// SplitMix64: a tiny deterministic generator, enough for choosing what a crash keeps.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone)]
 struct SplitMix64(u64);
 
+#[cfg(feature = "testing")]
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -570,11 +592,14 @@ impl SplitMix64 {
 /// assert_eq!(disk.ops(), 3);
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 #[derive(Clone, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<State>>,
 }
 
+#[cfg(feature = "testing")]
 impl fmt::Debug for SimDisk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.lock();
@@ -590,6 +615,7 @@ impl fmt::Debug for SimDisk {
     }
 }
 
+#[cfg(feature = "testing")]
 impl SimDisk {
     /// An empty disk: no bytes, nothing pending, no crash point, no faults.
     ///
@@ -929,6 +955,7 @@ impl SimDisk {
 
 /// Applies a torn version of `op`: for a write, a prefix shorter than the whole (possibly
 /// empty); a `set_len` cannot tear and is applied or not.
+#[cfg(feature = "testing")]
 fn apply_torn(op: &Pending, image: &mut Vec<u8>, rng: &mut SplitMix64) {
     match op {
         Pending::Write { off, data } => {
@@ -945,6 +972,7 @@ fn apply_torn(op: &Pending, image: &mut Vec<u8>, rng: &mut SplitMix64) {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Storage for SimDisk {
     fn read_at(&mut self, buf: &mut [u8], off: u64) -> io::Result<usize> {
         let mut s = self.lock();
@@ -1042,7 +1070,7 @@ impl Storage for SimDisk {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
