@@ -367,13 +367,11 @@ fn from_fd_refuses_what_is_not_a_pipe() {
 fn the_sigpipe_promise_is_refused_when_sigpipe_is_not_ignored() {
     let end = with_default_sigpipe(|| {
         match pipe::channel_with(PipeConfig::new().sigpipe_ignored(true)) {
-            Err(Error::Io { op, source }) if source.kind() == std::io::ErrorKind::InvalidInput => {
-                if op.contains("sigpipe_ignored")
-                    && source.to_string().contains("SIGPIPE is not ignored")
-                {
+            Err(Error::InvalidConfig { what, why }) => {
+                if what.contains("sigpipe_ignored") && why.contains("SIGPIPE is not ignored") {
                     Ok(())
                 } else {
-                    Err(format!("unclear error: {op}: {source}"))
+                    Err(format!("unclear error: {what}: {why}"))
                 }
             }
             other => Err(format!("expected the promise to be refused, got {other:?}")),

@@ -20,9 +20,8 @@ fn exclusive() -> QueueConfig {
 }
 
 fn is_misuse(e: &Error, says: &str) -> bool {
-    matches!(e, Error::Io { op, source } if *op == "exclusive queue handle"
-        && source.kind() == std::io::ErrorKind::InvalidInput
-        && source.to_string().contains(says))
+    matches!(e, Error::InvalidConfig { what, why } if *what == "QueueConfig::with_exclusive"
+        && why.contains(says))
 }
 
 #[test]

@@ -88,6 +88,10 @@ fn bad_capacities_are_refused() {
     common::within(LIMIT, move || {
         for cap in [0, 63, 100, 3000, 1 << 31] {
             let err = shm::channel_with(RingConfig::new().capacity(cap)).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidConfig { .. }),
+                "{cap}: not a configuration error: {err:?}"
+            );
             assert!(err.to_string().contains("power of two"), "{cap}: {err}");
         }
     })

@@ -215,14 +215,11 @@ pub fn channel_with(config: PipeConfig) -> Result<(PipeSender, PipeReceiver)> {
 /// With [`PipeConfig::sigpipe_ignored`], checks that `SIGPIPE` is ignored now.
 fn check_sigpipe_promise(config: &PipeConfig) -> Result<()> {
     if config.sigpipe_ignored && !io::sigpipe_ignored()? {
-        return Err(Error::Io {
-            op: "PipeConfig::sigpipe_ignored",
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "SIGPIPE is not ignored in this process (its disposition is not SIG_IGN), so \
-                 the per-write SIGPIPE guard cannot be skipped",
-            ),
-        });
+        return Err(Error::config(
+            "PipeConfig::with_sigpipe_ignored",
+            "true, but SIGPIPE is not ignored in this process (its disposition is not \
+             SIG_IGN), so the per-write SIGPIPE guard cannot be skipped",
+        ));
     }
     Ok(())
 }

@@ -344,12 +344,10 @@ fn io(op: &'static str, e: std::io::Error) -> Error {
     Error::Io { op, source: e }
 }
 
-/// A use of an exclusive handle ([`QueueConfig::exclusive`]) that cannot work.
+/// A use of an exclusive handle ([`QueueConfig::with_exclusive`]) that its configuration
+/// rules out.
 pub(crate) fn exclusive_misuse(why: &str) -> Error {
-    Error::Io {
-        op: "exclusive queue handle",
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string()),
-    }
+    Error::config("QueueConfig::with_exclusive", why)
 }
 
 /// Opens the queue file at `path`, creating it (empty, mode 0600) if nothing is there.

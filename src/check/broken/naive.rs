@@ -260,9 +260,11 @@ impl NaiveReceiver {
         };
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         if len > MAX {
-            return Err(Error::Corrupt(format!(
-                "a frame of {len} bytes (at most {MAX})"
-            )));
+            // A framing error, like the real pipe's: the stream is malformed.
+            return Err(Error::Frame(FrameError::TooLarge {
+                len: len as u64,
+                max: MAX,
+            }));
         }
         Ok(Some(len))
     }
