@@ -113,7 +113,7 @@ pub fn ring_hostile(data: &[u8]) {
         return;
     };
     let Ok((mut tx, mut rx)) =
-        crate::shm::channel_with(crate::shm::RingConfig::new().capacity(4096))
+        crate::shm::channel_with(crate::shm::RingConfig::new().with_capacity(4096))
     else {
         return;
     };
@@ -158,7 +158,7 @@ pub fn ring_hostile(data: &[u8]) {
 /// Opens arbitrary bytes as a queue file (on the simulated disk) and drains it: a valid
 /// prefix or a Corrupt error, never a panic, and a drained queue stays empty.
 pub fn queue_recover(data: &[u8]) {
-    let config = QueueConfig::new().max_message_len(1 << 16);
+    let config = QueueConfig::new().with_max_message_len(1 << 16);
     let Ok(mut q) = StorageQueue::open(SimDisk::from_bytes(data.to_vec()), config) else {
         return;
     };
@@ -206,8 +206,8 @@ pub fn queue_ops(data: &[u8]) {
         return;
     };
     let config = QueueConfig::new()
-        .max_message_len(1 << 16)
-        .reclaim_over(256);
+        .with_max_message_len(1 << 16)
+        .with_reclaim_over(256);
     let mut disk = SimDisk::new();
     let mut q = StorageQueue::open(disk.clone(), config).expect("a new queue opens");
     let mut model: VecDeque<Vec<u8>> = VecDeque::new();

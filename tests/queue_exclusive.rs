@@ -1,4 +1,4 @@
-//! `QueueConfig::exclusive`: one handle owns the queue while open. Others wait; the format
+//! `QueueConfig::with_exclusive`: one handle owns the queue while open. Others wait; the format
 //! and crash safety are the shared queue's; misuse (a second handle, a forked child) is a
 //! clear error, never a second writer.
 
@@ -16,7 +16,7 @@ use common::TempDir;
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn exclusive() -> QueueConfig {
-    QueueConfig::new().exclusive(true)
+    QueueConfig::new().with_exclusive(true)
 }
 
 fn is_misuse(e: &Error, says: &str) -> bool {

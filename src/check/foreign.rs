@@ -206,7 +206,7 @@ impl Receiver for KeptWriterReceiver {
 }
 
 fn kept_writer_pair(senders: usize) -> Result<(PipeSender, KeptWriterReceiver)> {
-    let config = PipeConfig::new().shared_senders(senders > 1);
+    let config = PipeConfig::new().with_shared_senders(senders > 1);
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
     // std makes the copy with F_DUPFD_CLOEXEC: close-on-exec from its first instant.

@@ -17,7 +17,7 @@
 //!   blocked in the sending thread for the duration of the write and the one it raised is
 //!   consumed.
 //! - **Several sender processes** (the sender inherited across `fork`) are safe only in
-//!   shared mode ([`PipeConfig::shared_senders`]): every `write` is then at most `PIPE_BUF`
+//!   shared mode ([`PipeConfig::with_shared_senders`]): every `write` is then at most `PIPE_BUF`
 //!   (4096) bytes and holds whole frames, which POSIX makes atomic, so frames never
 //!   interleave. A message whose frame would exceed `PIPE_BUF` (payload over
 //!   [`MAX_SHARED_PAYLOAD`] bytes) is refused with [`Error::MessageTooLarge`]. In the
@@ -82,7 +82,7 @@ const BATCH_WRITE_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// The largest pipe buffer a sender grows its pipe to on its own (see
-/// [`PipeConfig::capacity`]); 1 MiB is also the kernel's default `pipe-max-size`.
+/// [`PipeConfig::with_capacity`]); 1 MiB is also the kernel's default `pipe-max-size`.
 pub const AUTO_PIPE_MAX: usize = 1 << 20;
 
 /// Messages up to this long are copied behind their header and written with one `write`;
@@ -92,7 +92,7 @@ const SMALL_COPY: usize = 1024;
 /// Configuration of a pipe channel, shared by both ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipeConfig {
-    max_frame_len: usize,
+    max_message_len: usize,
     shared_senders: bool,
     sigpipe_ignored: bool,
     capacity: Option<usize>,
@@ -101,7 +101,7 @@ pub struct PipeConfig {
 impl Default for PipeConfig {
     fn default() -> Self {
         PipeConfig {
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_message_len: DEFAULT_MAX_FRAME_LEN,
             shared_senders: false,
             sigpipe_ignored: false,
             capacity: None,
@@ -116,16 +116,18 @@ impl PipeConfig {
     }
 
     /// The longest message either end accepts (checked by the sender before writing and by
-    /// the receiver before allocating). At most `u32::MAX`.
-    pub fn max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max.min(u32::MAX as usize);
+    /// the receiver before allocating). At most `u32::MAX`. With
+    /// [`PipeConfig::with_shared_senders`] a sender also refuses messages longer than
+    /// [`MAX_SHARED_PAYLOAD`].
+    pub fn with_max_message_len(mut self, max: usize) -> Self {
+        self.max_message_len = max.min(u32::MAX as usize);
         self
     }
 
     /// Several processes will send on this pipe (the sender is inherited across `fork`):
     /// every write is made atomic, and messages longer than [`MAX_SHARED_PAYLOAD`] are
     /// refused.
-    pub fn shared_senders(mut self, shared: bool) -> Self {
+    pub fn with_shared_senders(mut self, shared: bool) -> Self {
         self.shared_senders = shared;
         self
     }
@@ -137,8 +139,8 @@ impl PipeConfig {
     /// `write` of a small message (see the README's benchmark table).
     ///
     /// The promise is checked when a sender is made ([`channel_with`],
-    /// [`PipeSender::from_fd`]): if `SIGPIPE` is not ignored then, that fails with an
-    /// `InvalidInput` error. Breaking it later (setting `SIGPIPE` back to its default while
+    /// [`PipeSender::from_fd`]): if `SIGPIPE` is not ignored then, that fails with
+    /// [`Error::InvalidConfig`]. Breaking it later (setting `SIGPIPE` back to its default while
     /// the sender is in use) means a send to a pipe whose receiver is gone kills the process,
     /// as a plain `write` would, instead of returning [`Error::Disconnected`].
     ///
@@ -147,12 +149,12 @@ impl PipeConfig {
     /// use ipcprop::{Receiver, Sender};
     ///
     /// // A Rust binary (and this doc-test) ignores SIGPIPE from the start.
-    /// let (mut tx, rx) = pipe::channel_with(PipeConfig::new().sigpipe_ignored(true))?;
+    /// let (mut tx, rx) = pipe::channel_with(PipeConfig::new().with_sigpipe_ignored(true))?;
     /// drop(rx);
     /// assert!(tx.send(b"nobody reads this").unwrap_err().is_disconnected());
     /// # Ok::<(), ipcprop::Error>(())
     /// ```
-    pub fn sigpipe_ignored(mut self, ignored: bool) -> Self {
+    pub fn with_sigpipe_ignored(mut self, ignored: bool) -> Self {
         self.sigpipe_ignored = ignored;
         self
     }
@@ -163,32 +165,40 @@ impl PipeConfig {
     ///
     /// Without this setting a sender grows the buffer by itself, the first time a frame
     /// does not fit, to the next power of two up to [`AUTO_PIPE_MAX`] (best effort: if the
-    /// kernel refuses, frames go in pieces as they always can). With it, the size is fixed. Unprivileged processes may ask up to
+    /// kernel refuses, frames go in pieces as they always can). With it, the size is fixed.
+    /// Unprivileged processes may ask up to
     /// `/proc/sys/fs/pipe-max-size` (1 MiB by default), and big buffers count against the
     /// per-user `pipe-user-pages-soft` limit; [`channel_with`] fails with the kernel's error
     /// (`EPERM`, `EINVAL`) rather than silently keep the default.
-    pub fn capacity(mut self, bytes: usize) -> Self {
+    pub fn with_capacity(mut self, bytes: usize) -> Self {
         self.capacity = Some(bytes);
         self
     }
 
-    /// The longest message a sender accepts in this configuration.
+    /// The longest message either end accepts ([`PipeConfig::with_max_message_len`]): what
+    /// a receiver accepts, and a sender with one sending process. With shared senders a
+    /// sender accepts at most [`MAX_SHARED_PAYLOAD`] of it; its
+    /// [`Sender::max_message_len`] says so.
     pub fn max_message_len(&self) -> usize {
-        if self.shared_senders {
-            self.max_frame_len.min(MAX_SHARED_PAYLOAD)
-        } else {
-            self.max_frame_len
-        }
+        self.max_message_len
     }
 
-    /// Whether several sending processes are allowed.
-    pub fn is_shared(&self) -> bool {
+    /// Whether several sending processes are allowed
+    /// ([`PipeConfig::with_shared_senders`]).
+    pub fn shared_senders(&self) -> bool {
         self.shared_senders
     }
 
-    /// The configured frame maximum.
-    pub fn frame_max(&self) -> usize {
-        self.max_frame_len
+    /// Whether this process promised to ignore `SIGPIPE`
+    /// ([`PipeConfig::with_sigpipe_ignored`]).
+    pub fn sigpipe_ignored(&self) -> bool {
+        self.sigpipe_ignored
+    }
+
+    /// The pipe buffer size asked for ([`PipeConfig::with_capacity`]); `None`: the kernel's
+    /// default, grown by the sender as large frames need.
+    pub fn capacity(&self) -> Option<usize> {
+        self.capacity
     }
 }
 
@@ -212,7 +222,7 @@ pub fn channel_with(config: PipeConfig) -> Result<(PipeSender, PipeReceiver)> {
     ))
 }
 
-/// With [`PipeConfig::sigpipe_ignored`], checks that `SIGPIPE` is ignored now.
+/// With [`PipeConfig::with_sigpipe_ignored`], checks that `SIGPIPE` is ignored now.
 fn check_sigpipe_promise(config: &PipeConfig) -> Result<()> {
     if config.sigpipe_ignored && !io::sigpipe_ignored()? {
         return Err(Error::config(
@@ -343,7 +353,7 @@ impl<I: PipeIo> PipeSender<I> {
     /// (`F_SETPIPE_SZ`) to the next power of two up to [`AUTO_PIPE_MAX`], so the frame goes
     /// in one write instead of in pieces, each waiting for the reader. Best effort: if the
     /// kernel refuses (the per-user pipe memory limit), the sender stops trying and writes
-    /// in pieces as before. Not done with an explicit [`PipeConfig::capacity`].
+    /// in pieces as before. Not done with an explicit [`PipeConfig::with_capacity`].
     fn fit(&mut self, len: usize) {
         if self.config.capacity.is_some() || len <= self.pipe_size {
             return;
@@ -383,10 +393,10 @@ impl<I: PipeIo> PipeSender<I> {
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
-        if len > self.config.max_frame_len {
+        if len > self.config.max_message_len {
             return Err(Error::MessageTooLarge {
                 len,
-                max: self.config.max_frame_len,
+                max: self.config.max_message_len,
                 why: "the frame maximum",
             });
         }
@@ -539,7 +549,11 @@ impl<I: PipeIo> Sender for PipeSender<I> {
     }
 
     fn max_message_len(&self) -> usize {
-        self.config.max_message_len()
+        if self.config.shared_senders {
+            self.config.max_message_len.min(MAX_SHARED_PAYLOAD)
+        } else {
+            self.config.max_message_len
+        }
     }
 }
 
@@ -583,7 +597,7 @@ impl<I: PipeIo> PipeReceiver<I> {
         PipeReceiver {
             io,
             config,
-            decoder: FrameDecoder::with_max_len(config.max_frame_len),
+            decoder: FrameDecoder::with_max_len(config.max_message_len),
             eof: false,
         }
     }
@@ -647,7 +661,7 @@ impl<I: PipeIo> Receiver for PipeReceiver<I> {
     }
 
     fn max_message_len(&self) -> usize {
-        self.config.max_frame_len
+        self.config.max_message_len
     }
 }
 

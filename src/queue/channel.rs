@@ -38,7 +38,7 @@ pub fn channel(
     config: QueueConfig,
 ) -> Result<(QueueSender, QueueReceiver)> {
     let path = path.as_ref();
-    if config.is_exclusive() {
+    if config.exclusive() {
         return Err(super::exclusive_misuse(
             "a channel is two handles on one queue; an exclusive configuration allows one",
         ));

@@ -39,14 +39,15 @@ impl RingConfig {
     }
 
     /// Bytes of data the ring holds: a power of two from [`MIN_CAPACITY`](super::MIN_CAPACITY) to
-    /// [`MAX_CAPACITY`](super::MAX_CAPACITY) (checked by [`channel_with`]). Messages go up to half of it, less 8.
-    pub fn capacity(mut self, bytes: usize) -> Self {
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY) (checked by [`channel_with`], which refuses
+    /// another with [`Error::InvalidConfig`]). Messages go up to half of it, less 8.
+    pub fn with_capacity(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
         self
     }
 
-    /// The configured capacity.
-    pub fn get_capacity(&self) -> usize {
+    /// The configured capacity ([`RingConfig::with_capacity`]).
+    pub fn capacity(&self) -> usize {
         self.capacity
     }
 
@@ -571,7 +572,7 @@ mod tests {
     /// mapping: private memory by default (a peer writing the ring cannot change them under
     /// the closure), the mapping itself once trusted.
     fn lent_inside_mapping(trusted: bool) -> [bool; 3] {
-        let (mut tx, mut rx) = channel_with(RingConfig::new().capacity(4096)).unwrap();
+        let (mut tx, mut rx) = channel_with(RingConfig::new().with_capacity(4096)).unwrap();
         if trusted {
             // SAFETY: both ends stay in this test and are used only through the crate.
             (tx, rx) = unsafe { (tx.trust_peer(), rx.trust_peer()) };
@@ -601,7 +602,7 @@ mod tests {
 
     #[test]
     fn debug_output_leaves_out_the_private_buffers() {
-        let (mut tx, mut rx) = channel_with(RingConfig::new().capacity(8192)).unwrap();
+        let (mut tx, mut rx) = channel_with(RingConfig::new().with_capacity(8192)).unwrap();
         tx.send_with(4000, |b| b.fill(0xab)).unwrap();
         assert_eq!(rx.recv().unwrap(), vec![0xab; 4000]);
         for dbg in [format!("{tx:?}"), format!("{rx:?}")] {
