@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::frame::{self, FrameDecoder};
 use crate::queue::storage::SimDisk;
 use crate::queue::{QueueConfig, StorageQueue};
-use crate::transport::Receiver;
+use crate::transport::{Receiver, Sender};
 
 /// Feeds `data` to a decoder with a small maximum, in chunks whose sizes come from the
 /// input's first bytes.

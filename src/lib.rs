@@ -36,12 +36,8 @@
 //! drop(tx); // the parent only receives: its copy must not keep the pipe open
 //! let mut rx = rx.take().unwrap();
 //! let mut got = Vec::new();
-//! loop {
-//!     match rx.recv() {
-//!         Ok(m) => got.push(String::from_utf8(m).unwrap()),
-//!         Err(e) if e.is_disconnected() => break,
-//!         Err(e) => return Err(e),
-//!     }
+//! for m in rx.iter() {
+//!     got.push(String::from_utf8(m?).unwrap()); // ends when every sender is gone
 //! }
 //! assert_eq!(got, ["Message 1", "Message 2", "Message 3"]);
 //! children.wait(Duration::from_secs(10));

@@ -12,7 +12,7 @@ use ipcprop::check::fork::{ChildEnd, ChildGroup};
 use ipcprop::check::plan::{plan_strategy, PlanLimits};
 use ipcprop::check::{run_case, Plan, RunConfig, Transport};
 use ipcprop::shm::{self, RingConfig};
-use ipcprop::{Error, Receiver};
+use ipcprop::{Error, Receiver, Sender};
 use proptest::prelude::*;
 
 fn config(cases: u32) -> ProptestConfig {

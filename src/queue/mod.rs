@@ -726,7 +726,21 @@ impl FileQueue {
         self.with_lock(|i| i.core.push(msgs))
     }
 
+    /// [`FileQueue::push`], giving up if another handle holds the queue's lock until
+    /// `deadline`: `Ok(false)` then, and nothing was written.
+    pub(crate) fn push_before(&self, msg: &[u8], deadline: Instant) -> Result<bool> {
+        Ok(self
+            .with_lock_until(Some(deadline), |i| i.core.push(&[msg]))?
+            .is_some())
+    }
+
     /// Removes and returns the oldest message, or `None` if the queue is empty.
+    ///
+    /// "Nothing there" is `Ok(None)` here, and not [`Error::Empty`] as on the channel
+    /// ([`QueueReceiver`]): a queue has no end of stream, so
+    /// no message is its one outcome besides a message, and an `Option` says it without
+    /// an error to match. The channel layer has a third outcome (every sender is gone) and
+    /// follows `std::sync::mpsc` in spelling all but the message as errors.
     pub fn pop(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.pop_batch(1)?.pop())
     }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::fcntl::{FcntlArg, FdFlag};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags};
@@ -296,24 +296,6 @@ impl RingSender {
         self.region.memfd().as_fd()
     }
 
-    /// Sends `msg` if there is room now; [`Error::Full`] otherwise.
-    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
-        self.send_until(msg, Some(Instant::now()))
-            .map_err(|e| match e {
-                Error::Empty => Error::Full,
-                e => e,
-            })
-    }
-
-    /// Sends `msg`, waiting at most `timeout` for room; [`Error::Timeout`] otherwise.
-    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        let deadline = Instant::now().checked_add(timeout);
-        self.send_until(msg, deadline).map_err(|e| match e {
-            Error::Empty => Error::Timeout(timeout),
-            e => e,
-        })
-    }
-
     fn send_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
         let fill = &mut |_: usize, buf: &mut [u8]| buf.copy_from_slice(msg);
         with_memory!(self, |mem| self.prod.send(
@@ -404,6 +386,15 @@ impl RingSender {
 impl Sender for RingSender {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_until(msg, None)
+    }
+
+    /// Waits for room in the ring until the deadline: a record is reserved and published
+    /// whole or not at all, so [`Error::Full`] / [`Error::Timeout`] mean nothing was sent.
+    fn send_wait(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        self.send_until(msg, wait.deadline()).map_err(|e| match e {
+            Error::Empty => wait.expired_send(),
+            e => e,
+        })
     }
 
     fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
@@ -556,6 +547,8 @@ impl Receiver for RingReceiver {
         layout::max_message(self.region.capacity())
     }
 }
+
+crate::transport::receiver_into_iter!({} RingReceiver);
 
 impl Drop for RingReceiver {
     fn drop(&mut self) {
