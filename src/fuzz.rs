@@ -27,7 +27,7 @@ use crate::transport::{Receiver, Sender};
 /// input's first bytes.
 pub fn frame_decode(data: &[u8]) {
     let (sizes, stream) = data.split_at(data.len().min(8));
-    let mut dec = FrameDecoder::with_max_len(4096);
+    let mut dec = FrameDecoder::with_max_message_len(4096);
     let mut at = 0;
     let mut k = 0;
     let mut failed = None;

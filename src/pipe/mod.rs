@@ -831,7 +831,7 @@ impl<I: PipeIo> PipeReceiver<I> {
         PipeReceiver {
             io,
             config,
-            decoder: FrameDecoder::with_max_len(config.max_message_len),
+            decoder: FrameDecoder::with_max_message_len(config.max_message_len),
             eof: false,
         }
     }
