@@ -67,7 +67,7 @@ fn table(_c: &mut Criterion) {
 }
 
 fn ring_pair() -> (RingSender, RingReceiver) {
-    shm::channel_with(RingConfig::new().capacity(ring::RING_BYTES)).expect("ring")
+    shm::channel_with(RingConfig::new().with_capacity(ring::RING_BYTES)).expect("ring")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

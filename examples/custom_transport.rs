@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use ipcprop::check::battery::{self, BatteryConfig};
 use ipcprop::check::{Capabilities, Transport};
+use ipcprop::frame::FrameError;
 use ipcprop::{Error, Receiver, Result, Sender, Wait};
 
 /// The longest message we accept.
@@ -72,9 +73,11 @@ impl Receiver for LinesReceiver {
                 Some(h) => {
                     let n = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
                     if n > MAX {
-                        return Err(Error::Corrupt(format!(
-                            "length prefix {n} over the maximum {MAX}"
-                        )));
+                        // A malformed stream: reported as a framing error.
+                        return Err(Error::Frame(FrameError::TooLarge {
+                            len: n as u64,
+                            max: MAX,
+                        }));
                     }
                     if self.buf.len() == 4 + n {
                         let v = f(&self.buf[4..]);

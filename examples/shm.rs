@@ -39,12 +39,8 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         ForkResult::Parent { child } => {
             drop(tx); // the parent only reads
-            loop {
-                match rx.recv() {
-                    Ok(m) => println!("parent: read {}", String::from_utf8_lossy(&m)),
-                    Err(e) if e.is_disconnected() => break,
-                    Err(e) => return Err(e.into()),
-                }
+            for m in rx.iter() {
+                println!("parent: read {}", String::from_utf8_lossy(&m?));
             }
             println!("parent: the child is done writing");
             match waitpid(child, None)? {

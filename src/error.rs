@@ -23,11 +23,15 @@ pub enum Error {
     /// A non-blocking receive found no message ready.
     #[error("no message is ready")]
     Empty,
-    /// A non-blocking send found no room for the message.
+    /// A send that may not wait ([`Sender::try_send`](crate::Sender::try_send)) found no
+    /// room for the message. Nothing of the message was sent: sending it again later is not
+    /// a duplicate.
     #[error("no room for the message now")]
     Full,
-    /// A receive with a deadline found no message before the deadline.
-    #[error("timed out after {0:?} without a message")]
+    /// A receive with a deadline found no message before the deadline, or a send with a
+    /// deadline ([`Sender::send_timeout`](crate::Sender::send_timeout)) found no room for
+    /// its message before it (and sent nothing of it).
+    #[error("timed out after {0:?}")]
     Timeout(Duration),
     /// A message longer than this transport accepts was refused before anything was sent.
     #[error("message of {len} bytes exceeds the limit of {max} bytes ({why})")]
@@ -80,6 +84,20 @@ pub enum Error {
         /// The most the header records.
         limit: usize,
     },
+    /// A configuration (or a use the configuration rules out) that cannot work: the message
+    /// names the setting and what is wrong with its value. Nothing was created or sent.
+    #[error("invalid configuration: {what}: {why}")]
+    InvalidConfig {
+        /// The setting, as its setter is called (for example `"RingConfig::with_capacity"`).
+        what: &'static str,
+        /// What is wrong with it, with the value.
+        why: String,
+    },
+    /// The transport does not implement this operation (for example a send with a deadline
+    /// on a third-party transport that implements only [`Sender::send`](crate::Sender::send)).
+    /// Nothing was sent.
+    #[error("not supported by this transport: {0}")]
+    Unsupported(&'static str),
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {
@@ -100,6 +118,14 @@ impl Error {
         }
     }
 
+    /// A configuration mistake: `what` names the setting, `why` the problem and the value.
+    pub(crate) fn config(what: &'static str, why: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            what,
+            why: why.into(),
+        }
+    }
+
     /// Wraps a `std::io::Error` with the name of the operation that failed.
     #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub(crate) fn io(op: &'static str, source: std::io::Error) -> Self {
@@ -117,6 +143,22 @@ impl Error {
     /// was cut short (and not delivered).
     pub fn is_cut_off(&self) -> bool {
         matches!(self, Error::Frame(FrameError::Truncated { .. }))
+    }
+
+    /// True for [`Error::Timeout`] only: a wait with a deadline ended without a message (or,
+    /// for a send, without room).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_))
+    }
+
+    /// True for [`Error::Empty`] only: a receive that may not wait found no message.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Error::Empty)
+    }
+
+    /// True for [`Error::Full`] only: a send that may not wait found no room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Error::Full)
     }
 
     /// True for [`Error::Empty`], [`Error::Full`] and [`Error::Timeout`]: nothing went

@@ -50,7 +50,7 @@
 //!
 //! Memory is bounded: a length prefix is checked against the maximum as soon as the header is
 //! complete, before anything is allocated for the payload, and the buffer never grows beyond
-//! about `HEADER_LEN + max_len` or the largest read the caller asks room for, plus one chunk.
+//! about `HEADER_LEN + max_message_len` or the largest read the caller asks room for, plus one chunk.
 //!
 //! ```
 //! use std::io::{ErrorKind, Read};
@@ -107,7 +107,7 @@ const FORMAT_MAX_LEN: usize = u32::MAX as usize;
 /// ```
 /// use ipcprop::frame::{FrameDecoder, FrameError};
 ///
-/// let mut decoder = FrameDecoder::with_max_len(1000);
+/// let mut decoder = FrameDecoder::with_max_message_len(1000);
 /// decoder.feed(&[0xe9, 0x03, 0, 0, 0, 0, 0, 0]); // a header announcing 1001 bytes
 /// let err = decoder.next_frame().unwrap_err();
 /// assert_eq!(err, FrameError::TooLarge { len: 1001, max: 1000 });
@@ -302,11 +302,11 @@ impl FrameDecoder {
     /// ```
     /// use ipcprop::frame::{FrameDecoder, DEFAULT_MAX_FRAME_LEN};
     ///
-    /// assert_eq!(FrameDecoder::new().max_len(), DEFAULT_MAX_FRAME_LEN);
+    /// assert_eq!(FrameDecoder::new().max_message_len(), DEFAULT_MAX_FRAME_LEN);
     /// ```
     #[must_use]
     pub fn new() -> Self {
-        Self::with_max_len(DEFAULT_MAX_FRAME_LEN)
+        Self::with_max_message_len(DEFAULT_MAX_FRAME_LEN)
     }
 
     /// A decoder that accepts payloads of up to `max` bytes: a frame announcing exactly `max`
@@ -317,7 +317,7 @@ impl FrameDecoder {
     /// ```
     /// use ipcprop::frame::{self, FrameDecoder, FrameError};
     ///
-    /// let mut decoder = FrameDecoder::with_max_len(4);
+    /// let mut decoder = FrameDecoder::with_max_message_len(4);
     /// decoder.feed(&frame::encode(b"four")?);
     /// assert_eq!(decoder.next_frame()?, Some(&b"four"[..]));
     /// decoder.feed(&frame::encode(b"fiver")?);
@@ -325,7 +325,7 @@ impl FrameDecoder {
     /// # Ok::<(), ipcprop::frame::FrameError>(())
     /// ```
     #[must_use]
-    pub fn with_max_len(max: usize) -> Self {
+    pub fn with_max_message_len(max: usize) -> Self {
         FrameDecoder {
             buf: Vec::new(),
             start: 0,
@@ -337,7 +337,7 @@ impl FrameDecoder {
 
     /// The largest payload length this decoder accepts.
     #[must_use]
-    pub fn max_len(&self) -> usize {
+    pub fn max_message_len(&self) -> usize {
         self.max_len
     }
 
@@ -358,7 +358,7 @@ impl FrameDecoder {
 
     /// Bytes of memory the decoder holds for its buffer, used or not.
     ///
-    /// It stays below about `HEADER_LEN + max_len` or the largest `want` passed to
+    /// It stays below about `HEADER_LEN + max_message_len` or the largest `want` passed to
     /// [`spare`](Self::spare), plus one chunk, for a caller that drains complete frames after
     /// each chunk; a length prefix over the maximum never makes it grow.
     ///
@@ -505,7 +505,7 @@ impl FrameDecoder {
     /// # Errors
     ///
     /// - [`FrameError::TooLarge`] as soon as a complete header announces a payload over
-    ///   [`max_len`](Self::max_len), before any of that payload is buffered;
+    ///   [`max_message_len`](Self::max_message_len), before any of that payload is buffered;
     /// - [`FrameError::ChecksumMismatch`] once a complete frame's checksum does not match;
     /// - after either, the same error again on every call: the decoder is poisoned.
     ///

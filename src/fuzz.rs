@@ -21,13 +21,13 @@ use crate::error::Error;
 use crate::frame::{self, FrameDecoder};
 use crate::queue::storage::SimDisk;
 use crate::queue::{QueueConfig, StorageQueue};
-use crate::transport::Receiver;
+use crate::transport::{Receiver, Sender};
 
 /// Feeds `data` to a decoder with a small maximum, in chunks whose sizes come from the
 /// input's first bytes.
 pub fn frame_decode(data: &[u8]) {
     let (sizes, stream) = data.split_at(data.len().min(8));
-    let mut dec = FrameDecoder::with_max_len(4096);
+    let mut dec = FrameDecoder::with_max_message_len(4096);
     let mut at = 0;
     let mut k = 0;
     let mut failed = None;
@@ -113,7 +113,7 @@ pub fn ring_hostile(data: &[u8]) {
         return;
     };
     let Ok((mut tx, mut rx)) =
-        crate::shm::channel_with(crate::shm::RingConfig::new().capacity(4096))
+        crate::shm::channel_with(crate::shm::RingConfig::new().with_capacity(4096))
     else {
         return;
     };
@@ -158,7 +158,7 @@ pub fn ring_hostile(data: &[u8]) {
 /// Opens arbitrary bytes as a queue file (on the simulated disk) and drains it: a valid
 /// prefix or a Corrupt error, never a panic, and a drained queue stays empty.
 pub fn queue_recover(data: &[u8]) {
-    let config = QueueConfig::new().max_message_len(1 << 16);
+    let config = QueueConfig::new().with_max_message_len(1 << 16);
     let Ok(mut q) = StorageQueue::open(SimDisk::from_bytes(data.to_vec()), config) else {
         return;
     };
@@ -206,8 +206,8 @@ pub fn queue_ops(data: &[u8]) {
         return;
     };
     let config = QueueConfig::new()
-        .max_message_len(1 << 16)
-        .reclaim_over(256);
+        .with_max_message_len(1 << 16)
+        .with_reclaim_over(256);
     let mut disk = SimDisk::new();
     let mut q = StorageQueue::open(disk.clone(), config).expect("a new queue opens");
     let mut model: VecDeque<Vec<u8>> = VecDeque::new();

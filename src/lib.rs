@@ -50,12 +50,10 @@
 //!     ForkResult::Parent { child } => {
 //!         drop(tx); // the parent only receives
 //!         let mut got = Vec::new();
-//!         loop {
-//!             match rx.recv() {
-//!                 Ok(m) => got.push(String::from_utf8(m)?),
-//!                 Err(e) if e.is_disconnected() => break, // the child's sender is gone
-//!                 Err(e) => return Err(e.into()),
-//!             }
+//!         // Ends once the child's sender is gone and everything it sent was received; a
+//!         // broken stream is an error here, never a silent end.
+//!         for m in rx.iter() {
+//!             got.push(String::from_utf8(m?)?);
 //!         }
 //!         assert_eq!(got, ["Message 1", "Message 2", "Message 3"]);
 //!         assert_eq!(waitpid(child, None)?, WaitStatus::Exited(child, 0));

@@ -88,6 +88,21 @@ impl Liveness {
 }
 
 impl Liveness {
+    /// Another copy of this end's liveness (both descriptors duplicated with
+    /// `F_DUPFD_CLOEXEC`), for a second handle of the same end: the peer sees this end gone
+    /// once every copy is.
+    pub(crate) fn try_clone(&self) -> Result<Liveness> {
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| Error::io("dup(F_DUPFD_CLOEXEC)", e))
+        };
+        Ok(Liveness {
+            own: self.own.as_ref().map(dup).transpose()?,
+            peer: dup(&self.peer)?,
+            gone: self.gone,
+        })
+    }
+
     /// False once every copy of the other end is gone (dropped, or its process exited or
     /// was killed). One `poll` with no wait.
     pub fn alive(&self) -> bool {
@@ -185,6 +200,13 @@ impl<S: crate::Sender> crate::Sender for LiveSender<S> {
         self.inner.send(msg)
     }
 
+    fn send_wait(&mut self, msg: &[u8], wait: crate::Wait) -> Result<()> {
+        if !self.live.alive() {
+            return Err(Error::Disconnected);
+        }
+        self.inner.send_wait(msg, wait)
+    }
+
     fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
         if !self.live.alive() {
             return Err(Error::Disconnected);
@@ -196,6 +218,8 @@ impl<S: crate::Sender> crate::Sender for LiveSender<S> {
         self.inner.max_message_len()
     }
 }
+
+crate::transport::receiver_into_iter!({R: crate::Receiver} LiveReceiver<R>);
 
 /// The longest a [`LiveReceiver`] waits before it looks at its sender's liveness again.
 const SLICE: std::time::Duration = std::time::Duration::from_millis(10);

@@ -395,7 +395,7 @@ mod tests {
         assert_eq!(tx.get_ref().sent[0].len(), max);
 
         // And over a real transport: a 4 KiB ring.
-        let (tx, rx) = shm::channel_with(shm::RingConfig::new().capacity(4096)).unwrap();
+        let (tx, rx) = shm::channel_with(shm::RingConfig::new().with_capacity(4096)).unwrap();
         let mut tx = TypedSender::<Vec<u8>, _>::new(tx);
         let mut rx = TypedReceiver::<Vec<u8>, _>::new(rx);
         let max = tx.max_message_len();

@@ -50,12 +50,12 @@ fn inherited() -> Vec<String> {
 /// Makes and drops a ring (the transport with the most descriptors); every 64th round also
 /// makes, uses and drops each of the other transports.
 fn churn(dir: &TempDir, i: usize) {
-    let (tx, rx) = shm::channel_with(RingConfig::new().capacity(4096)).unwrap();
+    let (tx, rx) = shm::channel_with(RingConfig::new().with_capacity(4096)).unwrap();
     drop((tx, rx));
     if !i.is_multiple_of(64) {
         return;
     }
-    let (mut tx, mut rx) = shm::channel_with(RingConfig::new().capacity(4096)).unwrap();
+    let (mut tx, mut rx) = shm::channel_with(RingConfig::new().with_capacity(4096)).unwrap();
     tx.send(b"ring").unwrap();
     assert_eq!(rx.recv().unwrap(), b"ring");
     drop((tx, rx));

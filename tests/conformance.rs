@@ -18,7 +18,7 @@ ipcprop::conformance_tests!(
 ipcprop::conformance_tests!(
     ring,
     RingTransport {
-        config: RingConfig::new().capacity(4096)
+        config: RingConfig::new().with_capacity(4096)
     }
 );
 ipcprop::conformance_tests!(queue, QueueTransport::new().unwrap());

@@ -167,14 +167,14 @@ fn decodes_edge_sizes(#[case] len: usize) {
     let encoded = frame::encode(&payload).unwrap();
 
     // All at once.
-    let mut decoder = FrameDecoder::with_max_len(1000);
+    let mut decoder = FrameDecoder::with_max_message_len(1000);
     let (frames, end) = decode_whole(&mut decoder, &encoded);
     assert_eq!(frames, std::slice::from_ref(&payload));
     assert_eq!(end, Ok(()));
     assert_eq!(decoder.buffered(), 0);
 
     // One byte at a time: nothing before the last byte, the payload on it.
-    let mut decoder = FrameDecoder::with_max_len(1000);
+    let mut decoder = FrameDecoder::with_max_message_len(1000);
     let (last, init) = encoded.split_last().unwrap();
     for byte in init {
         decoder.feed(std::slice::from_ref(byte));
@@ -192,7 +192,7 @@ fn decodes_edge_sizes(#[case] len: usize) {
 #[case::default_max_plus_one(DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_FRAME_LEN as u32 + 1)]
 #[case::u32_max_with_default_max(DEFAULT_MAX_FRAME_LEN, u32::MAX)]
 fn oversized_length_is_refused_from_the_header_alone(#[case] max: usize, #[case] len: u32) {
-    let mut decoder = FrameDecoder::with_max_len(max);
+    let mut decoder = FrameDecoder::with_max_message_len(max);
     let header = header_announcing(len);
     decoder.feed(&header[..HEADER_LEN - 1]);
     assert_eq!(decoder.next_frame(), Ok(None));
@@ -228,12 +228,12 @@ fn oversized_length_is_refused_from_the_header_alone(#[case] max: usize, #[case]
 
 #[test]
 fn exactly_max_is_accepted_and_one_more_refused() {
-    let mut decoder = FrameDecoder::with_max_len(1000);
+    let mut decoder = FrameDecoder::with_max_message_len(1000);
     decoder.feed(&header_announcing(1000));
     assert_eq!(decoder.next_frame(), Ok(None));
     assert_eq!(decoder.read_hint(), 1000);
 
-    let mut decoder = FrameDecoder::with_max_len(1000);
+    let mut decoder = FrameDecoder::with_max_message_len(1000);
     decoder.feed(&header_announcing(1001));
     assert!(matches!(
         decoder.next_frame(),
@@ -247,7 +247,7 @@ fn exactly_max_is_accepted_and_one_more_refused() {
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn a_maximum_above_the_format_limit_accepts_any_length() {
-    let mut decoder = FrameDecoder::with_max_len(usize::MAX);
+    let mut decoder = FrameDecoder::with_max_message_len(usize::MAX);
     decoder.feed(&header_announcing(u32::MAX));
     assert_eq!(decoder.next_frame(), Ok(None));
     assert_eq!(decoder.read_hint(), u32::MAX as usize);
@@ -334,7 +334,7 @@ fn a_poisoned_decoder_keeps_returning_its_error(#[case] oversized: bool) {
         bytes[10] ^= 0x10;
     }
     let good = frame::encode(b"good").unwrap();
-    let mut decoder = FrameDecoder::with_max_len(1000);
+    let mut decoder = FrameDecoder::with_max_message_len(1000);
     decoder.feed(&good);
     decoder.feed(&bytes);
     decoder.feed(&good);
@@ -376,9 +376,12 @@ fn errors_display_their_numbers(#[case] err: FrameError, #[case] expected: &str)
 
 #[test]
 fn constructors_and_configuration() {
-    assert_eq!(FrameDecoder::new().max_len(), DEFAULT_MAX_FRAME_LEN);
-    assert_eq!(FrameDecoder::default().max_len(), DEFAULT_MAX_FRAME_LEN);
-    assert_eq!(FrameDecoder::with_max_len(7).max_len(), 7);
+    assert_eq!(FrameDecoder::new().max_message_len(), DEFAULT_MAX_FRAME_LEN);
+    assert_eq!(
+        FrameDecoder::default().max_message_len(),
+        DEFAULT_MAX_FRAME_LEN
+    );
+    assert_eq!(FrameDecoder::with_max_message_len(7).max_message_len(), 7);
     let decoder = FrameDecoder::new();
     assert_eq!(decoder.buffered(), 0);
     assert_eq!(decoder.capacity(), 0);
@@ -490,7 +493,7 @@ fn spare_compacts_only_when_needed_and_before_growing() {
 fn growth_is_geometric_even_without_draining() {
     let messages: Vec<Vec<u8>> = (0..400u32).map(|i| vec![i as u8; 16]).collect();
     let stream = encode_all(&messages);
-    let mut decoder = FrameDecoder::with_max_len(16);
+    let mut decoder = FrameDecoder::with_max_message_len(16);
     let mut capacities = vec![decoder.capacity()];
     for byte in &stream {
         decoder.feed(std::slice::from_ref(byte));
@@ -537,7 +540,7 @@ fn finish_checks_whole_frames_left_buffered() {
 fn reading_through_spare_reuses_the_buffer() {
     let message = [0x5a; 50];
     let stream = frame::encode(&message).unwrap();
-    let mut decoder = FrameDecoder::with_max_len(100);
+    let mut decoder = FrameDecoder::with_max_message_len(100);
     let mut received = 0;
     // Reads of 37 bytes never line up with the 58-byte frames.
     for step in 0..10_000 {
@@ -557,7 +560,7 @@ fn reading_through_spare_reuses_the_buffer() {
 
 #[test]
 fn debug_shows_state_not_bytes() {
-    let mut decoder = FrameDecoder::with_max_len(10);
+    let mut decoder = FrameDecoder::with_max_message_len(10);
     decoder.feed(&[0xee; 3]);
     let debug = format!("{decoder:?}");
     assert!(debug.contains("max_len: 10"), "{debug}");
@@ -599,7 +602,7 @@ fn feed_in_chunks(
     sizes: &[usize],
 ) -> (Vec<Vec<u8>>, Result<(), FrameError>) {
     let largest = sizes.iter().copied().max().unwrap_or(1);
-    let bound = memory_bound(decoder.max_len(), largest);
+    let bound = memory_bound(decoder.max_message_len(), largest);
     let mut frames = Vec::new();
     let mut rest = stream;
     for &size in sizes.iter().cycle() {
@@ -629,7 +632,7 @@ proptest! {
         sizes in chunk_sizes(),
     ) {
         let stream = encode_all(&messages);
-        let mut decoder = FrameDecoder::with_max_len(PROP_MAX);
+        let mut decoder = FrameDecoder::with_max_message_len(PROP_MAX);
         let (frames, end) = feed_in_chunks(&mut decoder, &stream, &sizes);
         prop_assert_eq!(frames, messages);
         prop_assert_eq!(end, Ok(()));
@@ -642,7 +645,7 @@ proptest! {
         steps in vec((1usize..=10_000, 1usize..=5_000, any::<bool>()), 1..16),
     ) {
         let stream = encode_all(&messages);
-        let mut decoder = FrameDecoder::with_max_len(PROP_MAX);
+        let mut decoder = FrameDecoder::with_max_message_len(PROP_MAX);
         let mut frames = Vec::new();
         let mut largest_want = 0;
         let mut pos = 0;
@@ -690,7 +693,7 @@ proptest! {
             .map(|m| frame::encoded_len(m.len()))
             .sum::<usize>() + HEADER_LEN;
 
-        let mut decoder = FrameDecoder::with_max_len(max);
+        let mut decoder = FrameDecoder::with_max_message_len(max);
         let mut frames = Vec::new();
         let mut fed = 0;
         let mut result = Ok(());
@@ -737,7 +740,7 @@ proptest! {
         max in 0usize..=512,
         sizes in chunk_sizes(),
     ) {
-        let mut decoder = FrameDecoder::with_max_len(max);
+        let mut decoder = FrameDecoder::with_max_message_len(max);
         let (frames, end) = feed_in_chunks(&mut decoder, &stream, &sizes);
         for frame in &frames {
             prop_assert!(frame.len() <= max);
@@ -778,7 +781,7 @@ proptest! {
         let bit = bit.index(bytes.len() * 8);
         bytes[bit / 8] ^= 1 << (bit % 8);
 
-        let mut decoder = FrameDecoder::with_max_len(max);
+        let mut decoder = FrameDecoder::with_max_message_len(max);
         let (frames, end) = decode_whole(&mut decoder, &bytes);
         prop_assert!(frames.is_empty(), "a corrupted frame decoded: {:?}", frames);
         let err = end.unwrap_err();

@@ -17,7 +17,7 @@ use rstest::rstest;
 fn raw_receiver(max: usize) -> (PipeReceiver, OwnedFd) {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     (
-        PipeReceiver::from_fd(r, PipeConfig::new().max_frame_len(max)).unwrap(),
+        PipeReceiver::from_fd(r, PipeConfig::new().with_max_message_len(max)).unwrap(),
         w,
     )
 }
@@ -38,7 +38,7 @@ fn write_raw(fd: &OwnedFd, bytes: &[u8]) {
 #[case::at_maximum(1000)]
 fn message_sizes_round_trip(#[case] len: usize) {
     let (mut tx, mut rx) =
-        pipe::channel_with(PipeConfig::new().max_frame_len(1000.max(len))).unwrap();
+        pipe::channel_with(PipeConfig::new().with_max_message_len(1000.max(len))).unwrap();
     let msg: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
     tx.send(&msg).unwrap();
     drop(tx);
@@ -48,7 +48,8 @@ fn message_sizes_round_trip(#[case] len: usize) {
 
 #[test]
 fn over_the_maximum_is_refused_and_nothing_is_sent() {
-    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().max_frame_len(1000)).unwrap();
+    let (mut tx, mut rx) =
+        pipe::channel_with(PipeConfig::new().with_max_message_len(1000)).unwrap();
     let err = tx.send(&[0u8; 1001]).unwrap_err();
     assert!(
         matches!(
@@ -73,7 +74,7 @@ fn over_the_maximum_is_refused_and_nothing_is_sent() {
 
 #[test]
 fn shared_mode_refuses_frames_over_pipe_buf() {
-    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().shared_senders(true)).unwrap();
+    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().with_shared_senders(true)).unwrap();
     tx.send(&vec![1u8; MAX_SHARED_PAYLOAD]).unwrap();
     let err = tx.send(&vec![1u8; MAX_SHARED_PAYLOAD + 1]).unwrap_err();
     assert!(err.to_string().contains("PIPE_BUF"), "{err}");
@@ -198,7 +199,7 @@ impl PipeIo for CountingIo {
 #[case::single(false, 1)]
 #[case::shared(true, 2)]
 fn batches_coalesce_small_frames_into_few_writes(#[case] shared: bool, #[case] max_writes: usize) {
-    let config = PipeConfig::new().shared_senders(shared);
+    let config = PipeConfig::new().with_shared_senders(shared);
     let (tx, mut rx) = pipe::channel_with(config).unwrap();
     let writes = Arc::new(AtomicUsize::new(0));
     let mut tx = PipeSender::with_io(
@@ -366,14 +367,12 @@ fn from_fd_refuses_what_is_not_a_pipe() {
 #[test]
 fn the_sigpipe_promise_is_refused_when_sigpipe_is_not_ignored() {
     let end = with_default_sigpipe(|| {
-        match pipe::channel_with(PipeConfig::new().sigpipe_ignored(true)) {
-            Err(Error::Io { op, source }) if source.kind() == std::io::ErrorKind::InvalidInput => {
-                if op.contains("sigpipe_ignored")
-                    && source.to_string().contains("SIGPIPE is not ignored")
-                {
+        match pipe::channel_with(PipeConfig::new().with_sigpipe_ignored(true)) {
+            Err(Error::InvalidConfig { what, why }) => {
+                if what.contains("sigpipe_ignored") && why.contains("SIGPIPE is not ignored") {
                     Ok(())
                 } else {
-                    Err(format!("unclear error: {op}: {source}"))
+                    Err(format!("unclear error: {what}: {why}"))
                 }
             }
             other => Err(format!("expected the promise to be refused, got {other:?}")),
@@ -385,7 +384,7 @@ fn the_sigpipe_promise_is_refused_when_sigpipe_is_not_ignored() {
 #[test]
 fn with_sigpipe_ignored_a_send_without_receiver_is_disconnected_and_nothing_is_pending() {
     // This test binary ignores SIGPIPE, as every Rust program does, so the promise holds.
-    let (mut tx, rx) = pipe::channel_with(PipeConfig::new().sigpipe_ignored(true)).unwrap();
+    let (mut tx, rx) = pipe::channel_with(PipeConfig::new().with_sigpipe_ignored(true)).unwrap();
     tx.send(b"before").unwrap();
     drop(rx);
     assert!(tx.send(b"small").unwrap_err().is_disconnected());
@@ -404,7 +403,7 @@ fn with_sigpipe_ignored_a_send_without_receiver_is_disconnected_and_nothing_is_p
 #[case(1 << 20)]
 #[case(256 * 1024)]
 fn a_larger_pipe_buffer_takes_a_large_message_in_one_write(#[case] bytes: usize) {
-    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().capacity(bytes)).unwrap();
+    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().with_capacity(bytes)).unwrap();
     // Without a reader: only a pipe of at least this size can take it without blocking.
     let msg = vec![0x33u8; bytes / 2];
     tx.send(&msg).unwrap();
@@ -413,7 +412,7 @@ fn a_larger_pipe_buffer_takes_a_large_message_in_one_write(#[case] bytes: usize)
 
 #[test]
 fn an_impossible_pipe_buffer_is_an_error_not_a_silent_default() {
-    match pipe::channel_with(PipeConfig::new().capacity(1 << 40)) {
+    match pipe::channel_with(PipeConfig::new().with_capacity(1 << 40)) {
         Err(Error::Io { op, .. }) => assert!(op.contains("F_SETPIPE_SZ"), "{op}"),
         other => panic!("expected an F_SETPIPE_SZ error, got {other:?}"),
     }
@@ -441,7 +440,7 @@ fn a_message_larger_than_the_pipe_buffer_grows_it_and_goes_in_one_write() {
 
 #[test]
 fn an_explicit_capacity_is_kept() {
-    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().capacity(128 * 1024)).unwrap();
+    let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().with_capacity(128 * 1024)).unwrap();
     let reader = std::thread::spawn(move || rx.recv().unwrap().len());
     tx.send(&vec![1u8; 300_000]).unwrap();
     assert_eq!(reader.join().unwrap(), 300_000);

@@ -124,7 +124,7 @@ fn every_boundary_size_round_trips(#[values(false, true)] faults: bool) {
 #[test]
 fn a_smaller_configured_maximum_is_respected_end_to_end() {
     let t = PipeTransport {
-        config: PipeConfig::new().max_frame_len(5000),
+        config: PipeConfig::new().with_max_message_len(5000),
     };
     let plan = Plan::simple(3, vec![4999, 5000, 0, 5000]);
     let outcome = run_case(&t, &plan, &RunConfig::default()).unwrap();

@@ -72,7 +72,8 @@ fn the_file_is_private_and_survives_reopening() {
 fn oversized_messages_are_refused_and_nothing_is_written() {
     common::within(LIMIT, move || {
         let dir = TempDir::new("max");
-        let q = FileQueue::open(dir.file("q"), QueueConfig::new().max_message_len(100)).unwrap();
+        let q =
+            FileQueue::open(dir.file("q"), QueueConfig::new().with_max_message_len(100)).unwrap();
         q.push(&[0; 100]).unwrap();
         let err = q.push_batch(&[b"ok", &[0; 101]]).unwrap_err();
         assert!(
@@ -219,7 +220,7 @@ fn a_drained_queue_gives_its_space_back_and_a_lagging_one_compacts() {
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size <= 8192 + 256 * 1024, "drained, yet {size} bytes");
         // With a threshold of 0, a drained queue is back to its bare header.
-        let tight = FileQueue::open(&path, QueueConfig::new().reclaim_over(0)).unwrap();
+        let tight = FileQueue::open(&path, QueueConfig::new().with_reclaim_over(0)).unwrap();
         tight.push(b"one").unwrap();
         tight.pop().unwrap();
         assert_eq!(
@@ -253,7 +254,7 @@ fn sync_durability_works_the_same() {
         let dir = TempDir::new("sync");
         let q = FileQueue::open(
             dir.file("q"),
-            QueueConfig::new().durability(Durability::Sync),
+            QueueConfig::new().with_durability(Durability::Sync),
         )
         .unwrap();
         q.push_batch(&[b"x", b"y"]).unwrap();

@@ -73,9 +73,9 @@ struct Run {
 /// within these small workloads.
 fn config(durability: Durability) -> QueueConfig {
     QueueConfig::new()
-        .max_message_len(10_000)
-        .durability(durability)
-        .reclaim_over(64)
+        .with_max_message_len(10_000)
+        .with_durability(durability)
+        .with_reclaim_over(64)
 }
 
 /// Runs `ops` on `disk` until the first error.

@@ -1,4 +1,4 @@
-//! `QueueConfig::exclusive`: one handle owns the queue while open. Others wait; the format
+//! `QueueConfig::with_exclusive`: one handle owns the queue while open. Others wait; the format
 //! and crash safety are the shared queue's; misuse (a second handle, a forked child) is a
 //! clear error, never a second writer.
 
@@ -16,13 +16,12 @@ use common::TempDir;
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn exclusive() -> QueueConfig {
-    QueueConfig::new().exclusive(true)
+    QueueConfig::new().with_exclusive(true)
 }
 
 fn is_misuse(e: &Error, says: &str) -> bool {
-    matches!(e, Error::Io { op, source } if *op == "exclusive queue handle"
-        && source.kind() == std::io::ErrorKind::InvalidInput
-        && source.to_string().contains(says))
+    matches!(e, Error::InvalidConfig { what, why } if *what == "QueueConfig::with_exclusive"
+        && why.contains(says))
 }
 
 #[test]

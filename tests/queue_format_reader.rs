@@ -279,7 +279,7 @@ fn make_bases(dir: &TempDir) -> Vec<Base> {
     drop(s);
 
     // A drained queue resets (head back at 8192, file truncated).
-    let mut s = Builder::new(dir, "reset", QueueConfig::new().reclaim_over(64), b);
+    let mut s = Builder::new(dir, "reset", QueueConfig::new().with_reclaim_over(64), b);
     for _ in 0..20 {
         s.push(30);
     }
@@ -292,7 +292,12 @@ fn make_bases(dir: &TempDir) -> Vec<Base> {
     drop(s);
 
     // A lagging queue compacts (records moved to 8192, head_seq kept).
-    let mut s = Builder::new(dir, "compaction", QueueConfig::new().reclaim_over(256), b);
+    let mut s = Builder::new(
+        dir,
+        "compaction",
+        QueueConfig::new().with_reclaim_over(256),
+        b,
+    );
     for _ in 0..40 {
         s.push(20);
     }
@@ -328,7 +333,12 @@ fn make_bases(dir: &TempDir) -> Vec<Base> {
     drop(s);
 
     // Consumed records erased as the head passes them.
-    let mut s = Builder::new(dir, "erase", QueueConfig::new().erase_consumed(true), b);
+    let mut s = Builder::new(
+        dir,
+        "erase",
+        QueueConfig::new().with_erase_consumed(true),
+        b,
+    );
     s.batch(&[10; 6]);
     s.pop(2);
     s.push(3);
@@ -337,14 +347,14 @@ fn make_bases(dir: &TempDir) -> Vec<Base> {
     drop(s);
 
     // An exclusive handle and a durable one write the same format.
-    let config = QueueConfig::new().exclusive(true);
+    let config = QueueConfig::new().with_exclusive(true);
     let mut s = Builder::new(dir, "exclusive", config, b);
     s.batch(&[1, 2, 3]);
     s.push(4);
     s.pop(2);
     s.snap("popped");
     drop(s);
-    let config = QueueConfig::new().durability(Durability::Sync);
+    let config = QueueConfig::new().with_durability(Durability::Sync);
     let mut s = Builder::new(dir, "sync", config, b);
     s.batch(&[5, 6]);
     s.pop(1);
@@ -367,7 +377,7 @@ fn make_bases(dir: &TempDir) -> Vec<Base> {
     drop(s);
 
     // Many messages, popped along the way, with resets and compactions at 4 KiB.
-    let mut s = Builder::new(dir, "many", QueueConfig::new().reclaim_over(4096), b);
+    let mut s = Builder::new(dir, "many", QueueConfig::new().with_reclaim_over(4096), b);
     for round in 0..12usize {
         let lens: Vec<usize> = (0..1 + round % 5)
             .map(|k| (round * 13 + k * 5) % 70)

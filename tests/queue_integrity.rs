@@ -101,7 +101,7 @@ fn a_handle_with_a_smaller_maximum_leaves_longer_messages_alone() {
         let a = open(&path);
         a.push(&big).unwrap();
         a.push(b"after").unwrap();
-        let b = FileQueue::open(&path, QueueConfig::new().max_message_len(4096)).unwrap();
+        let b = FileQueue::open(&path, QueueConfig::new().with_max_message_len(4096)).unwrap();
         assert_eq!(
             b.len().unwrap(),
             2,
@@ -140,7 +140,7 @@ fn a_message_of_exactly_the_maximum_and_one_over_a_read_chunk_survive_a_reopen()
     common::within(LIMIT, move || {
         let dir = TempDir::new("exact-max");
         let path = dir.file("q");
-        let cfg = QueueConfig::new().max_message_len(1000);
+        let cfg = QueueConfig::new().with_max_message_len(1000);
         let q = FileQueue::open(&path, cfg).unwrap();
         let exact: Vec<u8> = (0..1000).map(|i| i as u8).collect();
         q.push(&exact).unwrap();
@@ -709,7 +709,7 @@ fn consumed_messages_stay_in_the_file_unless_erased() {
         let dir = TempDir::new("erase");
         for erase in [false, true] {
             let path = dir.file(&format!("q-{erase}"));
-            let q = FileQueue::open(&path, QueueConfig::new().erase_consumed(erase)).unwrap();
+            let q = FileQueue::open(&path, QueueConfig::new().with_erase_consumed(erase)).unwrap();
             q.push_batch(&[b"secret-one", b"secret-two", b"public"])
                 .unwrap();
             let leased = q.take().unwrap().unwrap(); // secret-one, leased
@@ -772,7 +772,7 @@ fn a_handle_that_looked_before_a_reset_appends_where_the_records_now_end() {
     common::within(LIMIT, move || {
         let dir = TempDir::new("epoch");
         let path = dir.file("q");
-        let cfg = QueueConfig::new().reclaim_over(0);
+        let cfg = QueueConfig::new().with_reclaim_over(0);
         let a = FileQueue::open(&path, cfg).unwrap();
         let b = FileQueue::open(&path, cfg).unwrap();
         a.push_batch(&[b"one", b"two"]).unwrap();
@@ -794,7 +794,7 @@ fn no_recovery_is_reported_for_a_file_used_cleanly() {
     common::within(LIMIT, move || {
         let dir = TempDir::new("clean");
         let path = dir.file("q");
-        let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(64)).unwrap();
+        let q = FileQueue::open(&path, QueueConfig::new().with_reclaim_over(64)).unwrap();
         for i in 0..200u32 {
             q.push(&i.to_le_bytes()).unwrap();
             if i % 3 == 0 {
@@ -980,7 +980,7 @@ fn space_is_reclaimed_exactly_past_the_threshold() {
     // Reset: a drained queue whose records took more than the threshold.
     for (threshold, reset) in [(32u64, false), (31, true)] {
         let path = dir.file(&format!("reset-{threshold}"));
-        let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(threshold)).unwrap();
+        let q = FileQueue::open(&path, QueueConfig::new().with_reclaim_over(threshold)).unwrap();
         q.push(b"12345678").unwrap(); // one 32-byte record
         q.pop().unwrap();
         assert_eq!(
@@ -996,7 +996,7 @@ fn space_is_reclaimed_exactly_past_the_threshold() {
     // Three consumed (96) against one live (32): compacts if 96 > threshold.
     for (threshold, compacts) in [(96u64, false), (95, true)] {
         let path = dir.file(&format!("compact-{threshold}"));
-        let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(threshold)).unwrap();
+        let q = FileQueue::open(&path, QueueConfig::new().with_reclaim_over(threshold)).unwrap();
         q.push_batch(&[b"aaaaaaaa", b"bbbbbbbb", b"cccccccc", b"dddddddd"])
             .unwrap();
         q.pop_batch(2).unwrap();
@@ -1012,7 +1012,7 @@ fn space_is_reclaimed_exactly_past_the_threshold() {
     }
     // Twice exactly: 64 consumed against 32 live compacts (>= 2x).
     let path = dir.file("twice");
-    let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(0)).unwrap();
+    let q = FileQueue::open(&path, QueueConfig::new().with_reclaim_over(0)).unwrap();
     q.push_batch(&[b"aaaaaaaa", b"bbbbbbbb", b"cccccccc"])
         .unwrap();
     q.pop().unwrap(); // 32 consumed, 64 live
@@ -1022,7 +1022,7 @@ fn space_is_reclaimed_exactly_past_the_threshold() {
     assert_eq!(q.pop().unwrap().as_deref(), Some(&b"cccccccc"[..]));
     // Short of twice: 96 consumed against 64 live stays (1.5x), though over the threshold.
     let path = dir.file("one-and-a-half");
-    let q = FileQueue::open(&path, QueueConfig::new().reclaim_over(0)).unwrap();
+    let q = FileQueue::open(&path, QueueConfig::new().with_reclaim_over(0)).unwrap();
     q.push_batch(&[
         b"aaaaaaaa",
         b"bbbbbbbb",

@@ -15,7 +15,7 @@ use rstest::rstest;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn small() -> RingConfig {
-    RingConfig::new().capacity(4096)
+    RingConfig::new().with_capacity(4096)
 }
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
@@ -87,7 +87,11 @@ fn over_the_maximum_is_refused() {
 fn bad_capacities_are_refused() {
     common::within(LIMIT, move || {
         for cap in [0, 63, 100, 3000, 1 << 31] {
-            let err = shm::channel_with(RingConfig::new().capacity(cap)).unwrap_err();
+            let err = shm::channel_with(RingConfig::new().with_capacity(cap)).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidConfig { .. }),
+                "{cap}: not a configuration error: {err:?}"
+            );
             assert!(err.to_string().contains("power of two"), "{cap}: {err}");
         }
     })

@@ -42,7 +42,7 @@ fn corrupt(err: Error) -> String {
 }
 
 fn ring() -> (RingSender, RingReceiver, MmapRaw) {
-    let (tx, rx) = shm::channel_with(RingConfig::new().capacity(CAP)).unwrap();
+    let (tx, rx) = shm::channel_with(RingConfig::new().with_capacity(CAP)).unwrap();
     let map = peer_view(&tx);
     (tx, rx, map)
 }

@@ -12,7 +12,7 @@ use ipcprop::check::fork::{ChildEnd, ChildGroup};
 use ipcprop::check::plan::{plan_strategy, PlanLimits};
 use ipcprop::check::{run_case, Plan, RunConfig, Transport};
 use ipcprop::shm::{self, RingConfig};
-use ipcprop::{Error, Receiver};
+use ipcprop::{Error, Receiver, Sender};
 use proptest::prelude::*;
 
 fn config(cases: u32) -> ProptestConfig {
@@ -21,7 +21,7 @@ fn config(cases: u32) -> ProptestConfig {
 
 fn small_ring() -> RingTransport {
     RingTransport {
-        config: RingConfig::new().capacity(4096),
+        config: RingConfig::new().with_capacity(4096),
     }
 }
 
@@ -108,7 +108,7 @@ proptest! {
         sizes in proptest::collection::vec(0usize..2041, 1..60),
     ) {
         common::within(LIMIT, move || -> Result<(), TestCaseError> {
-            let (tx, rx) = shm::channel_with(RingConfig::new().capacity(4096)).unwrap();
+            let (tx, rx) = shm::channel_with(RingConfig::new().with_capacity(4096)).unwrap();
             let map = memmap2::MmapOptions::new().len(8192).map_raw(&tx.memory_fd()).unwrap();
             let (mut tx, mut rx) = (Some(tx), Some(rx));
             let mut group = ChildGroup::new();

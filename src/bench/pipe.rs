@@ -20,7 +20,9 @@ fn raw_pair() -> Result<(std::fs::File, std::fs::File)> {
 /// The tuned configuration the benchmarks also measure: `SIGPIPE` promised ignored (no
 /// signal mask per write) and a 1 MiB pipe buffer.
 pub fn tuned() -> PipeConfig {
-    PipeConfig::new().sigpipe_ignored(true).capacity(1 << 20)
+    PipeConfig::new()
+        .with_sigpipe_ignored(true)
+        .with_capacity(1 << 20)
 }
 
 /// Our channel: `n` messages of `size` bytes from this process to a child, with `send`

@@ -66,7 +66,7 @@ impl Drop for Scratch {
 
 fn ours(dir: &BenchDir, durability: Durability) -> Result<(FileQueue, Scratch)> {
     let path = dir.file("ipcprop");
-    let q = FileQueue::open(&path, QueueConfig::new().durability(durability))?;
+    let q = FileQueue::open(&path, QueueConfig::new().with_durability(durability))?;
     Ok((q, Scratch(path)))
 }
 
@@ -96,7 +96,7 @@ pub fn push_pop_with(
     config: QueueConfig,
 ) -> Result<Duration> {
     let path = dir.file("ipcprop");
-    let q = FileQueue::open(&path, config.durability(Durability::None))?;
+    let q = FileQueue::open(&path, config.with_durability(Durability::None))?;
     let _scratch = Scratch(path);
     let msg = payload(size);
     let msgs = vec![&msg[..]; batch.max(1)];

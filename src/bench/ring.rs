@@ -25,7 +25,7 @@ pub const RING_BYTES: usize = 256 * 1024;
 /// Our ring. `trusted`: both ends zero-copy (`trust_peer`); otherwise the default ends,
 /// which copy every payload between shared memory and a private buffer.
 fn ring_with(trusted: bool) -> Result<(RingSender, RingReceiver)> {
-    let (tx, rx) = shm::channel_with(RingConfig::new().capacity(RING_BYTES))?;
+    let (tx, rx) = shm::channel_with(RingConfig::new().with_capacity(RING_BYTES))?;
     if trusted {
         // SAFETY: both ends stay in this benchmark's two processes, which run the crate's
         // own code and write the ring only through it (the protocol); nothing else holds

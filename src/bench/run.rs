@@ -224,7 +224,7 @@ fn specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                             Q_EXCLUSIVE,
                             b(QF),
                             Box::new(move |n| {
-                                let config = QueueConfig::new().exclusive(true);
+                                let config = QueueConfig::new().with_exclusive(true);
                                 queue::push_pop_with(dir, n, s, 1, config)
                             }),
                         ),
@@ -232,7 +232,7 @@ fn specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                             Q_ERASE,
                             b(QF),
                             Box::new(move |n| {
-                                let config = QueueConfig::new().erase_consumed(true);
+                                let config = QueueConfig::new().with_erase_consumed(true);
                                 queue::push_pop_with(dir, n, s, 1, config)
                             }),
                         ),

@@ -603,7 +603,7 @@ fn run_named(
         }
         TransportName::Ring => run_one(
             &RingTransport {
-                config: RingConfig::new().capacity(4096),
+                config: RingConfig::new().with_capacity(4096),
             },
             config,
             args,

@@ -371,30 +371,48 @@ impl Drop for SharedLock {
     }
 }
 
-impl<S: Sender> Sender for BrokenSender<S> {
-    fn send(&mut self, msg: &[u8]) -> Result<()> {
-        let n = self.count;
+/// One message to the inner sender, waiting as `wait` says.
+fn put<S: Sender>(inner: &mut S, msg: &[u8], wait: Wait) -> Result<()> {
+    match wait {
+        Wait::Forever => inner.send(msg),
+        w => inner.send_wait(msg, w),
+    }
+}
+
+impl<S: Sender> BrokenSender<S> {
+    /// A send with the defect, waiting as `wait` says. A message the inner sender found no
+    /// room for in time does not count as sent (the caller may send it again).
+    fn send_defective(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        let (n, after_single) = (self.count, self.after_single);
+        let result = self.send_counted(msg, wait, n);
+        if matches!(&result, Err(e) if e.is_full() || e.is_timeout()) {
+            (self.count, self.after_single) = (n, after_single);
+        }
+        result
+    }
+
+    fn send_counted(&mut self, msg: &[u8], wait: Wait, n: usize) -> Result<()> {
         self.count += 1;
         self.after_single = true;
         match self.defect {
             Defect::PowerOfTwoMinusHeader
                 if msg.len() >= 4092 && (msg.len() + 4).is_power_of_two() =>
             {
-                self.inner.send(&msg[..msg.len() - 1])
+                put(&mut self.inner, &msg[..msg.len() - 1], wait)
             }
             Defect::Drop(k) if k == n => Ok(()),
             Defect::Duplicate(k) if k == n => {
-                self.inner.send(msg)?;
-                self.inner.send(msg)
+                put(&mut self.inner, msg, wait)?;
+                put(&mut self.inner, msg, wait)
             }
             Defect::Swap(k) if k == n => {
                 self.held = Some(msg.to_vec());
                 Ok(())
             }
             Defect::Swap(k) if k + 1 == n => {
-                self.inner.send(msg)?;
+                put(&mut self.inner, msg, wait)?;
                 match self.held.take() {
-                    Some(h) => self.inner.send(&h),
+                    Some(h) => put(&mut self.inner, &h, wait),
                     None => Ok(()),
                 }
             }
@@ -404,37 +422,47 @@ impl<S: Sender> Sender for BrokenSender<S> {
                     Some(b) => *b ^= 0x20,
                     None => m.push(0),
                 }
-                self.inner.send(&m)
+                put(&mut self.inner, &m, wait)
             }
-            Defect::Truncate(k) if k == n => self.inner.send(&msg[..msg.len() / 2]),
+            Defect::Truncate(k) if k == n => put(&mut self.inner, &msg[..msg.len() / 2], wait),
             Defect::PanicOn(k) if k == n => panic!("deliberate panic on message {n}"),
             Defect::LoseUnflushed => {
                 self.unflushed.push(msg.to_vec());
                 if self.unflushed.len() == 4 {
                     for m in std::mem::take(&mut self.unflushed) {
-                        self.inner.send(&m)?;
+                        put(&mut self.inner, &m, wait)?;
                     }
                 }
                 Ok(())
             }
             Defect::LockAcrossSend => match self.lock.as_ref() {
-                Some(lock) => lock.with(|| self.inner.send(msg)),
-                None => self.inner.send(msg),
+                Some(lock) => lock.with(|| put(&mut self.inner, msg, wait)),
+                None => put(&mut self.inner, msg, wait),
             },
-            Defect::HangWhenReceiverGone => match self.inner.send(msg) {
+            Defect::HangWhenReceiverGone => match put(&mut self.inner, msg, wait) {
                 Err(Error::Disconnected) => block_forever(),
                 other => other,
             },
-            Defect::HangOnLargeSendWhenReceiverGone => match self.inner.send(msg) {
+            Defect::HangOnLargeSendWhenReceiverGone => match put(&mut self.inner, msg, wait) {
                 Err(Error::Disconnected) if msg.len() > 128 << 10 => block_forever(),
                 other => other,
             },
-            Defect::SilentWhenReceiverGone => match self.inner.send(msg) {
+            Defect::SilentWhenReceiverGone => match put(&mut self.inner, msg, wait) {
                 Err(Error::Disconnected) => Ok(()),
                 other => other,
             },
-            _ => self.inner.send(msg),
+            _ => put(&mut self.inner, msg, wait),
         }
+    }
+}
+
+impl<S: Sender> Sender for BrokenSender<S> {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_defective(msg, Wait::Forever)
+    }
+
+    fn send_wait(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        self.send_defective(msg, wait)
     }
 
     fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {

@@ -69,7 +69,7 @@ impl Transport for PipeTransport {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let max = self.config.frame_max();
+        let max = self.config.max_message_len();
         Capabilities {
             multi_sender: Some(MAX_SHARED_PAYLOAD.min(max)),
             boundary_sizes: pipe_boundaries(max),
@@ -78,7 +78,7 @@ impl Transport for PipeTransport {
     }
 
     fn pair(&self, senders: usize) -> Result<(PipeSender, PipeReceiver)> {
-        pipe::channel_with(self.config.shared_senders(senders > 1))
+        pipe::channel_with(self.config.with_shared_senders(senders > 1))
     }
 
     fn forge_header(&self, tx: &mut PipeSender, claimed_len: u64) -> Result<bool> {
@@ -123,7 +123,7 @@ impl Transport for FaultyPipeTransport {
     }
 
     fn pair(&self, senders: usize) -> Result<(Self::Sender, Self::Receiver)> {
-        let config = self.config.shared_senders(senders > 1);
+        let config = self.config.with_shared_senders(senders > 1);
         let (tx, rx) = pipe::channel_with(config)?;
         let (w, r) = (tx.into_inner(), rx.into_inner());
         let write_schedule = if senders > 1 {
@@ -146,7 +146,7 @@ impl Transport for FaultyPipeTransport {
 /// (so the next lands exactly on the wrap point), records one byte either side of that,
 /// and the maximum (half the capacity, less the 8-byte record header) with its neighbours.
 fn ring_boundaries(capacity: usize) -> Vec<usize> {
-    let max = RingConfig::new().capacity(capacity).max_message_len();
+    let max = RingConfig::new().with_capacity(capacity).max_message_len();
     let mut v = vec![0, 1, 7, 8, 9];
     for tile in [capacity / 8, capacity / 4, capacity / 2] {
         let payload = tile - 8; // a record of exactly `tile` bytes
@@ -177,7 +177,7 @@ impl Transport for RingTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             multi_sender: None,
-            boundary_sizes: ring_boundaries(self.config.get_capacity()),
+            boundary_sizes: ring_boundaries(self.config.capacity()),
             ..Capabilities::new(self.config.max_message_len())
         }
     }
@@ -204,7 +204,7 @@ pub struct QueueTransport {
 impl QueueTransport {
     /// A queue transport with messages up to 1 MiB (plans stay small) and no fsync.
     pub fn new() -> Result<Self> {
-        Self::with_config(QueueConfig::new().max_message_len(1024 * 1024))
+        Self::with_config(QueueConfig::new().with_max_message_len(1024 * 1024))
     }
 
     /// A queue transport with `config`.
@@ -244,7 +244,7 @@ impl Transport for QueueTransport {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let max = self.config.get_max_message_len();
+        let max = self.config.max_message_len();
         Capabilities {
             multi_sender: Some(max),
             boundary_sizes: queue_boundaries(max),

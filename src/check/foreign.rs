@@ -110,6 +110,13 @@ impl Transport for SeqpacketTransport {
 
 impl Sender for SeqpacketSender {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_wait(msg, Wait::Forever)
+    }
+
+    /// A packet is sent whole or not at all: without waiting (`MSG_DONTWAIT`) the socket
+    /// refuses it with `EAGAIN` while the receiver's queue is full, and the send then waits
+    /// for `POLLOUT` until the deadline.
+    fn send_wait(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         if msg.len() > SEQPACKET_MAX {
             return Err(Error::MessageTooLarge {
                 len: msg.len(),
@@ -117,15 +124,34 @@ impl Sender for SeqpacketSender {
                 why: "the seqpacket adapter's packet size",
             });
         }
+        let deadline = wait.deadline();
+        let flags = match deadline {
+            None => MsgFlags::MSG_NOSIGNAL,
+            Some(_) => MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        };
         loop {
             // MSG_NOSIGNAL: a gone receiver is EPIPE, not a SIGPIPE death.
-            match nix::sys::socket::send(
-                std::os::fd::AsRawFd::as_raw_fd(&self.0),
-                msg,
-                MsgFlags::MSG_NOSIGNAL,
-            ) {
+            match nix::sys::socket::send(std::os::fd::AsRawFd::as_raw_fd(&self.0), msg, flags) {
                 Ok(_) => return Ok(()),
                 Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    let Some(d) = deadline else { continue };
+                    let ms = d
+                        .saturating_duration_since(Instant::now())
+                        .as_micros()
+                        .div_ceil(1000);
+                    if ms == 0 {
+                        return Err(wait.expired_send());
+                    }
+                    let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLOUT)];
+                    match nix::poll::poll(
+                        &mut fds,
+                        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+                    ) {
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(e) => return Err(Error::sys("poll", e)),
+                    }
+                }
                 Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
                 Err(e) => return Err(Error::sys("send(SOCK_SEQPACKET)", e)),
             }
@@ -206,7 +232,7 @@ impl Receiver for KeptWriterReceiver {
 }
 
 fn kept_writer_pair(senders: usize) -> Result<(PipeSender, KeptWriterReceiver)> {
-    let config = PipeConfig::new().shared_senders(senders > 1);
+    let config = PipeConfig::new().with_shared_senders(senders > 1);
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
     // std makes the copy with F_DUPFD_CLOEXEC: close-on-exec from its first instant.

@@ -17,7 +17,7 @@
 //!   blocked in the sending thread for the duration of the write and the one it raised is
 //!   consumed.
 //! - **Several sender processes** (the sender inherited across `fork`) are safe only in
-//!   shared mode ([`PipeConfig::shared_senders`]): every `write` is then at most `PIPE_BUF`
+//!   shared mode ([`PipeConfig::with_shared_senders`]): every `write` is then at most `PIPE_BUF`
 //!   (4096) bytes and holds whole frames, which POSIX makes atomic, so frames never
 //!   interleave. A message whose frame would exceed `PIPE_BUF` (payload over
 //!   [`MAX_SHARED_PAYLOAD`] bytes) is refused with [`Error::MessageTooLarge`]. In the
@@ -30,6 +30,31 @@
 //!   you exec, use [`PipeSender::inherit_in`] / [`PipeReceiver::inherit_in`]: only that
 //!   descriptor, only in that child, loses `O_CLOEXEC`. The program rebuilds its end with
 //!   [`PipeSender::from_fd`] / [`PipeReceiver::from_fd`] (see `examples/pipe_exec.rs`).
+//!
+//! # Sending with a deadline
+//! [`Sender::try_send`] and [`Sender::send_timeout`] (through [`Sender::send_wait`]) never
+//! leave half a frame in the pipe, and when they return [`Error::Full`] or
+//! [`Error::Timeout`] nothing of the message was written: a stream is only as good as its
+//! frames, and a half-written one would corrupt every later message, while one that
+//! completed after the error would be a duplicate of the retry. The deadline bounds the
+//! wait to *start* the frame; a frame started is one that fits, so it is never left
+//! waiting for the reader:
+//! - A frame of at most [`PIPE_BUF`] bytes (every frame in shared mode) goes in one
+//!   non-blocking `write`, which the kernel makes all-or-nothing (a frame of at most a page
+//!   goes into one pipe buffer, or the write fails with `EAGAIN`). The write goes through
+//!   a second open file description of the same pipe, opened `O_NONBLOCK` through
+//!   `/proc/self/fd` on the first such send and kept by this sender: `O_NONBLOCK` is a
+//!   property of the description, and the sender's own one may be shared with other
+//!   processes, so it is never flipped. This is exact with any number of senders.
+//! - A larger frame (one sending process only) starts only when the pipe is empty: an
+//!   empty pipe takes a frame up to its capacity whole, and with a single writer it can
+//!   only get emptier until the write. (How much room a pipe that is not empty has cannot
+//!   be read from outside: the kernel packs bytes into page-sized buffers, some part
+//!   full.) So such a send may report [`Error::Full`] while part of the pipe is free.
+//!   The sender first grows the pipe as for any large frame (see
+//!   [`PipeConfig::with_capacity`]); a frame still larger than the pipe's buffer could
+//!   only be written with the reader's help, so a deadline send refuses it with
+//!   [`Error::MessageTooLarge`] (nothing written; [`Sender::send`] sends it, blocking).
 //!
 //! # Example
 //! ```
@@ -57,7 +82,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -84,7 +109,7 @@ const BATCH_WRITE_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// The largest pipe buffer a sender grows its pipe to on its own (see
-/// [`PipeConfig::capacity`]); 1 MiB is also the kernel's default `pipe-max-size`.
+/// [`PipeConfig::with_capacity`]); 1 MiB is also the kernel's default `pipe-max-size`.
 pub const AUTO_PIPE_MAX: usize = 1 << 20;
 
 /// Messages up to this long are copied behind their header and written with one `write`;
@@ -94,7 +119,7 @@ const SMALL_COPY: usize = 1024;
 /// Configuration of a pipe channel, shared by both ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipeConfig {
-    max_frame_len: usize,
+    max_message_len: usize,
     shared_senders: bool,
     sigpipe_ignored: bool,
     capacity: Option<usize>,
@@ -103,7 +128,7 @@ pub struct PipeConfig {
 impl Default for PipeConfig {
     fn default() -> Self {
         PipeConfig {
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_message_len: DEFAULT_MAX_FRAME_LEN,
             shared_senders: false,
             sigpipe_ignored: false,
             capacity: None,
@@ -118,16 +143,18 @@ impl PipeConfig {
     }
 
     /// The longest message either end accepts (checked by the sender before writing and by
-    /// the receiver before allocating). At most `u32::MAX`.
-    pub fn max_frame_len(mut self, max: usize) -> Self {
-        self.max_frame_len = max.min(u32::MAX as usize);
+    /// the receiver before allocating). At most `u32::MAX`. With
+    /// [`PipeConfig::with_shared_senders`] a sender also refuses messages longer than
+    /// [`MAX_SHARED_PAYLOAD`].
+    pub fn with_max_message_len(mut self, max: usize) -> Self {
+        self.max_message_len = max.min(u32::MAX as usize);
         self
     }
 
     /// Several processes will send on this pipe (the sender is inherited across `fork`):
     /// every write is made atomic, and messages longer than [`MAX_SHARED_PAYLOAD`] are
     /// refused.
-    pub fn shared_senders(mut self, shared: bool) -> Self {
+    pub fn with_shared_senders(mut self, shared: bool) -> Self {
         self.shared_senders = shared;
         self
     }
@@ -139,8 +166,8 @@ impl PipeConfig {
     /// `write` of a small message (see the README's benchmark table).
     ///
     /// The promise is checked when a sender is made ([`channel_with`],
-    /// [`PipeSender::from_fd`]): if `SIGPIPE` is not ignored then, that fails with an
-    /// `InvalidInput` error. Breaking it later (setting `SIGPIPE` back to its default while
+    /// [`PipeSender::from_fd`]): if `SIGPIPE` is not ignored then, that fails with
+    /// [`Error::InvalidConfig`]. Breaking it later (setting `SIGPIPE` back to its default while
     /// the sender is in use) means a send to a pipe whose receiver is gone kills the process,
     /// as a plain `write` would, instead of returning [`Error::Disconnected`].
     ///
@@ -149,12 +176,12 @@ impl PipeConfig {
     /// use ipcprop::{Receiver, Sender};
     ///
     /// // A Rust binary (and this doc-test) ignores SIGPIPE from the start.
-    /// let (mut tx, rx) = pipe::channel_with(PipeConfig::new().sigpipe_ignored(true))?;
+    /// let (mut tx, rx) = pipe::channel_with(PipeConfig::new().with_sigpipe_ignored(true))?;
     /// drop(rx);
     /// assert!(tx.send(b"nobody reads this").unwrap_err().is_disconnected());
     /// # Ok::<(), ipcprop::Error>(())
     /// ```
-    pub fn sigpipe_ignored(mut self, ignored: bool) -> Self {
+    pub fn with_sigpipe_ignored(mut self, ignored: bool) -> Self {
         self.sigpipe_ignored = ignored;
         self
     }
@@ -165,32 +192,40 @@ impl PipeConfig {
     ///
     /// Without this setting a sender grows the buffer by itself, the first time a frame
     /// does not fit, to the next power of two up to [`AUTO_PIPE_MAX`] (best effort: if the
-    /// kernel refuses, frames go in pieces as they always can). With it, the size is fixed. Unprivileged processes may ask up to
+    /// kernel refuses, frames go in pieces as they always can). With it, the size is fixed.
+    /// Unprivileged processes may ask up to
     /// `/proc/sys/fs/pipe-max-size` (1 MiB by default), and big buffers count against the
     /// per-user `pipe-user-pages-soft` limit; [`channel_with`] fails with the kernel's error
     /// (`EPERM`, `EINVAL`) rather than silently keep the default.
-    pub fn capacity(mut self, bytes: usize) -> Self {
+    pub fn with_capacity(mut self, bytes: usize) -> Self {
         self.capacity = Some(bytes);
         self
     }
 
-    /// The longest message a sender accepts in this configuration.
+    /// The longest message either end accepts ([`PipeConfig::with_max_message_len`]): what
+    /// a receiver accepts, and a sender with one sending process. With shared senders a
+    /// sender accepts at most [`MAX_SHARED_PAYLOAD`] of it; its
+    /// [`Sender::max_message_len`] says so.
     pub fn max_message_len(&self) -> usize {
-        if self.shared_senders {
-            self.max_frame_len.min(MAX_SHARED_PAYLOAD)
-        } else {
-            self.max_frame_len
-        }
+        self.max_message_len
     }
 
-    /// Whether several sending processes are allowed.
-    pub fn is_shared(&self) -> bool {
+    /// Whether several sending processes are allowed
+    /// ([`PipeConfig::with_shared_senders`]).
+    pub fn shared_senders(&self) -> bool {
         self.shared_senders
     }
 
-    /// The configured frame maximum.
-    pub fn frame_max(&self) -> usize {
-        self.max_frame_len
+    /// Whether this process promised to ignore `SIGPIPE`
+    /// ([`PipeConfig::with_sigpipe_ignored`]).
+    pub fn sigpipe_ignored(&self) -> bool {
+        self.sigpipe_ignored
+    }
+
+    /// The pipe buffer size asked for ([`PipeConfig::with_capacity`]); `None`: the kernel's
+    /// default, grown by the sender as large frames need.
+    pub fn capacity(&self) -> Option<usize> {
+        self.capacity
     }
 }
 
@@ -214,17 +249,14 @@ pub fn channel_with(config: PipeConfig) -> Result<(PipeSender, PipeReceiver)> {
     ))
 }
 
-/// With [`PipeConfig::sigpipe_ignored`], checks that `SIGPIPE` is ignored now.
+/// With [`PipeConfig::with_sigpipe_ignored`], checks that `SIGPIPE` is ignored now.
 fn check_sigpipe_promise(config: &PipeConfig) -> Result<()> {
     if config.sigpipe_ignored && !io::sigpipe_ignored()? {
-        return Err(Error::Io {
-            op: "PipeConfig::sigpipe_ignored",
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "SIGPIPE is not ignored in this process (its disposition is not SIG_IGN), so \
-                 the per-write SIGPIPE guard cannot be skipped",
-            ),
-        });
+        return Err(Error::config(
+            "PipeConfig::with_sigpipe_ignored",
+            "true, but SIGPIPE is not ignored in this process (its disposition is not \
+             SIG_IGN), so the per-write SIGPIPE guard cannot be skipped",
+        ));
     }
     Ok(())
 }
@@ -309,6 +341,9 @@ pub struct PipeSender<I: PipeIo = OwnedFd> {
     /// The pipe buffer size as last seen or set (0: not asked yet), for growing it to fit
     /// large frames; `usize::MAX` once growing has failed (the kernel's limit is reached).
     pipe_size: usize,
+    /// A second open file description of the pipe, `O_NONBLOCK`, for the all-or-nothing
+    /// writes of sends with a deadline (opened on the first one).
+    nonblocking: Option<OwnedFd>,
 }
 
 impl PipeSender<OwnedFd> {
@@ -330,6 +365,48 @@ impl PipeSender<OwnedFd> {
     pub fn inherit_in(&self, cmd: &mut Command) -> RawFd {
         inherit_in(self.io.as_raw_fd(), cmd)
     }
+
+    /// Another sender on the same pipe, for another thread or to hand to another process:
+    /// its own copy of the write end (`F_DUPFD_CLOEXEC`: close-on-exec from its first
+    /// instant). The receiver sees the end of the stream once every copy is gone.
+    ///
+    /// Only in shared mode ([`PipeConfig::with_shared_senders`]), whose atomic writes keep
+    /// the frames of several senders whole; in single-sender mode it is refused with
+    /// [`Error::InvalidConfig`].
+    ///
+    /// ```
+    /// use ipcprop::pipe::{self, PipeConfig};
+    /// use ipcprop::{Receiver, Sender};
+    ///
+    /// let (mut tx, mut rx) = pipe::channel_with(PipeConfig::new().with_shared_senders(true))?;
+    /// let mut tx2 = tx.try_clone()?;
+    /// std::thread::spawn(move || tx2.send(b"from a thread")).join().unwrap()?;
+    /// drop(tx);
+    /// assert_eq!(rx.recv()?, b"from a thread");
+    /// assert!(rx.recv().unwrap_err().is_disconnected());
+    /// # Ok::<(), ipcprop::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Self> {
+        if !self.config.shared_senders {
+            return Err(Error::config(
+                "PipeConfig::with_shared_senders",
+                "false, so the pipe has one sender: PipeSender::try_clone would make a second \
+                 one, whose large frames could interleave with this one's",
+            ));
+        }
+        let io = self
+            .io
+            .try_clone()
+            .map_err(|e| Error::io("dup(F_DUPFD_CLOEXEC)", e))?;
+        Ok(PipeSender {
+            io,
+            config: self.config,
+            batch: Vec::new(),
+            broken: self.broken,
+            pipe_size: self.pipe_size,
+            nonblocking: None,
+        })
+    }
 }
 
 impl<I: PipeIo> PipeSender<I> {
@@ -341,6 +418,7 @@ impl<I: PipeIo> PipeSender<I> {
             batch: Vec::new(),
             broken: false,
             pipe_size: 0,
+            nonblocking: None,
         }
     }
 
@@ -348,7 +426,7 @@ impl<I: PipeIo> PipeSender<I> {
     /// (`F_SETPIPE_SZ`) to the next power of two up to [`AUTO_PIPE_MAX`], so the frame goes
     /// in one write instead of in pieces, each waiting for the reader. Best effort: if the
     /// kernel refuses (the per-user pipe memory limit), the sender stops trying and writes
-    /// in pieces as before. Not done with an explicit [`PipeConfig::capacity`].
+    /// in pieces as before. Not done with an explicit [`PipeConfig::with_capacity`].
     fn fit(&mut self, len: usize) {
         if self.config.capacity.is_some() || len <= self.pipe_size {
             return;
@@ -388,10 +466,10 @@ impl<I: PipeIo> PipeSender<I> {
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
-        if len > self.config.max_frame_len {
+        if len > self.config.max_message_len {
             return Err(Error::MessageTooLarge {
                 len,
-                max: self.config.max_frame_len,
+                max: self.config.max_message_len,
                 why: "the frame maximum",
             });
         }
@@ -405,8 +483,8 @@ impl<I: PipeIo> PipeSender<I> {
         Ok(())
     }
 
-    /// Writes all of `bufs`, retrying short writes, `EINTR` and `EAGAIN`.
-    fn write_all(&mut self, bufs: &mut [IoSlice<'_>]) -> Result<()> {
+    /// An error if an earlier write failed (the stream may hold a partial frame).
+    fn check_not_broken(&self) -> Result<()> {
         if self.broken {
             return Err(Error::Io {
                 op: "write to pipe",
@@ -415,13 +493,137 @@ impl<I: PipeIo> PipeSender<I> {
                 ),
             });
         }
-        let guard = if self.config.sigpipe_ignored {
-            // The caller promised (and creation checked) that SIGPIPE is ignored: a write
-            // to a pipe without reader just fails with EPIPE.
-            None
+        Ok(())
+    }
+
+    /// The `SIGPIPE` guard for one write, unless the caller promised `SIGPIPE` is ignored
+    /// (and creation checked it): a write to a pipe without reader then just fails with
+    /// `EPIPE`.
+    fn sigpipe_guard(&self) -> Result<Option<SigpipeGuard>> {
+        if self.config.sigpipe_ignored {
+            Ok(None)
         } else {
-            Some(SigpipeGuard::new().map_err(|e| Error::sys("pthread_sigmask", e))?)
+            SigpipeGuard::new()
+                .map(Some)
+                .map_err(|e| Error::sys("pthread_sigmask", e))
+        }
+    }
+
+    /// The sender's non-blocking description of the pipe, opened on first use.
+    fn nonblocking_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        if self.nonblocking.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let path = format!("/proc/self/fd/{}", self.io.as_fd().as_raw_fd());
+            // std opens with O_CLOEXEC. Opening the pipe again makes a new open file
+            // description of it, whose O_NONBLOCK is this sender's alone.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&path);
+            let file = match file {
+                Ok(f) => f,
+                // O_WRONLY | O_NONBLOCK on a pipe without reader.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+                    return Err(Error::Disconnected)
+                }
+                Err(e) => return Err(Error::io("open /proc/self/fd/N O_NONBLOCK (pipe)", e)),
+            };
+            self.nonblocking = Some(OwnedFd::from(file));
+        }
+        match &self.nonblocking {
+            Some(fd) => Ok(fd.as_fd()),
+            None => Err(Error::Disconnected),
+        }
+    }
+
+    /// Writes `frame` (at most [`PIPE_BUF`] bytes) whole with one non-blocking write, or
+    /// nothing: waits for room until `deadline`, then `wait.expired_send()`.
+    fn write_atomic_before(&mut self, frame: &[u8], deadline: Instant, wait: Wait) -> Result<()> {
+        debug_assert!(frame.len() <= PIPE_BUF);
+        let guard = self.sigpipe_guard()?;
+        let result = loop {
+            let fd = self.nonblocking_fd()?;
+            match nix::unistd::write(fd, frame) {
+                Ok(n) if n == frame.len() => break Ok(()),
+                Ok(n) => {
+                    // The kernel keeps writes of at most PIPE_BUF bytes whole; if it ever did
+                    // not, the stream now holds part of a frame.
+                    self.broken = true;
+                    break Err(Error::Io {
+                        op: "write to pipe",
+                        source: std::io::Error::other(format!(
+                            "a write of {} bytes (at most PIPE_BUF) wrote only {n}",
+                            frame.len()
+                        )),
+                    });
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    // No room: wait until a pipe buffer is free, or the deadline.
+                    match wait_ready(fd, PollFlags::POLLOUT, Some(deadline)) {
+                        Ok(true) => continue,
+                        Ok(false) => break Err(wait.expired_send()),
+                        Err(e) => break Err(e),
+                    }
+                }
+                Err(Errno::EPIPE | Errno::ECONNRESET) => {
+                    if let Some(g) = &guard {
+                        g.consume_raised();
+                    }
+                    break Err(Error::Disconnected);
+                }
+                Err(e) => break Err(Error::sys("write to pipe", e)),
+            }
         };
+        drop(guard);
+        result
+    }
+
+    /// Waits until the pipe holds no unread byte, or `deadline`: `Ok(false)` then.
+    /// `Ok(true)` also when the reader is gone (the write that follows says so).
+    fn wait_empty(&self, deadline: Instant) -> Result<bool> {
+        let fd = self.io.as_fd();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            let mut queued: nix::libc::c_int = 0;
+            // SAFETY: FIONREAD on a pipe stores the number of unread bytes as an int through
+            // the pointer, which points to a live, writable c_int; `fd` is open (borrowed
+            // from this end for the call).
+            let rc = unsafe {
+                nix::libc::ioctl(fd.as_raw_fd(), nix::libc::FIONREAD, &mut queued as *mut _)
+            };
+            if rc != 0 {
+                return Err(Error::sys("ioctl(FIONREAD)", Errno::last()));
+            }
+            if queued == 0 {
+                return Ok(true);
+            }
+            let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+            match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_)
+                    if fds[0]
+                        .revents()
+                        .is_some_and(|r| r.contains(PollFlags::POLLERR)) =>
+                {
+                    return Ok(true); // no reader left
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("poll", e)),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            // Nothing wakes a writer when the pipe becomes empty: look again soon.
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// Writes all of `bufs`, retrying short writes, `EINTR` and `EAGAIN`.
+    fn write_all(&mut self, bufs: &mut [IoSlice<'_>]) -> Result<()> {
+        self.check_not_broken()?;
+        let guard = self.sigpipe_guard()?;
         let mut bufs = bufs;
         let result = loop {
             if bufs.iter().all(|b| b.is_empty()) {
@@ -510,6 +712,45 @@ impl<I: PipeIo> Sender for PipeSender<I> {
         self.write_all(&mut [IoSlice::new(&header), IoSlice::new(msg)])
     }
 
+    /// See the module documentation, "Sending with a deadline": the deadline bounds the
+    /// wait to start the frame; a frame is written whole or not at all.
+    fn send_wait(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        let Some(deadline) = wait.deadline() else {
+            return self.send(msg); // Wait::Forever, or a wait too long to reckon
+        };
+        self.check_len(msg.len())?;
+        self.check_not_broken()?;
+        let len = frame::encoded_len(msg.len());
+        if len <= PIPE_BUF {
+            let mut buf = std::mem::take(&mut self.batch);
+            buf.clear();
+            let result = match frame::encode_into(msg, &mut buf) {
+                Ok(()) => self.write_atomic_before(&buf, deadline, wait),
+                Err(e) => Err(e.into()),
+            };
+            self.batch = buf;
+            return result;
+        }
+        // Only in single-sender mode (shared mode refuses frames over PIPE_BUF).
+        self.fit(len);
+        let capacity = nix::fcntl::fcntl(self.io.as_fd(), FcntlArg::F_GETPIPE_SZ)
+            .map_err(|e| Error::sys("fcntl(F_GETPIPE_SZ)", e))?;
+        let capacity = usize::try_from(capacity).unwrap_or(0);
+        if len > capacity {
+            return Err(Error::MessageTooLarge {
+                len: msg.len(),
+                max: capacity.saturating_sub(HEADER_LEN),
+                why: "a pipe send with a deadline: the frame must fit the pipe buffer",
+            });
+        }
+        if !self.wait_empty(deadline)? {
+            return Err(wait.expired_send());
+        }
+        // The pipe is empty and this is its only writer: the frame fits whole, the write
+        // does not wait for the reader.
+        self.send(msg)
+    }
+
     fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
         for m in msgs {
             self.check_len(m.len())?;
@@ -544,7 +785,11 @@ impl<I: PipeIo> Sender for PipeSender<I> {
     }
 
     fn max_message_len(&self) -> usize {
-        self.config.max_message_len()
+        if self.config.shared_senders {
+            self.config.max_message_len.min(MAX_SHARED_PAYLOAD)
+        } else {
+            self.config.max_message_len
+        }
     }
 }
 
@@ -588,7 +833,7 @@ impl<I: PipeIo> PipeReceiver<I> {
         PipeReceiver {
             io,
             config,
-            decoder: FrameDecoder::with_max_len(config.max_frame_len),
+            decoder: FrameDecoder::with_max_message_len(config.max_message_len),
             eof: false,
         }
     }
@@ -652,9 +897,11 @@ impl<I: PipeIo> Receiver for PipeReceiver<I> {
     }
 
     fn max_message_len(&self) -> usize {
-        self.config.max_frame_len
+        self.config.max_message_len
     }
 }
+
+crate::transport::receiver_into_iter!({I: PipeIo} PipeReceiver<I>);
 
 impl<I: PipeIo> AsFd for PipeReceiver<I> {
     fn as_fd(&self) -> BorrowedFd<'_> {

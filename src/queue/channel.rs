@@ -5,6 +5,18 @@
 //! receiver needs to stop: knowing that every sender is gone. As with the ring, that is a
 //! pair of liveness pipes whose copies the kernel counts across fork and SIGKILL (a
 //! receiver notices within 20 ms). Messages stay in the file whatever happens to either end.
+//!
+//! As on every channel, "nothing arrived" is an error here ([`Error::Empty`],
+//! [`Error::Timeout`]), where [`FileQueue::pop`] and [`FileQueue::pop_timeout`] return
+//! `Ok(None)`: the channel has three outcomes (a message, the end of the stream, nothing
+//! yet) and spells the last two as errors, as `std::sync::mpsc` does; the queue has no end
+//! of stream, and its `Option` is the plainer way to say "no message".
+//!
+//! Sending with a deadline ([`Sender::try_send`], [`Sender::send_timeout`]): the queue is
+//! unbounded (on disk), so a push never waits for room; what it may wait for is the
+//! queue's lock, held by another handle inside an operation (or stopped there). The
+//! deadline bounds that wait: [`Error::Full`] (or [`Error::Timeout`]) means the lock was
+//! not free in time, and nothing was written.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,7 +50,7 @@ pub fn channel(
     config: QueueConfig,
 ) -> Result<(QueueSender, QueueReceiver)> {
     let path = path.as_ref();
-    if config.is_exclusive() {
+    if config.exclusive() {
         return Err(super::exclusive_misuse(
             "a channel is two handles on one queue; an exclusive configuration allows one",
         ));
@@ -72,11 +84,53 @@ impl QueueSender {
     pub fn queue(&self) -> &FileQueue {
         &self.queue
     }
+
+    /// Another sender on the same queue (any number may send): its own handle on the file
+    /// ([`FileQueue::open_again`]) and its own copy of this end's liveness, so the receiver
+    /// sees [`Error::Disconnected`] once every copy is gone.
+    ///
+    /// ```
+    /// use ipcprop::queue::{self, QueueConfig};
+    /// use ipcprop::{Receiver, Sender};
+    /// # let dir = std::env::temp_dir().join(format!("ipcprop-clone-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let (mut tx, mut rx) = queue::channel(dir.join("c.q"), QueueConfig::new())?;
+    /// let mut tx2 = tx.try_clone()?;
+    /// tx.send(b"one")?;
+    /// drop(tx);
+    /// tx2.send(b"two")?;
+    /// drop(tx2);
+    /// let got: Vec<Vec<u8>> = rx.iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+    /// # drop(rx); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<QueueSender> {
+        Ok(QueueSender {
+            queue: self.queue.open_again()?,
+            max: self.max,
+            _live: self._live.try_clone()?,
+        })
+    }
 }
 
 impl Sender for QueueSender {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.queue.push(msg)
+    }
+
+    /// The deadline bounds the wait for the queue's lock (the queue itself is never full):
+    /// [`Error::Full`] / [`Error::Timeout`] mean another handle held it until then, and
+    /// nothing was written.
+    fn send_wait(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        let Some(deadline) = wait.deadline() else {
+            return self.queue.push(msg);
+        };
+        if self.queue.push_before(msg, deadline)? {
+            Ok(())
+        } else {
+            Err(wait.expired_send())
+        }
     }
 
     fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
@@ -152,3 +206,5 @@ impl Receiver for QueueReceiver {
         self.max
     }
 }
+
+crate::transport::receiver_into_iter!({} QueueReceiver);

@@ -1,6 +1,6 @@
 //! Exclusive handles across `fork`.
 //!
-//! An exclusive handle ([`super::QueueConfig::exclusive`]) holds the queue file's `flock`
+//! An exclusive handle ([`super::QueueConfig::with_exclusive`]) holds the queue file's `flock`
 //! for its whole life, and a `flock` belongs to the open file description, which a forked
 //! child shares through its copy of the descriptor. Left alone, every child forked while the
 //! handle is open would hold the lock too, until it exits or execs (the descriptor is

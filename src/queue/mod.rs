@@ -41,7 +41,7 @@
 //!   ([`FileQueue::recoveries`], [`Recovery`]), with how many messages may be delivered
 //!   again. Exactly which damage cannot be told from a crash, and what it costs, is in
 //!   `docs/FORMAT.md` section 3.
-//! - **A handle's limits are its own**: [`QueueConfig::max_message_len`] bounds what a
+//! - **A handle's limits are its own**: [`QueueConfig::with_max_message_len`] bounds what a
 //!   handle pushes and reads back; a longer message another handle pushed is refused by this
 //!   one with [`Error::MessageTooLarge`] and stays queued, never taken for the end of the
 //!   queue.
@@ -53,7 +53,7 @@
 //!   in a new process after `fork` and reopens its own open file description (a shared one
 //!   would make flock exclude nothing); threads sharing a handle are serialized by a mutex
 //!   as well. Locks are never converted shared-to-exclusive (that is not atomic).
-//! - **One owner, when that is all there is**: [`QueueConfig::exclusive`] holds the lock
+//! - **One owner, when that is all there is**: [`QueueConfig::with_exclusive`] holds the lock
 //!   for the handle's life and skips the per-operation locking and re-reading (a push is one
 //!   `pwrite`); other handles wait until it is dropped. Same format, same crash safety.
 //! - **Space comes back**: a drained queue resets to the start of its data area and
@@ -142,29 +142,40 @@ impl QueueConfig {
     /// `take` fail with [`Error::MessageTooLarge`] and consume nothing; it stays queued for
     /// a handle that accepts it (a batch pop ends before it). Push refuses a longer message
     /// with the same error, before anything is written.
-    pub fn max_message_len(mut self, max: usize) -> Self {
+    pub fn with_max_message_len(mut self, max: usize) -> Self {
         self.max_message_len = max.min(u32::MAX as usize);
         self
     }
 
-    /// The configured maximum message length.
-    pub fn get_max_message_len(&self) -> usize {
+    /// The longest message a handle pushes and reads back
+    /// ([`QueueConfig::with_max_message_len`]).
+    pub fn max_message_len(&self) -> usize {
         self.max_message_len
     }
 
     /// When a push or pop counts as done.
-    pub fn durability(mut self, d: Durability) -> Self {
+    pub fn with_durability(mut self, d: Durability) -> Self {
         self.durability = d;
         self
+    }
+
+    /// When a push or pop counts as done ([`QueueConfig::with_durability`]).
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// Space reclamation threshold (default 256 KiB): a drained queue whose records took
     /// more than this resets to the start of the file and truncates it; a queue whose
     /// consumed prefix exceeds this and twice its live records compacts them to the front.
     /// Lower means a smaller file and more copying.
-    pub fn reclaim_over(mut self, bytes: u64) -> Self {
+    pub fn with_reclaim_over(mut self, bytes: u64) -> Self {
         self.reclaim_over = bytes;
         self
+    }
+
+    /// The space reclamation threshold in bytes ([`QueueConfig::with_reclaim_over`]).
+    pub fn reclaim_over(&self) -> u64 {
+        self.reclaim_over
     }
 
     /// One handle owns the queue while it is open: [`FileQueue::open`] takes the file's
@@ -187,20 +198,21 @@ impl QueueConfig {
     /// # let dir = std::env::temp_dir().join(format!("ipcprop-excl-doc-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir)?;
     /// let path = dir.join("jobs.queue");
-    /// let q = FileQueue::open(&path, QueueConfig::new().exclusive(true))?;
+    /// let q = FileQueue::open(&path, QueueConfig::new().with_exclusive(true))?;
     /// q.push(b"job 1")?;
     /// assert_eq!(q.pop()?.as_deref(), Some(&b"job 1"[..]));
     /// drop(q); // releases the lock: shared handles may use the queue again
     /// # std::fs::remove_dir_all(&dir)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn exclusive(mut self, exclusive: bool) -> Self {
+    pub fn with_exclusive(mut self, exclusive: bool) -> Self {
         self.exclusive = exclusive;
         self
     }
 
-    /// Whether handles opened with this configuration own the queue while open.
-    pub fn is_exclusive(&self) -> bool {
+    /// Whether handles opened with this configuration own the queue while open
+    /// ([`QueueConfig::with_exclusive`]).
+    pub fn exclusive(&self) -> bool {
         self.exclusive
     }
 
@@ -220,13 +232,14 @@ impl QueueConfig {
     /// reused. Encrypt the file system if that matters. A side effect: if a header slot is
     /// later lost to media damage, the records the older slot points to are gone, so the
     /// queue reports [`Error::Corrupt`] instead of delivering those messages again.
-    pub fn erase_consumed(mut self, erase: bool) -> Self {
+    pub fn with_erase_consumed(mut self, erase: bool) -> Self {
         self.erase_consumed = erase;
         self
     }
 
-    /// Whether consumed messages are erased as the head passes them.
-    pub fn is_erasing_consumed(&self) -> bool {
+    /// Whether consumed messages are erased as the head passes them
+    /// ([`QueueConfig::with_erase_consumed`]).
+    pub fn erase_consumed(&self) -> bool {
         self.erase_consumed
     }
 }
@@ -334,7 +347,7 @@ impl Drop for Inner {
 
 /// A handle on a queue file. Cheap to share between threads (`&self` methods, serialized);
 /// usable after `fork` in both processes (except an exclusive handle: see
-/// [`QueueConfig::exclusive`]).
+/// [`QueueConfig::with_exclusive`]).
 #[derive(Debug)]
 pub struct FileQueue {
     path: PathBuf,
@@ -346,12 +359,10 @@ fn io(op: &'static str, e: std::io::Error) -> Error {
     Error::Io { op, source: e }
 }
 
-/// A use of an exclusive handle ([`QueueConfig::exclusive`]) that cannot work.
+/// A use of an exclusive handle ([`QueueConfig::with_exclusive`]) that its configuration
+/// rules out.
 pub(crate) fn exclusive_misuse(why: &str) -> Error {
-    Error::Io {
-        op: "exclusive queue handle",
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string()),
-    }
+    Error::config("QueueConfig::with_exclusive", why)
 }
 
 /// Opens the queue file at `path`, creating it (empty, mode 0600) if nothing is there.
@@ -555,8 +566,8 @@ impl FileQueue {
         let out = FileQueue::open(
             dst,
             QueueConfig::new()
-                .max_message_len(u32::MAX as usize)
-                .durability(Durability::Sync),
+                .with_max_message_len(u32::MAX as usize)
+                .with_durability(Durability::Sync),
         )?;
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut bytes = 0usize;
@@ -717,7 +728,21 @@ impl FileQueue {
         self.with_lock(|i| i.core.push(msgs))
     }
 
+    /// [`FileQueue::push`], giving up if another handle holds the queue's lock until
+    /// `deadline`: `Ok(false)` then, and nothing was written.
+    pub(crate) fn push_before(&self, msg: &[u8], deadline: Instant) -> Result<bool> {
+        Ok(self
+            .with_lock_until(Some(deadline), |i| i.core.push(&[msg]))?
+            .is_some())
+    }
+
     /// Removes and returns the oldest message, or `None` if the queue is empty.
+    ///
+    /// "Nothing there" is `Ok(None)` here, and not [`Error::Empty`] as on the channel
+    /// ([`QueueReceiver`]): a queue has no end of stream, so
+    /// no message is its one outcome besides a message, and an `Option` says it without
+    /// an error to match. The channel layer has a third outcome (every sender is gone) and
+    /// follows `std::sync::mpsc` in spelling all but the message as errors.
     pub fn pop(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.pop_batch(1)?.pop())
     }

@@ -137,11 +137,11 @@ pub trait Storage {
     }
 
     /// Makes the `len` bytes at `off`, which lie within the file, read as zeros (the queue
-    /// erases consumed records with it, [`QueueConfig::erase_consumed`]). Provided: writes
+    /// erases consumed records with it, [`QueueConfig::with_erase_consumed`]). Provided: writes
     /// zeros with [`write_at`](Storage::write_at), 64 KiB at a time; [`FileStorage`]
     /// punches a hole instead where the file system can, which also frees the space.
     ///
-    /// [`QueueConfig::erase_consumed`]: super::QueueConfig::erase_consumed
+    /// [`QueueConfig::with_erase_consumed`]: super::QueueConfig::with_erase_consumed
     fn zero_range(&mut self, off: u64, len: u64) -> io::Result<()> {
         write_zeros(self, off, len)
     }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::fcntl::{FcntlArg, FdFlag};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags};
@@ -39,14 +39,15 @@ impl RingConfig {
     }
 
     /// Bytes of data the ring holds: a power of two from [`MIN_CAPACITY`](super::MIN_CAPACITY) to
-    /// [`MAX_CAPACITY`](super::MAX_CAPACITY) (checked by [`channel_with`]). Messages go up to half of it, less 8.
-    pub fn capacity(mut self, bytes: usize) -> Self {
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY) (checked by [`channel_with`], which refuses
+    /// another with [`Error::InvalidConfig`]). Messages go up to half of it, less 8.
+    pub fn with_capacity(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
         self
     }
 
-    /// The configured capacity.
-    pub fn get_capacity(&self) -> usize {
+    /// The configured capacity ([`RingConfig::with_capacity`]).
+    pub fn capacity(&self) -> usize {
         self.capacity
     }
 
@@ -295,24 +296,6 @@ impl RingSender {
         self.region.memfd().as_fd()
     }
 
-    /// Sends `msg` if there is room now; [`Error::Full`] otherwise.
-    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
-        self.send_until(msg, Some(Instant::now()))
-            .map_err(|e| match e {
-                Error::Empty => Error::Full,
-                e => e,
-            })
-    }
-
-    /// Sends `msg`, waiting at most `timeout` for room; [`Error::Timeout`] otherwise.
-    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        let deadline = Instant::now().checked_add(timeout);
-        self.send_until(msg, deadline).map_err(|e| match e {
-            Error::Empty => Error::Timeout(timeout),
-            e => e,
-        })
-    }
-
     fn send_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
         let fill = &mut |_: usize, buf: &mut [u8]| buf.copy_from_slice(msg);
         with_memory!(self, |mem| self.prod.send(
@@ -403,6 +386,15 @@ impl RingSender {
 impl Sender for RingSender {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_until(msg, None)
+    }
+
+    /// Waits for room in the ring until the deadline: a record is reserved and published
+    /// whole or not at all, so [`Error::Full`] / [`Error::Timeout`] mean nothing was sent.
+    fn send_wait(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        self.send_until(msg, wait.deadline()).map_err(|e| match e {
+            Error::Empty => wait.expired_send(),
+            e => e,
+        })
     }
 
     fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
@@ -556,6 +548,8 @@ impl Receiver for RingReceiver {
     }
 }
 
+crate::transport::receiver_into_iter!({} RingReceiver);
+
 impl Drop for RingReceiver {
     fn drop(&mut self) {
         drop(self.live.own.take());
@@ -571,7 +565,7 @@ mod tests {
     /// mapping: private memory by default (a peer writing the ring cannot change them under
     /// the closure), the mapping itself once trusted.
     fn lent_inside_mapping(trusted: bool) -> [bool; 3] {
-        let (mut tx, mut rx) = channel_with(RingConfig::new().capacity(4096)).unwrap();
+        let (mut tx, mut rx) = channel_with(RingConfig::new().with_capacity(4096)).unwrap();
         if trusted {
             // SAFETY: both ends stay in this test and are used only through the crate.
             (tx, rx) = unsafe { (tx.trust_peer(), rx.trust_peer()) };
@@ -601,7 +595,7 @@ mod tests {
 
     #[test]
     fn debug_output_leaves_out_the_private_buffers() {
-        let (mut tx, mut rx) = channel_with(RingConfig::new().capacity(8192)).unwrap();
+        let (mut tx, mut rx) = channel_with(RingConfig::new().with_capacity(8192)).unwrap();
         tx.send_with(4000, |b| b.fill(0xab)).unwrap();
         assert_eq!(rx.recv().unwrap(), vec![0xab; 4000]);
         for dbg in [format!("{tx:?}"), format!("{rx:?}")] {

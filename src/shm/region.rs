@@ -59,9 +59,13 @@ impl Region {
     /// Creates a sealed region with `capacity` data bytes (a power of two).
     pub(crate) fn create(capacity: usize) -> Result<Region> {
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
-            return Err(invalid(format!(
-                "ring capacity {capacity} must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}"
-            )));
+            return Err(Error::config(
+                "RingConfig::with_capacity",
+                format!(
+                    "ring capacity {capacity} must be a power of two from {MIN_CAPACITY} to \
+                     {MAX_CAPACITY}"
+                ),
+            ));
         }
         let fd = create_memfd()?;
         // memfds are created with mode 0777 (0666 with MFD_NOEXEC_SEAL); the ring is for

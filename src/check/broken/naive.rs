@@ -142,6 +142,27 @@ impl NaiveSender {
 }
 
 impl Sender for NaiveSender {
+    /// The deadline bounds the wait for the socket to be writable at all; once writable,
+    /// the frame is written whole, blocking as long as that takes (so an error means
+    /// nothing was written).
+    fn send_wait(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        if let Some(deadline) = wait.deadline() {
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let ms = PollTimeout::try_from(left.as_micros().div_ceil(1000))
+                    .unwrap_or(PollTimeout::MAX);
+                let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLOUT)];
+                match nix::poll::poll(&mut fds, ms) {
+                    Ok(0) if left.is_zero() => return Err(wait.expired_send()),
+                    Ok(0) | Err(Errno::EINTR) => continue,
+                    Ok(_) => break,
+                    Err(e) => return Err(Error::sys("poll", e)),
+                }
+            }
+        }
+        self.send(msg)
+    }
+
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         if msg.len() > MAX {
             return Err(Error::MessageTooLarge {
@@ -260,9 +281,11 @@ impl NaiveReceiver {
         };
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         if len > MAX {
-            return Err(Error::Corrupt(format!(
-                "a frame of {len} bytes (at most {MAX})"
-            )));
+            // A framing error, like the real pipe's: the stream is malformed.
+            return Err(Error::Frame(FrameError::TooLarge {
+                len: len as u64,
+                max: MAX,
+            }));
         }
         Ok(Some(len))
     }
