@@ -130,6 +130,23 @@ impl<T: Serialize, S: Sender> TypedSender<T, S> {
     /// An encoding longer than the transport's [`Sender::max_message_len`] is refused with
     /// [`Error::MessageTooLarge`] (its encoded length and the maximum) and nothing is sent.
     pub fn send(&mut self, value: &T) -> Result<(), TypedError> {
+        self.send_wait(value, Wait::Forever)
+    }
+
+    /// Sends `value` if the transport has room now, else [`Error::Full`] (nothing sent).
+    pub fn try_send(&mut self, value: &T) -> Result<(), TypedError> {
+        self.send_wait(value, Wait::Never)
+    }
+
+    /// Sends `value`, waiting at most `timeout` for room, else [`Error::Timeout`] (nothing
+    /// sent).
+    pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), TypedError> {
+        self.send_wait(value, Wait::For(timeout))
+    }
+
+    /// Encodes `value` and sends it as one message, waiting for room as `wait` says
+    /// ([`Sender::send_wait`]: what a deadline bounds depends on the transport).
+    pub fn send_wait(&mut self, value: &T, wait: Wait) -> Result<(), TypedError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let buf = postcard::to_extend(value, buf).map_err(|e| TypedError::Encode {
@@ -144,7 +161,7 @@ impl<T: Serialize, S: Sender> TypedSender<T, S> {
                 why: "the transport's maximum, for the encoded value",
             })
         } else {
-            self.inner.send(&buf)
+            self.inner.send_wait(&buf, wait)
         };
         self.buf = buf;
         Ok(result?)
@@ -223,6 +240,32 @@ impl<T: DeserializeOwned, R: Receiver> TypedReceiver<T, R> {
         self.recv_wait(Wait::For(timeout))
     }
 
+    /// The values as they arrive, ending once every sender is gone
+    /// ([`Error::Disconnected`]). A message that does not decode is yielded as
+    /// [`TypedError::Decode`] and the iteration goes on (the transport is intact); any other
+    /// error of the transport is yielded once, then the iteration ends, so a broken channel
+    /// never looks like a clean end.
+    ///
+    /// ```
+    /// use ipcprop::typed::{TypedReceiver, TypedSender};
+    ///
+    /// let (tx, rx) = ipcprop::pipe::channel()?;
+    /// let mut tx = TypedSender::<(u32, String), _>::new(tx);
+    /// tx.send(&(1, "one".into()))?;
+    /// tx.send(&(2, "two".into()))?;
+    /// drop(tx);
+    /// let mut rx = TypedReceiver::<(u32, String), _>::new(rx);
+    /// let got: Result<Vec<_>, _> = rx.iter().collect();
+    /// assert_eq!(got?, [(1, "one".to_string()), (2, "two".to_string())]);
+    /// # Ok::<(), ipcprop::typed::TypedError>(())
+    /// ```
+    pub fn iter(&mut self) -> TypedIter<'_, T, R> {
+        TypedIter {
+            rx: self,
+            done: false,
+        }
+    }
+
     /// The wrapped receiver.
     pub fn get_ref(&self) -> &R {
         &self.inner
@@ -236,6 +279,34 @@ impl<T: DeserializeOwned, R: Receiver> TypedReceiver<T, R> {
     /// Unwraps the receiver.
     pub fn into_inner(self) -> R {
         self.inner
+    }
+}
+
+/// The iterator of [`TypedReceiver::iter`].
+pub struct TypedIter<'a, T, R> {
+    rx: &'a mut TypedReceiver<T, R>,
+    done: bool,
+}
+
+impl<T: DeserializeOwned, R: Receiver> Iterator for TypedIter<'_, T, R> {
+    type Item = Result<T, TypedError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(v) => Some(Ok(v)),
+            Err(e @ TypedError::Decode { .. }) => Some(Err(e)),
+            Err(e) if e.is_disconnected() => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
     }
 }
 
@@ -354,6 +425,74 @@ mod tests {
             reason: "x".into(),
         };
         assert!(err.to_string().contains("6 bytes"), "{err}");
+    }
+
+    #[test]
+    fn iteration_goes_past_a_bad_message_and_ends_at_the_end_of_the_stream() {
+        let (tx, rx) = pipe::channel().unwrap();
+        let mut tx = TypedSender::<u32, _>::new(tx);
+        tx.send(&7).unwrap();
+        tx.get_mut()
+            .send(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+            .unwrap(); // not a u32
+        tx.send(&9).unwrap();
+        drop(tx);
+        let mut rx = TypedReceiver::<u32, _>::new(rx);
+        let got: Vec<_> = rx.iter().collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0].as_ref().unwrap(), &7);
+        assert!(matches!(got[1], Err(TypedError::Decode { len: 6, .. })));
+        assert_eq!(got[2].as_ref().unwrap(), &9);
+        assert!(rx.iter().next().is_none(), "the end, again");
+    }
+
+    #[test]
+    fn a_broken_stream_ends_the_iteration_with_its_error() {
+        use std::io::Write;
+        // A frame header claiming more than the receiver accepts: the stream is broken.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut w = std::fs::File::from(w);
+        w.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        w.write_all(&[0; 4]).unwrap();
+        drop(w);
+        let rx = pipe::PipeReceiver::from_fd(r, pipe::PipeConfig::new()).unwrap();
+        let mut rx = TypedReceiver::<u32, _>::new(rx);
+        let got: Vec<_> = rx.iter().collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            matches!(&got[0], Err(TypedError::Transport(Error::Frame(_)))),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn try_send_and_send_timeout_reach_the_transport() {
+        let (tx, rx) = shm::channel_with(shm::RingConfig::new().with_capacity(4096)).unwrap();
+        let mut tx = TypedSender::<Vec<u8>, _>::new(tx);
+        let mut rx = TypedReceiver::<Vec<u8>, _>::new(rx);
+        let value = vec![5u8; 1000];
+        let mut sent = 0;
+        while tx.try_send(&value).is_ok() {
+            sent += 1;
+            assert!(sent < 100, "a 4 KiB ring never filled");
+        }
+        assert!(sent > 0);
+        let full = tx.try_send(&value).unwrap_err();
+        assert!(
+            matches!(full, TypedError::Transport(Error::Full)),
+            "{full:?}"
+        );
+        let late = tx
+            .send_timeout(&value, Duration::from_millis(20))
+            .unwrap_err();
+        assert!(
+            matches!(late, TypedError::Transport(Error::Timeout(_))),
+            "{late:?}"
+        );
+        for _ in 0..sent {
+            assert_eq!(rx.try_recv().unwrap(), value);
+        }
+        assert!(rx.try_recv().unwrap_err().is_not_ready());
     }
 
     /// A sender that accepts anything and keeps it, whatever `max_message_len` says: only
