@@ -304,6 +304,8 @@ fn each_contract_check_catches_its_defect() {
             Defect::EndOnAnySenderDeath,
             Defect::PowerOfTwoMinusHeader,
             Defect::BatchAfterSend,
+            // Caught by send_deadlines_all_or_nothing, in tests/deadlines.rs.
+            Defect::SentButFull,
         ]
     );
 }

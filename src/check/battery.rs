@@ -39,6 +39,10 @@ use crate::transport::{Receiver, Sender};
 
 mod stopped;
 pub use stopped::stopped_sender_mid_message;
+mod deadlines;
+pub use deadlines::{
+    send_deadlines_all_or_nothing, DEADLINE_FILL_MAX_BYTES, DEADLINE_SEND_TIMEOUT,
+};
 mod limits;
 pub use limits::{
     forged_length_refused, sends_fail_after_receiver_gone, FORGED_LENGTH_HEADROOM,
@@ -772,7 +776,7 @@ pub fn save_finding(transport: &str, finding: &Finding) {
 }
 
 /// Every check's name, in order.
-pub const CHECKS: [&str; 15] = [
+pub const CHECKS: [&str; 16] = [
     "fifo_and_integrity",
     "boundary_sizes",
     "disconnect_on_drop",
@@ -788,11 +792,12 @@ pub const CHECKS: [&str; 15] = [
     "backlog",
     "forged_length_refused",
     "sends_fail_after_receiver_gone",
+    "send_deadlines_all_or_nothing",
 ];
 
 /// Runs every check over `t`; returns what each found (empty: all passed).
 pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
-    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 15] = [
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 16] = [
         fifo_and_integrity,
         boundary_sizes,
         disconnect_on_drop,
@@ -808,6 +813,7 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
         backlog,
         forged_length_refused,
         sends_fail_after_receiver_gone,
+        send_deadlines_all_or_nothing,
     ];
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
@@ -922,6 +928,10 @@ macro_rules! conformance_tests {
             #[test]
             fn sends_fail_after_receiver_gone() {
                 run(b::sends_fail_after_receiver_gone, $make)
+            }
+            #[test]
+            fn send_deadlines_all_or_nothing() {
+                run(b::send_deadlines_all_or_nothing, $make)
             }
         }
     };

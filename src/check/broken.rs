@@ -103,6 +103,10 @@ pub enum Defect {
     /// (acknowledged, never written: state the single send left behind): only a sender that
     /// mixes the two shows it.
     BatchAfterSend,
+    /// A `try_send` of message 1 sends it and then reports [`Error::Full`] anyway (the room
+    /// checked after the write instead of before): a caller that retries, as `Full`
+    /// invites, sends it twice. Only a send with a deadline shows it.
+    SentButFull,
 }
 
 impl Defect {
@@ -132,6 +136,7 @@ impl Defect {
             Defect::EndOnAnySenderDeath => K::EarlyDisconnect,
             Defect::PowerOfTwoMinusHeader => K::Corrupted,
             Defect::BatchAfterSend => K::Lost,
+            Defect::SentButFull => K::Duplicated,
         }
     }
 
@@ -156,11 +161,12 @@ impl Defect {
                 | Defect::EndOnAnySenderDeath
                 | Defect::PowerOfTwoMinusHeader
                 | Defect::BatchAfterSend
+                | Defect::SentButFull
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 25] = [
+    pub const ALL: [Defect; 26] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -186,6 +192,7 @@ impl Defect {
         Defect::EndOnAnySenderDeath,
         Defect::PowerOfTwoMinusHeader,
         Defect::BatchAfterSend,
+        Defect::SentButFull,
     ];
 }
 
@@ -401,6 +408,10 @@ impl<S: Sender> BrokenSender<S> {
                 put(&mut self.inner, &msg[..msg.len() - 1], wait)
             }
             Defect::Drop(k) if k == n => Ok(()),
+            Defect::SentButFull if n == 1 && wait == Wait::Never => {
+                put(&mut self.inner, msg, wait)?;
+                Err(Error::Full)
+            }
             Defect::Duplicate(k) if k == n => {
                 put(&mut self.inner, msg, wait)?;
                 put(&mut self.inner, msg, wait)

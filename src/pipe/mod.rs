@@ -509,6 +509,23 @@ impl<I: PipeIo> PipeSender<I> {
         }
     }
 
+    /// An error unless this end writes to a pipe: the all-or-nothing send with a deadline
+    /// relies on what the kernel promises for pipes (a write of at most `PIPE_BUF` bytes is
+    /// whole or nothing; the buffer's size; a second description through `/proc`). A stream
+    /// socket promises none of it (a non-blocking send may write part of a frame), so over
+    /// one ([`PipeSender::with_io`]) a send with a deadline is [`Error::Unsupported`], and
+    /// sends nothing.
+    fn check_is_pipe(&self) -> Result<()> {
+        let st = nix::sys::stat::fstat(self.io.as_fd()).map_err(|e| Error::sys("fstat", e))?;
+        if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(
+                "a send with a deadline over a descriptor that is not a pipe",
+            ))
+        }
+    }
+
     /// The sender's non-blocking description of the pipe, opened on first use.
     fn nonblocking_fd(&mut self) -> Result<BorrowedFd<'_>> {
         if self.nonblocking.is_none() {
@@ -720,6 +737,7 @@ impl<I: PipeIo> Sender for PipeSender<I> {
         };
         self.check_len(msg.len())?;
         self.check_not_broken()?;
+        self.check_is_pipe()?;
         let len = frame::encoded_len(msg.len());
         if len <= PIPE_BUF {
             let mut buf = std::mem::take(&mut self.batch);
