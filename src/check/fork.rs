@@ -144,7 +144,8 @@ impl Reporter {
 }
 
 /// How a child ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChildEnd {
     /// The closure returned `Ok`.
     Returned,

@@ -11,6 +11,10 @@ use std::fmt;
 
 use proptest::prelude::*;
 use proptest::sample::select;
+use proptest::strategy::ValueTree;
+use serde::{Deserialize, Serialize};
+
+use super::history::ID_LEN;
 
 /// What the harness needs to know about a transport to plan cases for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +146,8 @@ impl Default for PlanLimits {
 }
 
 /// How fast one side goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Pace {
     /// As fast as it can.
     Fast,
@@ -167,7 +172,8 @@ impl Pace {
 }
 
 /// How the receiver waits for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RecvMode {
     /// Blocking receive.
     Blocking,
@@ -178,7 +184,8 @@ pub enum RecvMode {
 }
 
 /// What one sender process does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub struct SenderPlan {
     /// The sizes of its messages, in order.
     pub sizes: Vec<usize>,
@@ -193,7 +200,8 @@ pub struct SenderPlan {
 }
 
 /// What the receiver process does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub struct ReceiverPlan {
     /// How it waits.
     pub mode: RecvMode,
@@ -206,7 +214,8 @@ pub struct ReceiverPlan {
 }
 
 /// Which process a fault of the nemesis hits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Victim {
     /// The receiver process.
     Receiver,
@@ -215,7 +224,8 @@ pub enum Victim {
 }
 
 /// What the nemesis does to its victim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// SIGKILL.
     Kill,
@@ -240,7 +250,8 @@ pub enum FaultKind {
 /// after the parent learns that the victim started operation `op` (for a sender, the send
 /// carrying its message `op`; for the receiver, the receive of its message `op`, counted
 /// from 0). A victim that ends before that moment is not hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub struct Fault {
     /// Who is hit.
     pub victim: Victim,
@@ -253,7 +264,8 @@ pub struct Fault {
 }
 
 /// One test case: every process's script and the seed of the message contents.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub struct Plan {
     /// Seed of the message contents ([`crate::check::history::fill_message`]).
     pub seed: u64,
