@@ -41,8 +41,9 @@ pub mod fork;
 pub mod history;
 pub mod nemesis;
 pub mod plan;
+pub mod report;
 
-pub use campaign::{campaign, CampaignConfig, CampaignReport, Failure, FaultCounts};
+pub use campaign::{campaign, worker_seed, CampaignConfig, CampaignReport, Failure, FaultCounts};
 pub use case::{run_case, CaseOutcome, RunConfig};
 pub use history::{Violation, ViolationKind};
 pub use plan::{plan_strategy, Capabilities, Plan, PlanLimits};
