@@ -575,3 +575,41 @@ fn with_no_transport_named_the_four_correct_ones_run_also_over_workers() {
         assert_eq!(t["cases"], 4, "{stdout}");
     }
 }
+
+/// The command a failure report prints to reproduce it is accepted as printed (the
+/// transport's name as the report gives it, `pipe+drop(2)`), and finds the failure again.
+#[test]
+fn the_printed_reproduce_command_finds_the_failure_again() {
+    let (stdout, stderr, out) = run(&[
+        "check",
+        "--transport",
+        "broken-drop",
+        "--cases",
+        "4",
+        "--seed",
+        QUICK_FAILURE_SEED,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let hint = stdout
+        .lines()
+        .find_map(|l| l.split_once("(reproduce with ")?.1.strip_suffix("):"))
+        .expect(&stdout);
+    // As a shell would split it: the transport is quoted.
+    let args: Vec<String> = hint
+        .split_whitespace()
+        .map(|a| a.trim_matches('\'').to_string())
+        .collect();
+    assert_eq!(args[..2], ["--transport", "pipe+drop(2)"], "{hint}");
+    let out = cli()
+        .args(["check", "--cases", "4", "--json"])
+        .args(&args)
+        .output()
+        .unwrap();
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(v["transports"][0]["transport"], "pipe+drop(2)");
+    assert_eq!(
+        v["transports"][0]["failure"]["minimal"]["violations"][0]["kind"],
+        "lost"
+    );
+}
