@@ -5,9 +5,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use ipcprop::check::broken::{Broken, Defect};
-use ipcprop::check::builtin::PipeTransport;
+use ipcprop::check::builtin::{PipeTransport, RingTransport};
 use ipcprop::check::{
-    campaign, run_case, CampaignConfig, Plan, PlanLimits, RunConfig, ViolationKind,
+    campaign, run_case, CampaignConfig, Capabilities, Plan, PlanLimits, RunConfig, Transport,
+    ViolationKind,
 };
 use rstest::rstest;
 
@@ -138,13 +139,126 @@ fn a_campaign_shrinks_a_failure_to_the_minimal_plan() {
     // Dropping the third message needs exactly three messages from one sender, no faults.
     assert_eq!(minimal.plan.senders.len(), 1, "{}", minimal.report());
     assert_eq!(minimal.plan.message_count(), 3, "{}", minimal.report());
+    // Each message shrinks to 0 bytes, or to the 8 that carry its identity if it was
+    // generated at least that long.
     assert!(
-        minimal.plan.senders[0].sizes.iter().all(|&s| s == 0),
+        minimal.plan.senders[0]
+            .sizes
+            .iter()
+            .all(|&s| s == 0 || s == ipcprop::check::history::ID_LEN),
         "{}",
         minimal.report()
     );
     assert_eq!(minimal.violations.len(), 1, "{}", minimal.report());
     assert_eq!(minimal.violations[0].kind(), ViolationKind::Lost);
+    // Cases per second count the generated cases' time, not the shrinking's.
+    assert!(
+        report.case_time > Duration::ZERO && report.case_time < report.elapsed,
+        "{:?} of {:?}",
+        report.case_time,
+        report.elapsed
+    );
+}
+
+/// A transport correct in every process but the first to make a pair, where it drops
+/// each sender's third message: with workers, one of them fails and the other does not.
+struct OneWorkerDrops {
+    marker: std::path::PathBuf,
+}
+
+impl OneWorkerDrops {
+    /// True in the process that claimed the marker first.
+    fn mine(&self) -> bool {
+        let me = std::process::id().to_string();
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.marker)
+        {
+            Ok(mut f) => {
+                std::io::Write::write_all(&mut f, me.as_bytes()).unwrap();
+                true
+            }
+            Err(_) => std::fs::read_to_string(&self.marker).unwrap_or_default() == me,
+        }
+    }
+
+    fn with(defect: Defect) -> Broken<PipeTransport> {
+        Broken::new(PipeTransport::default(), defect)
+    }
+}
+
+impl Transport for OneWorkerDrops {
+    type Sender = <Broken<PipeTransport> as Transport>::Sender;
+    type Receiver = <Broken<PipeTransport> as Transport>::Receiver;
+
+    fn name(&self) -> String {
+        "one-worker-drops".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Self::with(Defect::Drop(2)).capabilities()
+    }
+
+    fn pair(&self, senders: usize) -> ipcprop::Result<(Self::Sender, Self::Receiver)> {
+        // Dropping message usize::MAX drops nothing: the correct pipe, of the same type.
+        let defect = if self.mine() {
+            Defect::Drop(2)
+        } else {
+            Defect::Drop(usize::MAX)
+        };
+        Self::with(defect).pair(senders)
+    }
+}
+
+/// With several workers, the first failure stops the others at their next case: the
+/// worker that never fails does not run its whole share.
+#[test]
+fn a_failing_worker_stops_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = OneWorkerDrops {
+        marker: dir.path().join("claimed"),
+    };
+    let config = CampaignConfig {
+        cases: 600,
+        jobs: 2,
+        seed: 3,
+        limits: PlanLimits {
+            size_cap: 64 * 1024,
+            ..PlanLimits::default()
+        },
+        run: quick(),
+        reproduce_runs: 2,
+        ..CampaignConfig::default()
+    };
+    let mut seen = 0;
+    let report = campaign(&transport, &config, &mut |_| seen += 1).unwrap();
+    let failure = report.failure.expect("the dropping worker failed");
+    assert_eq!(
+        failure.minimal.violations[0].kind(),
+        ViolationKind::Lost,
+        "{}",
+        failure.report()
+    );
+    assert_eq!(seen, report.cases, "every worker's case was passed on");
+    // The correct worker's share alone is 300 cases.
+    assert!(report.cases < 200, "{} cases ran", report.cases);
+}
+
+/// Cases split over workers add up, and each worker's seed is its own.
+#[test]
+fn a_campaign_over_workers_runs_every_case_once() {
+    let config = CampaignConfig {
+        cases: 7,
+        jobs: 3,
+        run: quick(),
+        ..CampaignConfig::default()
+    };
+    let mut seen = 0;
+    let report = campaign(&RingTransport::default(), &config, &mut |_| seen += 1).unwrap();
+    assert!(report.failure.is_none());
+    assert_eq!((report.cases, seen), (7, 7));
+    assert!(report.messages > 0 && report.case_time <= report.elapsed);
 }
 
 #[test]
@@ -382,29 +496,35 @@ fn the_cli_reports_faults_by_kind_and_the_largest_message() {
         .args(["check", "--transport", "pipe", "--cases", "16", "--json"])
         .output()
         .unwrap();
-    let json = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{json}");
-    let num = |key: &str| -> u64 {
-        let at = json
-            .find(&format!("\"{key}\":"))
-            .unwrap_or_else(|| panic!("{key}: {json}"));
-        json[at + key.len() + 3..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pipe = &json["transports"][0];
+    let num = |key: &str| {
+        pipe[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {text}"))
+    };
+    let kinds = &pipe["fault_kinds"];
+    let kind = |key: &str| {
+        kinds[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {text}"))
     };
     let faults = num("faults");
-    assert_eq!(num("kill") + num("pause") + num("storm"), faults, "{json}");
-    assert!(num("faults_inside") <= faults, "{json}");
+    assert_eq!(
+        kind("kills") + kind("pauses") + kind("storms"),
+        faults,
+        "{text}"
+    );
+    assert!(num("faults_inside") <= faults, "{text}");
     assert!(
         faults > 0,
-        "16 cases with the nemesis applied no fault: {json}"
+        "16 cases with the nemesis applied no fault: {text}"
     );
     assert!(
         num("largest") > 0 && num("largest") <= num("bytes"),
-        "{json}"
+        "{text}"
     );
 }
 

@@ -166,6 +166,8 @@ fn generated_report<T: Transport>(
         max_shrink_iters: cfg.max_shrink_iters,
         max_shrink_time: cfg.max_shrink_time,
         reproduce_runs: cfg.reproduce_runs,
+        jobs: 1,
+        duration: None,
     };
     campaign::campaign_with(t, &config, &adjust, &mut |_| {}).map_err(|e| Finding {
         check,

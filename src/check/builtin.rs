@@ -1,10 +1,12 @@
 //! [`Transport`] adapters for the transports of this crate.
 
-use crate::check::plan::Capabilities;
+use crate::check::broken::{Broken, Defect};
+use crate::check::plan::{Capabilities, Plan};
 use crate::check::Transport;
+use crate::check::{CampaignConfig, CampaignReport, CaseOutcome, RunConfig};
 use crate::error::Result;
 use crate::frame::HEADER_LEN;
-use crate::pipe::fault::{FaultSchedule, FaultyIo};
+use crate::pipe::fault::{Fault, FaultSchedule, FaultyIo};
 use crate::pipe::{
     self, PipeConfig, PipeIo, PipeReceiver, PipeSender, MAX_SHARED_PAYLOAD, PIPE_BUF,
 };
@@ -259,12 +261,198 @@ impl Transport for QueueTransport {
 
     fn pair(&self, _senders: usize) -> Result<(QueueSender, QueueReceiver)> {
         let n = self.made.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.path().join(format!("{n}.q"));
+        // The process id too: the workers of a campaign ([`CampaignConfig::jobs`]) are
+        // forked copies of one transport, each with its own count.
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}-{n}.q", std::process::id()));
         let pair = queue::channel(&path, self.config)?;
         std::fs::remove_file(&path).map_err(|e| crate::Error::Io {
             op: "unlink queue file",
             source: e,
         })?;
         Ok(pair)
+    }
+}
+
+/// A transport of this crate, by name: the names `ipcprop check --transport` accepts, and
+/// every name a report of one of them prints (so a saved failure names a transport that
+/// can run it again).
+///
+/// ```
+/// use ipcprop::check::builtin::Builtin;
+/// use ipcprop::check::broken::Defect;
+///
+/// assert_eq!("ring".parse(), Ok(Builtin::Ring));
+/// // What a report of the broken pipe prints is accepted back.
+/// let drop = Builtin::Broken(Defect::Drop(2));
+/// assert_eq!(drop.name(), "pipe+drop(2)");
+/// assert_eq!("pipe+drop(2)".parse(), Ok(drop));
+/// assert_eq!("broken-drop".parse(), Ok(drop));
+/// assert!("pipe+nonsense".parse::<Builtin>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// `pipe`: the framed pipe channel ([`PipeTransport`]).
+    Pipe,
+    /// `pipe-faults`: the pipe channel with short reads and writes, `EINTR` and `EAGAIN`
+    /// injected ([`FaultyPipeTransport`]).
+    PipeFaults,
+    /// `ring`: the shared-memory ring, 4 KiB so it fills and wraps constantly
+    /// ([`RingTransport`]).
+    Ring,
+    /// `queue`: the file queue as a channel, a fresh unlinked file per case
+    /// ([`QueueTransport`]).
+    Queue,
+    /// `pipe+<defect>` (as [`Broken`] names it, `pipe+drop(2)` say): the pipe with one of
+    /// the defects of [`Defect::ALL`], to see what a failure looks like. `broken-drop` is
+    /// `pipe+drop(2)`.
+    Broken(Defect),
+}
+
+/// A transport name [`Builtin`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {name:?} (known: {})", Builtin::names().join(", "))]
+pub struct UnknownTransport {
+    /// The name given.
+    pub name: String,
+}
+
+/// The schedule of `pipe-faults`: short reads and writes of 1, 7 and 4093 bytes, `EINTR`
+/// and `EAGAIN`, in turn.
+fn pipe_faults_schedule() -> FaultSchedule {
+    FaultSchedule::new(vec![
+        Fault::Short(1),
+        Fault::Pass,
+        Fault::Interrupted,
+        Fault::Short(7),
+        Fault::WouldBlock,
+        Fault::Short(4093),
+    ])
+}
+
+/// Runs `$body` with `$t` bound to a reference to the transport `$which` names.
+macro_rules! with_builtin {
+    ($which:expr, $t:ident => $body:expr) => {
+        match $which {
+            Builtin::Pipe => {
+                let $t = &PipeTransport::default();
+                $body
+            }
+            Builtin::PipeFaults => {
+                let $t = &FaultyPipeTransport::new(pipe_faults_schedule());
+                $body
+            }
+            Builtin::Ring => {
+                let $t = &RingTransport {
+                    config: RingConfig::new().with_capacity(4096),
+                };
+                $body
+            }
+            Builtin::Queue => {
+                let $t = &QueueTransport::new()?;
+                $body
+            }
+            Builtin::Broken(d) => {
+                let $t = &Broken::new(PipeTransport::default(), d);
+                $body
+            }
+        }
+    };
+}
+
+impl Builtin {
+    /// What `ipcprop check` runs when no transport is named: every correct one.
+    pub const DEFAULT: [Builtin; 4] = [
+        Builtin::Pipe,
+        Builtin::PipeFaults,
+        Builtin::Ring,
+        Builtin::Queue,
+    ];
+
+    /// Every transport: the correct ones, then the pipe with each defect.
+    pub fn all() -> Vec<Builtin> {
+        let mut v = Builtin::DEFAULT.to_vec();
+        v.extend(Defect::ALL.iter().map(|&d| Builtin::Broken(d)));
+        v
+    }
+
+    /// Every name [`Builtin::parse`] accepts.
+    pub fn names() -> Vec<String> {
+        let mut v: Vec<String> = Builtin::all().iter().map(Builtin::name).collect();
+        v.insert(Builtin::DEFAULT.len(), "broken-drop".into());
+        v
+    }
+
+    /// The transport's name, as its reports print it ([`Transport::name`]).
+    pub fn name(&self) -> String {
+        match self {
+            Builtin::Pipe => "pipe".into(),
+            Builtin::PipeFaults => "pipe-faults".into(),
+            Builtin::Ring => "ring".into(),
+            Builtin::Queue => "queue".into(),
+            Builtin::Broken(d) => format!("pipe+{d:?}").to_lowercase(),
+        }
+    }
+
+    /// The transport named `name` (any of [`Builtin::names`]).
+    pub fn parse(name: &str) -> std::result::Result<Builtin, UnknownTransport> {
+        if name == "broken-drop" {
+            return Ok(Builtin::Broken(Defect::Drop(2)));
+        }
+        Builtin::all()
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| UnknownTransport { name: name.into() })
+    }
+
+    /// Runs a campaign over this transport ([`crate::check::campaign()`]).
+    pub fn campaign(
+        &self,
+        config: &CampaignConfig,
+        on_case: &mut dyn FnMut(&CaseOutcome),
+    ) -> Result<CampaignReport> {
+        with_builtin!(*self, t => crate::check::campaign(t, config, on_case))
+    }
+
+    /// Runs one plan over this transport ([`crate::check::run_case`]).
+    pub fn run_case(&self, plan: &Plan, run: &RunConfig) -> Result<CaseOutcome> {
+        with_builtin!(*self, t => crate::check::run_case(t, plan, run))
+    }
+}
+
+impl std::str::FromStr for Builtin {
+    type Err = UnknownTransport;
+
+    fn from_str(s: &str) -> std::result::Result<Builtin, UnknownTransport> {
+        Builtin::parse(s)
+    }
+}
+
+impl std::fmt::Display for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_a_report_prints_parses_back() {
+        for b in Builtin::all() {
+            let reported = with_builtin_name(b);
+            assert_eq!(Builtin::parse(&reported), Ok(b), "{reported}");
+            assert_eq!(b.name(), reported);
+        }
+        assert_eq!(Builtin::names().len(), Builtin::all().len() + 1);
+    }
+
+    /// The name the transport itself reports.
+    fn with_builtin_name(b: Builtin) -> String {
+        let f = || -> Result<String> { with_builtin!(b, t => Ok(t.name())) };
+        f().unwrap()
     }
 }

@@ -1,20 +1,25 @@
-//! Many generated cases over one transport, shrinking the first failure to a minimal plan.
+//! Many generated cases over one transport, shrinking the first failure to a minimal plan;
+//! for a duration or a number of cases, in this process or split over forked workers.
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use serde::{Deserialize, Serialize};
 
-use super::case::{run_case, CaseOutcome, RunConfig};
+use super::case::{lock_cases, run_case, CaseOutcome, RunConfig};
+use super::fork::{ChildEnd, ChildGroup, Control, Observer};
 use super::interrupt;
 use super::plan::{plan_strategy, Plan, PlanLimits};
 use super::{Transport, ViolationKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How to run a campaign.
 #[derive(Debug, Clone)]
 pub struct CampaignConfig {
-    /// How many generated cases to run (before any shrinking).
+    /// How many generated cases to run (before any shrinking). With a
+    /// [`duration`](CampaignConfig::duration), the size of a round instead: rounds of this
+    /// many cases, with successive seeds, run until the time is up.
     pub cases: u32,
     /// The seed of the plan generator: the same seed gives the same plans.
     pub seed: u64,
@@ -30,6 +35,18 @@ pub struct CampaignConfig {
     /// How many times the minimal failing plan is run again to count how often it fails
     /// ([`Failure::reproduced`]), within 20 seconds; 0 skips the count.
     pub reproduce_runs: u32,
+    /// Worker processes to split the cases over (cases run one at a time in a process, so
+    /// workers are how a campaign uses several cores). 1 (the default) runs every case in
+    /// this process. With more, each worker is a forked child of this process running its
+    /// share of the cases (at most one worker per case) with a seed of its own
+    /// ([`worker_seed`]); the first failure stops the others at their next case, and the
+    /// report adds up theirs.
+    pub jobs: usize,
+    /// Run for this long instead of for [`cases`](CampaignConfig::cases) cases: rounds of
+    /// `cases` cases with successive seeds (`seed`, `seed + 1`, ...), stopping at the first
+    /// failure, and at the deadline within one case (a case that started before it
+    /// finishes; none starts after it). `None` (the default) runs `cases` cases.
+    pub duration: Option<Duration>,
 }
 
 impl Default for CampaignConfig {
@@ -42,20 +59,48 @@ impl Default for CampaignConfig {
             max_shrink_iters: 256,
             max_shrink_time: Duration::from_secs(90),
             reproduce_runs: 10,
+            jobs: 1,
+            duration: None,
         }
     }
 }
 
+/// The seed worker `index` of a campaign split over workers ([`CampaignConfig::jobs`])
+/// runs with: worker 0 runs `seed` itself, the others seeds spread far from it. A failure
+/// reports its worker's seed, so `--seed` with that seed (and one job) replays it.
+pub fn worker_seed(seed: u64, index: usize) -> u64 {
+    seed.wrapping_add((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
 /// The first failure of a campaign, shrunk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
     /// The minimal failing case proptest shrank to, run once more for its history.
     pub minimal: CaseOutcome,
-    /// The campaign seed that reproduces it.
+    /// The campaign seed that reproduces it (with a duration or several workers, the seed
+    /// of the round or worker that found it).
     pub seed: u64,
     /// How often the minimal plan failed when run again: `(failed, runs)`. A failure that
     /// depends on timing may not fail every run.
     pub reproduced: (u32, u32),
+}
+
+impl Failure {
+    /// A readable account: how often the minimal plan failed again, its violations, the
+    /// plan and the timeline ([`CaseOutcome::report`]).
+    pub fn report(&self) -> String {
+        match self.reproduced {
+            (_, 0) => format!(
+                "not run again (the campaign was stopped, or reproduce_runs is 0): this is the \
+                 smallest failing plan found\n{}",
+                self.minimal.report()
+            ),
+            (failed, runs) => format!(
+                "the minimal plan fails {failed} of {runs} runs\n{}",
+                self.minimal.report()
+            ),
+        }
+    }
 }
 
 /// The progress bound while shrinking a hang: a fifth of the transport's, at least a second.
@@ -85,23 +130,10 @@ fn reproduce<T: Transport>(transport: &T, plan: &Plan, run: &RunConfig, most: u3
     (failed, runs)
 }
 
-/// What a case returns to proptest once a stop was asked for, so that the run ends
-/// without running anything more. While shrinking a real failure, every candidate passes:
-/// the shrinker gives up and keeps the smallest failing plan so far. Before any failure,
-/// a "passing" case would only make proptest generate the next plan, up to the whole
-/// campaign's count (minutes for a large `--cases`), so the case fails instead: the
-/// shrinking that follows is bounded by `max_shrink_iters` candidates that each fail at
-/// once, and no failure is recorded, so none is reported.
-fn stop_now(failed: bool) -> std::result::Result<(), TestCaseError> {
-    if failed {
-        Ok(())
-    } else {
-        Err(TestCaseError::fail("stopped: a stop was asked for"))
-    }
-}
-
-/// What a campaign found.
-#[derive(Debug, Clone)]
+/// What a campaign found. Its JSON form (serde) is one element of the `transports` list of
+/// the `ipcprop check --json` schema ([`super::report::CheckReport`]); durations are
+/// seconds as floats, in fields ending `_secs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CampaignReport {
     /// The transport's name.
     pub transport: String,
@@ -127,17 +159,25 @@ pub struct CampaignReport {
     /// Violations in the minimal failing case (0 when every case passed).
     pub violations: usize,
     /// Wall time, shrinking included.
+    #[serde(rename = "elapsed_secs", with = "super::secs")]
     pub elapsed: Duration,
+    /// Wall time spent running the generated cases (not shrinking, not reproducing): the
+    /// time [`CampaignReport::cases_per_sec`] divides by. With several workers, the longest
+    /// of theirs (they run at once).
+    #[serde(rename = "case_secs", with = "super::secs")]
+    pub case_time: Duration,
     /// The minimal failing case, if any case failed.
     pub failure: Option<Failure>,
     /// The signal that stopped the campaign early ([`super::interrupt`]), if one did: the
     /// counts are those of the cases that finished before it, the case it cut short is not
-    /// among them, and a failure is the smallest failing plan found by then (not run again).
+    /// among them, and a failure is the smallest failing plan found by then (not run
+    /// again). With workers, a failure is the failing case as a worker first ran it.
+    #[serde(default)]
     pub interrupted: Option<i32>,
 }
 
 /// Faults applied by the nemesis, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultCounts {
     /// SIGKILLs.
     pub kills: u64,
@@ -169,7 +209,7 @@ impl FaultCounts {
 }
 
 impl CampaignReport {
-    /// A report of no case yet.
+    /// An empty report for `transport`: nothing run yet.
     fn empty(transport: String) -> CampaignReport {
         CampaignReport {
             transport,
@@ -184,9 +224,60 @@ impl CampaignReport {
             largest: 0,
             violations: 0,
             elapsed: Duration::ZERO,
+            case_time: Duration::ZERO,
             failure: None,
             interrupted: None,
         }
+    }
+
+    /// Counts one generated case that ran.
+    fn count(&mut self, outcome: &CaseOutcome) {
+        self.cases += 1;
+        self.messages += outcome.messages as u64;
+        self.bytes += outcome.bytes;
+        self.faults += outcome.faults.len() as u64;
+        for f in &outcome.faults {
+            self.fault_kinds.add(&f.fault.kind);
+        }
+        self.largest = self.largest.max(outcome.largest());
+        let landed = outcome.faults.iter().filter(|f| f.landing.is_inside());
+        let landed = landed.count() as u64;
+        self.faults_inside += landed;
+        if !outcome.plan.faults.is_empty() {
+            self.cases_with_faults += 1;
+        }
+        if landed > 0 {
+            self.cases_fault_inside += 1;
+        }
+        self.case_time += outcome.elapsed;
+    }
+
+    /// Adds `other`'s counts to this one's, and takes its failure if this one has none.
+    /// `parallel`: the two ran at once (workers), so the time spent on cases is the longer
+    /// of the two, not the sum.
+    fn absorb(&mut self, other: CampaignReport, parallel: bool) {
+        self.cases += other.cases;
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+        self.cases_with_faults += other.cases_with_faults;
+        self.cases_fault_inside += other.cases_fault_inside;
+        self.faults += other.faults;
+        self.faults_inside += other.faults_inside;
+        self.fault_kinds = self.fault_kinds.plus(other.fault_kinds);
+        self.largest = self.largest.max(other.largest);
+        self.case_time = if parallel {
+            self.case_time.max(other.case_time)
+        } else {
+            self.case_time + other.case_time
+        };
+        if self.failure.is_none() {
+            self.failure = other.failure;
+        }
+        self.interrupted = self.interrupted.or(other.interrupted);
+        self.violations = self
+            .failure
+            .as_ref()
+            .map_or(0, |f| f.minimal.violations.len());
     }
 
     /// What the campaign covered, in one line: cases, messages, bytes, the largest
@@ -207,9 +298,10 @@ impl CampaignReport {
         )
     }
 
-    /// Generated cases per second.
+    /// Generated cases per second of the time spent running them
+    /// ([`CampaignReport::case_time`]): shrinking a failure does not lower it.
     pub fn cases_per_sec(&self) -> f64 {
-        f64::from(self.cases) / self.elapsed.as_secs_f64().max(1e-9)
+        f64::from(self.cases) / self.case_time.as_secs_f64().max(1e-9)
     }
 }
 
@@ -220,10 +312,12 @@ fn seed_bytes(seed: u64) -> [u8; 32] {
     b
 }
 
-/// Runs `config.cases` generated plans over `transport`. `on_case` is called after each
-/// generated case (not the shrinking runs), for progress. On the first failing case,
-/// proptest shrinks the plan; the minimal plan is run once more and returned with its
-/// history. `Err` only if a case could not be set up.
+/// Runs a campaign over `transport`: `config.cases` generated plans (or rounds of them
+/// for `config.duration`), in this process or over `config.jobs` forked workers. `on_case`
+/// is called in this process after each generated case (not the shrinking runs), for
+/// progress; with workers, as their cases finish. On the first failing case, proptest
+/// shrinks the plan; the minimal plan is run once more and returned with its history.
+/// `Err` only if a case could not be set up, or a worker died without a report.
 pub fn campaign<T: Transport>(
     transport: &T,
     config: &CampaignConfig,
@@ -241,6 +335,56 @@ pub(crate) fn campaign_with<T: Transport>(
     adjust: &dyn Fn(&mut Plan),
     on_case: &mut dyn FnMut(&CaseOutcome),
 ) -> Result<CampaignReport> {
+    if config.jobs > 1 {
+        sharded(transport, config, adjust, on_case)
+    } else {
+        local(transport, config, adjust, on_case, &|| false)
+    }
+}
+
+/// The campaign in this process: one round of `config.cases`, or rounds until the
+/// duration is up; `stop` is asked before each generated case (true: run no more).
+fn local<T: Transport>(
+    transport: &T,
+    config: &CampaignConfig,
+    adjust: &dyn Fn(&mut Plan),
+    on_case: &mut dyn FnMut(&CaseOutcome),
+    stop: &dyn Fn() -> bool,
+) -> Result<CampaignReport> {
+    let start = Instant::now();
+    let deadline = config.duration.map(|d| start + d);
+    let halt = || {
+        stop() || deadline.is_some_and(|d| Instant::now() >= d) || interrupt::requested().is_some()
+    };
+    let mut total = CampaignReport::empty(transport.name());
+    let mut round = 0u64;
+    loop {
+        let seed = config.seed.wrapping_add(round);
+        let r = one_round(transport, config, seed, round == 0, adjust, on_case, &halt)?;
+        let ran = r.cases;
+        total.absorb(r, false);
+        round += 1;
+        if total.failure.is_some() || deadline.is_none() || ran == 0 || halt() {
+            break;
+        }
+    }
+    total.elapsed = start.elapsed();
+    total.interrupted = interrupt::requested();
+    Ok(total)
+}
+
+/// One proptest run of `config.cases` plans from `seed`; generated cases after `halt`
+/// says so are skipped (generated, not run, not counted). `first`: start with the check
+/// of the end of stream.
+fn one_round<T: Transport>(
+    transport: &T,
+    config: &CampaignConfig,
+    seed: u64,
+    first: bool,
+    adjust: &dyn Fn(&mut Plan),
+    on_case: &mut dyn FnMut(&CaseOutcome),
+    halt: &dyn Fn() -> bool,
+) -> Result<CampaignReport> {
     let start = Instant::now();
     let strategy = plan_strategy(&transport.capabilities(), &config.limits);
     let mut runner = TestRunner::new_with_rng(
@@ -249,56 +393,38 @@ pub(crate) fn campaign_with<T: Transport>(
             failure_persistence: None,
             max_shrink_iters: config.max_shrink_iters,
             max_shrink_time: u32::try_from(config.max_shrink_time.as_millis()).unwrap_or(u32::MAX),
+            // Plans are never rejected, except to stop: then at once.
+            max_global_rejects: 0,
             ..Config::default()
         },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(config.seed)),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed)),
     );
+    let counts = RefCell::new(CampaignReport::empty(transport.name()));
     // A sender that sends nothing and exits, first: a transport that declares an end of
     // stream it lacks fails here in one case (a progress bound), not in every generated
     // case and again at each shrinking step.
     let caps = transport.capabilities();
-    if caps.end_of_stream {
-        let empty = Plan::simple(config.seed, Vec::new());
+    if first && caps.end_of_stream && !halt() {
+        let empty = Plan::simple(seed, Vec::new());
         let outcome = run_case(transport, &empty, &config.run)?;
-        if let Some(signal) = interrupt::requested() {
-            return Ok(CampaignReport {
-                elapsed: start.elapsed(),
-                interrupted: Some(signal),
-                ..CampaignReport::empty(transport.name())
-            });
+        if interrupt::requested().is_some() {
+            // Cut short: proves nothing. The caller sees the stop request.
+            return Ok(counts.into_inner());
         }
         if !outcome.passed() {
-            return Ok(CampaignReport {
-                transport: transport.name(),
-                cases: 1,
-                messages: 0,
-                bytes: 0,
-                cases_with_faults: 0,
-                cases_fault_inside: 0,
-                faults: 0,
-                faults_inside: 0,
-                fault_kinds: FaultCounts::default(),
-                largest: 0,
-                violations: outcome.violations.len(),
-                elapsed: start.elapsed(),
-                failure: Some(Failure {
-                    minimal: outcome,
-                    seed: config.seed,
-                    reproduced: (1, 1),
-                }),
-                interrupted: None,
+            let mut report = counts.into_inner();
+            report.count(&outcome);
+            on_case(&outcome);
+            report.violations = outcome.violations.len();
+            report.elapsed = start.elapsed();
+            report.failure = Some(Failure {
+                minimal: outcome,
+                seed,
+                reproduced: (1, 1),
             });
+            return Ok(report);
         }
     }
-    let cases = Cell::new(0u32);
-    let messages = Cell::new(0u64);
-    let bytes = Cell::new(0u64);
-    let faults = Cell::new(0u64);
-    let inside = Cell::new(0u64);
-    let kinds = Cell::new(FaultCounts::default());
-    let largest = Cell::new(0u64);
-    let cases_with_faults = Cell::new(0u32);
-    let cases_fault_inside = Cell::new(0u32);
     let failed = Cell::new(false);
     // Once the failure is known to be a hang, each shrinking candidate gets a shorter
     // progress bound: a hanging candidate then costs a second, not the full bound. The
@@ -313,9 +439,16 @@ pub(crate) fn campaign_with<T: Transport>(
     let setup_error = RefCell::new(None);
     let on_case = RefCell::new(on_case);
     let result = runner.run(&strategy, |mut plan: Plan| {
-        // Asked to stop: run nothing more, and make proptest end quickly.
-        if interrupt::requested().is_some() {
-            return stop_now(failed.get());
+        // Out of time (or told to stop): the round ends here, with no more plans
+        // generated (a reject, with no reject allowed, aborts the run). A failure being
+        // shrunk is shrunk to the end.
+        if !failed.get() && halt() {
+            return Err(TestCaseError::reject("stopped"));
+        }
+        // Stopped (Ctrl-C) while shrinking: every candidate passes without running, so the
+        // shrinker gives up at once and keeps the smallest failing plan so far.
+        if failed.get() && interrupt::requested().is_some() {
+            return Ok(());
         }
         adjust(&mut plan);
         let run = if hung.get() { &shrink_run } else { &config.run };
@@ -340,30 +473,17 @@ pub(crate) fn campaign_with<T: Transport>(
                 }
             }
         }
-        // A case cut short by a stop request proves nothing either way.
+        // A case cut short by a stop request proves nothing either way: not counted, and
+        // the run ends (a reject aborts it; while shrinking, the candidate passes).
         if interrupt::requested().is_some() {
-            return stop_now(failed.get());
+            return if failed.get() {
+                Ok(())
+            } else {
+                Err(TestCaseError::reject("stopped"))
+            };
         }
         if !failed.get() {
-            cases.set(cases.get() + 1);
-            messages.set(messages.get() + outcome.messages as u64);
-            bytes.set(bytes.get() + outcome.bytes);
-            faults.set(faults.get() + outcome.faults.len() as u64);
-            let mut k = kinds.get();
-            for f in &outcome.faults {
-                k.add(&f.fault.kind);
-            }
-            kinds.set(k);
-            largest.set(largest.get().max(outcome.largest()));
-            let landed = outcome.faults.iter().filter(|f| f.landing.is_inside());
-            let landed = landed.count() as u64;
-            inside.set(inside.get() + landed);
-            if !outcome.plan.faults.is_empty() {
-                cases_with_faults.set(cases_with_faults.get() + 1);
-            }
-            if landed > 0 {
-                cases_fault_inside.set(cases_fault_inside.get() + 1);
-            }
+            counts.borrow_mut().count(&outcome);
             (on_case.borrow_mut())(&outcome);
         }
         if outcome.passed() {
@@ -386,39 +506,223 @@ pub(crate) fn campaign_with<T: Transport>(
     if let Some(e) = setup_error.into_inner() {
         return Err(e);
     }
-    let interrupted = interrupt::requested();
     let failure = match result {
         Ok(()) => None,
         Err(TestError::Fail(..) | TestError::Abort(..)) => {
             last_failure.into_inner().map(|minimal| {
-                let reproduced = match interrupted {
+                let reproduced = match interrupt::requested() {
                     Some(_) => (0, 0),
                     None => reproduce(transport, &minimal.plan, &config.run, config.reproduce_runs),
                 };
                 Failure {
                     minimal,
-                    seed: config.seed,
+                    seed,
                     reproduced,
                 }
             })
         }
     };
-    Ok(CampaignReport {
-        transport: transport.name(),
-        cases: cases.get(),
-        messages: messages.get(),
-        bytes: bytes.get(),
-        cases_with_faults: cases_with_faults.get(),
-        cases_fault_inside: cases_fault_inside.get(),
-        faults: faults.get(),
-        faults_inside: inside.get(),
-        fault_kinds: kinds.get(),
-        largest: largest.get(),
-        violations: failure.as_ref().map_or(0, |f| f.minimal.violations.len()),
-        elapsed: start.elapsed(),
-        failure,
-        interrupted,
-    })
+    let mut report = counts.into_inner();
+    report.violations = failure.as_ref().map_or(0, |f| f.minimal.violations.len());
+    report.failure = failure;
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// What a worker sends its parent: a record per generated case, then its report.
+const REC_CASE: u8 = b'c';
+const REC_REPORT: u8 = b'r';
+
+/// A record: its tag, then the JSON of `value`.
+fn record_of<V: Serialize>(tag: u8, value: &V) -> Vec<u8> {
+    let mut v = vec![tag];
+    // Serializing these types cannot fail (no maps with non-string keys); if it did, the
+    // parent would see a worker without a report and say so.
+    let _ = serde_json::to_writer(&mut v, value);
+    v
+}
+
+/// How long the parent waits for its workers: they end by themselves (every case has its
+/// own watchdog), so this only bounds a worker that cannot.
+const WORKERS_DEADLINE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The campaign split over `config.jobs` forked workers.
+///
+/// Workers are `fork()`ed children of this process ([`ChildGroup`]), not programs started
+/// anew: a library user's test binary has no entry point a re-executed copy could
+/// dispatch on, and a forked worker needs none. Each worker dies with this process
+/// (`PR_SET_PDEATHSIG`, checked against a parent that died first), runs its share of the
+/// cases with its own seed ([`worker_seed`]) and sends each case's outcome, then its
+/// report, as JSON over its report pipe. The first failure any worker reports releases
+/// the others ([`Control::release`]), which stop at their next case.
+fn sharded<T: Transport>(
+    transport: &T,
+    config: &CampaignConfig,
+    adjust: &dyn Fn(&mut Plan),
+    on_case: &mut dyn FnMut(&CaseOutcome),
+) -> Result<CampaignReport> {
+    let start = Instant::now();
+    let jobs = match config.duration {
+        Some(_) => config.jobs,
+        None => config.jobs.min(config.cases as usize),
+    }
+    .max(1);
+    // proptest's default configuration is read from the environment once, lazily: read it
+    // here, so no worker touches the environment's lock.
+    let _ = Config::default();
+    // No case of another thread may be mid-fork while a worker is forked: a worker would
+    // inherit the case lock held, and wait on it forever. Each worker drops its copy of
+    // the guard before it runs its first case; this process drops its own once every
+    // worker is forked.
+    let guard = Cell::new(Some(lock_cases()));
+    let mut group = ChildGroup::new();
+    for i in 0..jobs {
+        let share = config.cases / jobs as u32 + u32::from((i as u32) < config.cases % jobs as u32);
+        let cfg = CampaignConfig {
+            cases: match config.duration {
+                Some(_) => config.cases,
+                None => share,
+            },
+            seed: worker_seed(config.seed, i),
+            jobs: 1,
+            ..config.clone()
+        };
+        let guard = &guard;
+        group.spawn(format!("worker {i}"), move |rep| {
+            drop(guard.take());
+            let rep = RefCell::new(rep);
+            let stopped = Cell::new(false);
+            let stop = || {
+                if !stopped.get() && rep.borrow_mut().released() {
+                    stopped.set(true);
+                }
+                stopped.get()
+            };
+            let report = local(
+                transport,
+                &cfg,
+                adjust,
+                &mut |o| rep.borrow_mut().record(&record_of(REC_CASE, o)),
+                &stop,
+            )
+            .map_err(|e| e.to_string())?;
+            rep.borrow_mut().record(&record_of(REC_REPORT, &report));
+            Ok(())
+        })?;
+    }
+    drop(guard.take());
+    let mut shards = Shards {
+        on_case,
+        reports: vec![None; jobs],
+        bad: None,
+        failed: false,
+        released: false,
+        seen: CampaignReport::empty(transport.name()),
+        first_failure: None,
+    };
+    let ends = group.wait_observed(WORKERS_DEADLINE, &mut shards);
+    if let Some(e) = shards.bad {
+        return Err(worker_error(e));
+    }
+    if let Some(signal) = interrupt::requested() {
+        // Stopped: the workers were killed where they stood (their case children die with
+        // them), so the report is what they had sent, case by case.
+        let mut total = shards.seen;
+        total.violations = shards
+            .first_failure
+            .as_ref()
+            .map_or(0, |o| o.violations.len());
+        total.failure = shards.first_failure.map(|minimal| Failure {
+            minimal,
+            seed: config.seed,
+            reproduced: (0, 0),
+        });
+        total.elapsed = start.elapsed();
+        total.interrupted = Some(signal);
+        return Ok(total);
+    }
+    let mut total = CampaignReport::empty(transport.name());
+    for (report, end) in shards.reports.into_iter().zip(ends) {
+        match report {
+            Some(r) => total.absorb(r, true),
+            None => {
+                let why = match end.end {
+                    ChildEnd::Returned => "it ended without a report".to_string(),
+                    other => other.to_string(),
+                };
+                return Err(worker_error(format!("{}: {why}", end.name)));
+            }
+        }
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
+}
+
+fn worker_error(detail: String) -> Error {
+    Error::Io {
+        op: "run a campaign worker",
+        source: std::io::Error::other(detail),
+    }
+}
+
+/// The parent's side of [`sharded`]: passes each case on, keeps each report, and releases
+/// every worker once one has failed.
+struct Shards<'a> {
+    on_case: &'a mut dyn FnMut(&CaseOutcome),
+    reports: Vec<Option<CampaignReport>>,
+    /// A record that could not be read.
+    bad: Option<String>,
+    failed: bool,
+    released: bool,
+    /// Every case the workers reported, counted as it came (the report if they are
+    /// stopped before they send theirs).
+    seen: CampaignReport,
+    /// The first failing case a worker reported, as it ran (not shrunk).
+    first_failure: Option<CaseOutcome>,
+}
+
+impl Observer for Shards<'_> {
+    fn record(&mut self, child: usize, record: &[u8], _now: Instant) {
+        let Some((&tag, json)) = record.split_first() else {
+            return;
+        };
+        match tag {
+            REC_CASE => match serde_json::from_slice::<CaseOutcome>(json) {
+                Ok(o) => {
+                    self.failed |= !o.passed();
+                    (self.on_case)(&o);
+                    self.seen.count(&o);
+                    if !o.passed() && self.first_failure.is_none() {
+                        self.first_failure = Some(o);
+                    }
+                }
+                Err(e) => {
+                    self.bad
+                        .get_or_insert(format!("worker {child} sent an unreadable case: {e}"));
+                }
+            },
+            REC_REPORT => match serde_json::from_slice::<CampaignReport>(json) {
+                Ok(r) => {
+                    self.failed |= r.failure.is_some();
+                    self.reports[child] = Some(r);
+                }
+                Err(e) => {
+                    self.bad
+                        .get_or_insert(format!("worker {child} sent an unreadable report: {e}"));
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn act(&mut self, _now: Instant, ctl: &mut Control<'_>) {
+        if self.failed && !self.released {
+            for i in 0..self.reports.len() {
+                ctl.release(i);
+            }
+            self.released = true;
+        }
+    }
 }
 
 #[cfg(test)]

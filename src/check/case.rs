@@ -55,7 +55,8 @@ impl Default for RunConfig {
 }
 
 /// One thing a process did, as it reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// `count` messages from `first` on were acknowledged (one send or one batch).
     Sent {
@@ -319,7 +320,7 @@ impl fmt::Display for Event {
 }
 
 /// What one process did in a case.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessHistory {
     /// "receiver" or "sender N".
     pub name: String,
@@ -337,7 +338,7 @@ pub struct ProcessHistory {
 pub const SHOWN_PER_KIND: usize = 5;
 
 /// The result of one case.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CaseOutcome {
     /// The transport's name.
     pub transport: String,
@@ -353,7 +354,8 @@ pub struct CaseOutcome {
     pub messages: usize,
     /// Bytes delivered.
     pub bytes: u64,
-    /// Wall time of the case.
+    /// Wall time of the case (in JSON: `elapsed_secs`, seconds as a float).
+    #[serde(rename = "elapsed_secs", with = "super::secs")]
     pub elapsed: Duration,
 }
 

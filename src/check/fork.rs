@@ -124,6 +124,20 @@ impl Reporter {
         }
     }
 
+    /// True if the parent has let this child go ([`Control::release`]) since the last
+    /// call, or is gone; never waits. A child that runs for long checks it between steps,
+    /// to learn that the parent wants it to stop.
+    pub fn released(&mut self) -> bool {
+        let mut fds = [PollFd::new(self.go.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(n) if n > 0 => {}
+            _ => return false,
+        }
+        let mut byte = [0u8; 1];
+        // A byte (released), or the end of the pipe (the parent is gone).
+        matches!(nix::unistd::read(&self.go, &mut byte), Ok(0 | 1))
+    }
+
     fn send(&mut self, tag: u8, bytes: &[u8]) {
         self.buf.clear();
         self.buf.push(tag);
@@ -144,7 +158,8 @@ impl Reporter {
 }
 
 /// How a child ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChildEnd {
     /// The closure returned `Ok`.
     Returned,

@@ -50,8 +50,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Identity of a planned message: which sender, and its index in that sender's plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MsgId {
     /// The sender's index in the plan.
     pub sender: u32,
@@ -103,7 +105,7 @@ pub fn fill_message(seed: u64, id: MsgId, len: usize, out: &mut Vec<u8>) {
 }
 
 /// What the receiver recorded of one delivered message (it does not keep the bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Delivery {
     /// Length in bytes (saturating at `u32::MAX`).
     pub len: u32,
@@ -173,7 +175,8 @@ pub struct CheckInput<'a> {
 }
 
 /// Something that went wrong in a case.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Violation {
     /// Acknowledged by the sender but never delivered.
@@ -246,7 +249,8 @@ pub enum Violation {
 }
 
 /// The kinds of [`Violation`], for tallies and for asserting what a test caught.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ViolationKind {
     /// [`Violation::Lost`].
     Lost,

@@ -42,14 +42,31 @@ pub mod history;
 pub mod interrupt;
 pub mod nemesis;
 pub mod plan;
+pub mod report;
 
-pub use campaign::{campaign, CampaignConfig, CampaignReport, Failure, FaultCounts};
+pub use campaign::{campaign, worker_seed, CampaignConfig, CampaignReport, Failure, FaultCounts};
 pub use case::{run_case, CaseOutcome, RunConfig};
 pub use history::{Violation, ViolationKind};
 pub use plan::{plan_strategy, Capabilities, Plan, PlanLimits};
 
 use crate::error::Result;
 use crate::transport::{Receiver, Sender};
+
+/// Durations in the JSON forms of reports: seconds, as a float (`1.5` is 1500 ms).
+pub(crate) mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
 
 /// A transport the harness can test: it makes connected pairs and says what it supports.
 ///

@@ -91,7 +91,8 @@ fn spin(d: Duration) {
 }
 
 /// Where a fault hit its victim.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Landing {
     /// Inside an operation: the victim had started it and not reported its end.
     Inside(String),
@@ -116,7 +117,7 @@ impl fmt::Display for Landing {
 }
 
 /// One fault the nemesis applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppliedFault {
     /// The fault, as planned.
     pub fault: Fault,

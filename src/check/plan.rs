@@ -11,6 +11,10 @@ use std::fmt;
 
 use proptest::prelude::*;
 use proptest::sample::select;
+use proptest::strategy::ValueTree;
+use serde::{Deserialize, Serialize};
+
+use super::history::ID_LEN;
 
 /// What the harness needs to know about a transport to plan cases for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +146,8 @@ impl Default for PlanLimits {
 }
 
 /// How fast one side goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Pace {
     /// As fast as it can.
     Fast,
@@ -167,7 +172,8 @@ impl Pace {
 }
 
 /// How the receiver waits for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RecvMode {
     /// Blocking receive.
     Blocking,
@@ -178,7 +184,8 @@ pub enum RecvMode {
 }
 
 /// What one sender process does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub struct SenderPlan {
     /// The sizes of its messages, in order.
     pub sizes: Vec<usize>,
@@ -193,7 +200,8 @@ pub struct SenderPlan {
 }
 
 /// What the receiver process does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub struct ReceiverPlan {
     /// How it waits.
     pub mode: RecvMode,
@@ -206,7 +214,8 @@ pub struct ReceiverPlan {
 }
 
 /// Which process a fault of the nemesis hits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Victim {
     /// The receiver process.
     Receiver,
@@ -215,7 +224,8 @@ pub enum Victim {
 }
 
 /// What the nemesis does to its victim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// SIGKILL.
     Kill,
@@ -240,7 +250,8 @@ pub enum FaultKind {
 /// after the parent learns that the victim started operation `op` (for a sender, the send
 /// carrying its message `op`; for the receiver, the receive of its message `op`, counted
 /// from 0). A victim that ends before that moment is not hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub struct Fault {
     /// Who is hit.
     pub victim: Victim,
@@ -253,7 +264,8 @@ pub struct Fault {
 }
 
 /// One test case: every process's script and the seed of the message contents.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub struct Plan {
     /// Seed of the message contents ([`crate::check::history::fill_message`]).
     pub seed: u64,
@@ -435,13 +447,72 @@ pub fn size_strategy(max: usize, boundaries: &[usize]) -> BoxedStrategy<usize> {
     bounds.sort_unstable();
     bounds.dedup();
     let top_bit = usize::BITS - max.leading_zeros();
-    prop_oneof![
-        3 => select(bounds),
-        2 => select(suspect_sizes(max)),
-        4 => 0..=max.min(64),
-        3 => (0..=top_bit).prop_flat_map(move |bit| 0..=max.min((1usize << bit.min(usize::BITS - 1)).saturating_sub(1).max(1))),
-    ]
+    IdentityFloor(
+        prop_oneof![
+            3 => select(bounds),
+            2 => select(suspect_sizes(max)),
+            4 => 0..=max.min(64),
+            3 => (0..=top_bit).prop_flat_map(move |bit| 0..=max.min((1usize << bit.min(usize::BITS - 1)).saturating_sub(1).max(1))),
+        ]
+        .boxed(),
+    )
     .boxed()
+}
+
+/// Sizes that shrink no lower than [`ID_LEN`] once generated at least that long: a
+/// message of a minimal plan still carries its identity in its first bytes, so the
+/// timeline names it ("received 8 bytes (labelled s0#2)"). A size generated below it
+/// (the empty message, say, itself often the point) shrinks as before.
+#[derive(Debug)]
+struct IdentityFloor(BoxedStrategy<usize>);
+
+/// The value tree of [`IdentityFloor`].
+struct IdentityFloorTree {
+    inner: Box<dyn ValueTree<Value = usize>>,
+    /// The size was generated at least [`ID_LEN`] long.
+    floor: bool,
+}
+
+impl Strategy for IdentityFloor {
+    type Tree = IdentityFloorTree;
+    type Value = usize;
+
+    fn new_tree(
+        &self,
+        runner: &mut proptest::test_runner::TestRunner,
+    ) -> proptest::strategy::NewTree<Self> {
+        let inner = self.0.new_tree(runner)?;
+        let floor = inner.current() >= ID_LEN;
+        Ok(IdentityFloorTree {
+            inner: Box::new(inner),
+            floor,
+        })
+    }
+}
+
+impl ValueTree for IdentityFloorTree {
+    type Value = usize;
+
+    fn current(&self) -> usize {
+        let v = self.inner.current();
+        if self.floor {
+            v.max(ID_LEN)
+        } else {
+            v
+        }
+    }
+
+    fn simplify(&mut self) -> bool {
+        // At the floor already: a smaller inner value would be the same size.
+        if self.floor && self.inner.current() <= ID_LEN {
+            return false;
+        }
+        self.inner.simplify()
+    }
+
+    fn complicate(&mut self) -> bool {
+        self.inner.complicate()
+    }
 }
 
 fn pace_strategy() -> impl Strategy<Value = Pace> {
@@ -566,4 +637,88 @@ pub fn fault_strategy(max_senders: usize, max_messages: usize) -> BoxedStrategy<
             delay_micros,
         })
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    /// Shrinks `tree` as far as it goes, as if every candidate failed.
+    fn shrink_fully<T: ValueTree>(tree: &mut T) {
+        for _ in 0..10_000 {
+            if !tree.simplify() {
+                return;
+            }
+        }
+        panic!("shrinking did not end");
+    }
+
+    #[test]
+    fn a_size_with_room_for_the_identity_shrinks_no_lower_than_it() {
+        let strategy = size_strategy(1 << 20, &[4095, 4096, 4097]);
+        let mut runner = TestRunner::new_with_rng(
+            Config::default(),
+            TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+        );
+        let (mut above, mut below, mut zero) = (0, 0, 0);
+        for _ in 0..500 {
+            let mut tree = strategy.new_tree(&mut runner).unwrap();
+            let generated = tree.current();
+            zero += usize::from(generated == 0);
+            shrink_fully(&mut tree);
+            if generated >= ID_LEN {
+                above += 1;
+                assert_eq!(
+                    tree.current(),
+                    ID_LEN,
+                    "{generated} shrank below the identity"
+                );
+            } else {
+                below += 1;
+                assert_eq!(tree.current(), 0, "{generated} did not shrink to 0");
+            }
+        }
+        assert!(above > 100 && below > 50, "{above} {below}");
+        // Empty messages are still generated.
+        assert!(zero > 10, "{zero}");
+    }
+
+    #[test]
+    fn a_minimal_plan_names_every_message_generated_long_enough() {
+        let strategy = plan_strategy(&Capabilities::new(1 << 20), &PlanLimits::default());
+        let mut runner = TestRunner::new_with_rng(
+            Config::default(),
+            TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+        );
+        // A failure that needs three messages from sender 0 (a drop of the third, say),
+        // shrunk as proptest does: keep a simpler plan while it fails, else step back.
+        let fails = |p: &Plan| p.senders.first().is_some_and(|s| s.sizes.len() >= 3);
+        let mut named = 0;
+        for _ in 0..200 {
+            let mut tree = strategy.new_tree(&mut runner).unwrap();
+            if !fails(&tree.current()) {
+                continue;
+            }
+            let mut steps = 0;
+            while steps < 10_000 && tree.simplify() {
+                steps += 1;
+                while !fails(&tree.current()) {
+                    if !tree.complicate() {
+                        break;
+                    }
+                }
+            }
+            let minimal = tree.current();
+            assert_eq!(minimal.message_count(), 3, "{minimal}");
+            for &size in &minimal.senders[0].sizes {
+                assert!(size == 0 || size == ID_LEN, "{minimal}");
+                named += usize::from(size == ID_LEN);
+            }
+        }
+        assert!(
+            named > 20,
+            "messages generated long enough shrank to 0: {named}"
+        );
+    }
 }
