@@ -81,7 +81,7 @@
 //! | (none) | the transports: [`pipe`], [`shm`], [`queue`], [`frame`], [`liveness`] | `nix`, `memmap2`, `thiserror`, `crc32c` |
 //! | `serde` (default) | [`typed`]: `TypedSender<T>` / `TypedReceiver<T>`, any serde type over any transport | `serde`, `postcard` |
 //! | `testing` | test seams: `pipe::fault` (a pipe that misbehaves on schedule), `queue::storage::SimDisk` (a disk that loses power), `queue::StorageQueue` | none |
-//! | `harness` | `check`: the fork-based conformance harness and `conformance_tests!` (implies `testing`) | `proptest` |
+//! | `harness` | `check`: the fork-based conformance harness, campaigns with JSON reports, Ctrl-C handling, and `conformance_tests!` (implies `testing`) | `proptest`, `serde`, `serde_json`, `signal-hook`, `tempfile` |
 //! | `fuzz` (default) | the bodies of the cargo-fuzz targets in `fuzz/` (implies `testing`) | `arbitrary` |
 //! | `bench` | `bench`: the benchmark workloads (implies `harness`) | `rtrb`, `crossbeam-channel`, `queue-file` |
 //! | `cli` (default) | the `ipcprop` binary (implies `harness`, `bench`) | `clap`, `indicatif` |

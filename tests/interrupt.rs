@@ -181,6 +181,36 @@ fn sigterm_to_the_program_alone_kills_its_children_too() {
     assert_nothing_left(&marker, tmp.path());
 }
 
+#[test]
+fn sigterm_stops_a_campaign_over_workers_and_kills_them_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = marker("workers");
+    let _cleanup = Cleanup {
+        marker: marker.clone(),
+    };
+    let child = start(
+        &["--transport", "queue", "--cases", "100000", "--jobs", "2"],
+        tmp.path(),
+        &marker,
+    );
+    let pid = Pid::from_raw(child.id() as i32);
+    wait_until_running(tmp.path());
+    // The workers and their cases' children: more processes than the program itself.
+    assert!(marked(&marker).len() > 3, "{:?}", marked(&marker));
+    kill(pid, Signal::SIGTERM).unwrap();
+    let (code, stdout, stderr) = finish(child, Duration::from_secs(20));
+    assert_eq!(code, 143, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // What the workers had finished, case by case.
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("queue"))
+        .unwrap_or_else(|| panic!("no summary row for the queue:\n{stdout}"));
+    let cases: u32 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(cases > 0 && cases < 100_000, "{row}");
+    assert!(stdout.contains("INTERRUPTED by SIGTERM"), "{stdout}");
+    assert_nothing_left(&marker, tmp.path());
+}
+
 /// The library's side: [`interrupt::request_stop`] from another thread stops a running
 /// campaign, which returns a partial report; a stop asked for while a failure is being
 /// shrunk keeps the failure found so far. One test, as the stop flag is per process.
