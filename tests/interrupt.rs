@@ -195,8 +195,9 @@ fn sigterm_stops_a_campaign_over_workers_and_kills_them_all() {
     );
     let pid = Pid::from_raw(child.id() as i32);
     wait_until_running(tmp.path());
-    // The workers and their cases' children: more processes than the program itself.
-    assert!(marked(&marker).len() > 3, "{:?}", marked(&marker));
+    // The program and its two workers at least (and their cases' children, when a case
+    // is running).
+    assert!(marked(&marker).len() >= 3, "{:?}", marked(&marker));
     kill(pid, Signal::SIGTERM).unwrap();
     let (code, stdout, stderr) = finish(child, Duration::from_secs(20));
     assert_eq!(code, 143, "stdout:\n{stdout}\nstderr:\n{stderr}");
