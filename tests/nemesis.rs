@@ -175,7 +175,20 @@ fn an_end_of_stream_from_a_side_channel_is_caught_when_one_of_several_senders_di
         let t = Broken::new(PipeTransport::default(), Defect::EndOnAnySenderDeath);
         let cfg = BatteryConfig::default();
         several_senders(&t, &cfg).expect("every sender ends cleanly: nothing to see");
-        let finding = faults_inside_operations(&t, &cfg).expect_err("the early end escaped");
+        // The catch depends on timing: the killed sender must die while another still has
+        // messages to send. Under a loaded CI machine one campaign of 32 cases once missed
+        // it (the others had finished first), so a second seed gets its chance.
+        let finding = match faults_inside_operations(&t, &cfg) {
+            Err(finding) => finding,
+            Ok(()) => {
+                let again = BatteryConfig {
+                    seed: cfg.seed ^ 0x5eed,
+                    ..cfg.clone()
+                };
+                faults_inside_operations(&t, &again)
+                    .expect_err("the early end escaped two campaigns")
+            }
+        };
         assert!(
             finding.kinds.contains(&ViolationKind::EarlyDisconnect),
             "{finding}"
