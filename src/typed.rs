@@ -495,6 +495,32 @@ mod tests {
         assert!(rx.try_recv().unwrap_err().is_not_ready());
     }
 
+    #[test]
+    fn errors_say_what_they_are_and_ends_show_their_type() {
+        let empty = TypedError::from(Error::Empty);
+        assert!(empty.is_not_ready() && !empty.is_disconnected());
+        assert!(matches!(empty.transport(), Some(Error::Empty)));
+        let gone = TypedError::from(Error::Disconnected);
+        assert!(gone.is_disconnected() && !gone.is_not_ready());
+        let bad = TypedError::Decode {
+            len: 3,
+            type_name: "u32",
+            reason: "x".into(),
+        };
+        assert!(!bad.is_not_ready() && !bad.is_disconnected());
+        assert!(bad.transport().is_none());
+
+        let (tx, rx) = pipe::channel().unwrap();
+        let tx = TypedSender::<Point, _>::new(tx);
+        let rx = TypedReceiver::<Point, _>::new(rx);
+        for shown in [format!("{tx:?}"), format!("{rx:?}")] {
+            assert!(
+                shown.contains("Point") && shown.contains("inner"),
+                "{shown}"
+            );
+        }
+    }
+
     /// A sender that accepts anything and keeps it, whatever `max_message_len` says: only
     /// the typed sender's own check can refuse a value.
     struct Recording {

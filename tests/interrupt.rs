@@ -212,6 +212,40 @@ fn sigterm_stops_a_campaign_over_workers_and_kills_them_all() {
     assert_nothing_left(&marker, tmp.path());
 }
 
+/// The handlers themselves, in a forked child (signals raised to itself arrive at once,
+/// so nothing here depends on timing): the first `SIGINT` only asks for a stop, the second
+/// ends the process with status 130 there and then.
+#[test]
+fn the_first_signal_asks_the_second_ends_the_process() {
+    use ipcprop::check::fork::{ChildEnd, ChildGroup};
+    use ipcprop::check::interrupt;
+
+    for (first, second, status) in [
+        (Signal::SIGINT, Signal::SIGINT, 130),
+        (Signal::SIGTERM, Signal::SIGINT, 130),
+        (Signal::SIGINT, Signal::SIGTERM, 143),
+    ] {
+        let mut group = ChildGroup::new();
+        group
+            .spawn("signalled", move |_| {
+                interrupt::install().map_err(|e| e.to_string())?;
+                if interrupt::requested().is_some() {
+                    return Err("a stop was asked for before any signal".into());
+                }
+                nix::sys::signal::raise(first).map_err(|e| e.to_string())?;
+                match interrupt::requested() {
+                    Some(s) if s == first as i32 => {}
+                    other => return Err(format!("after {first:?}, requested() = {other:?}")),
+                }
+                nix::sys::signal::raise(second).map_err(|e| e.to_string())?;
+                Err(format!("still running after {first:?} then {second:?}"))
+            })
+            .unwrap();
+        let end = group.wait(Duration::from_secs(20)).remove(0).end;
+        assert_eq!(end, ChildEnd::Exited(status), "{first:?} then {second:?}");
+    }
+}
+
 /// The library's side: [`interrupt::request_stop`] from another thread stops a running
 /// campaign, which returns a partial report; a stop asked for while a failure is being
 /// shrunk keeps the failure found so far. One test, as the stop flag is per process.
