@@ -71,3 +71,17 @@ fn a_send_that_says_full_after_sending_is_caught_only_by_this_check() {
         );
     });
 }
+
+/// A `send_timeout` that gives up at once instead of waiting for room is found early;
+/// every other check of the battery passes it.
+#[test]
+fn a_send_timeout_that_gives_up_at_once_is_caught_only_by_this_check() {
+    common::within(Duration::from_secs(480), || {
+        let t = Broken::new(PipeTransport::default(), Defect::SendTimeoutEarly);
+        let findings = run_battery(&t, &BatteryConfig::default());
+        let checks: Vec<_> = findings.iter().map(|f| f.check).collect();
+        assert_eq!(checks, ["send_deadlines_all_or_nothing"], "{findings:?}");
+        assert_eq!(findings[0].kinds, [ViolationKind::Hung], "{}", findings[0]);
+        assert!(findings[0].report.contains("early"), "{}", findings[0]);
+    });
+}

@@ -420,6 +420,7 @@ fn each_contract_check_catches_its_defect() {
             Defect::BatchAfterSend,
             // Caught by send_deadlines_all_or_nothing, in tests/deadlines.rs.
             Defect::SentButFull,
+            Defect::SendTimeoutEarly,
         ]
     );
 }

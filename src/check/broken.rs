@@ -107,6 +107,9 @@ pub enum Defect {
     /// checked after the write instead of before): a caller that retries, as `Full`
     /// invites, sends it twice. Only a send with a deadline shows it.
     SentButFull,
+    /// A `send_timeout` that finds no room gives up at once with [`Error::Timeout`] instead
+    /// of waiting for room until its deadline (the deadline taken as already passed).
+    SendTimeoutEarly,
 }
 
 impl Defect {
@@ -137,6 +140,7 @@ impl Defect {
             Defect::PowerOfTwoMinusHeader => K::Corrupted,
             Defect::BatchAfterSend => K::Lost,
             Defect::SentButFull => K::Duplicated,
+            Defect::SendTimeoutEarly => K::Hung,
         }
     }
 
@@ -162,11 +166,12 @@ impl Defect {
                 | Defect::PowerOfTwoMinusHeader
                 | Defect::BatchAfterSend
                 | Defect::SentButFull
+                | Defect::SendTimeoutEarly
         )
     }
 
     /// One of each defect, for tests and self-checks.
-    pub const ALL: [Defect; 26] = [
+    pub const ALL: [Defect; 27] = [
         Defect::Drop(2),
         Defect::Duplicate(2),
         Defect::Swap(2),
@@ -193,6 +198,7 @@ impl Defect {
         Defect::PowerOfTwoMinusHeader,
         Defect::BatchAfterSend,
         Defect::SentButFull,
+        Defect::SendTimeoutEarly,
     ];
 }
 
@@ -408,6 +414,12 @@ impl<S: Sender> BrokenSender<S> {
                 put(&mut self.inner, &msg[..msg.len() - 1], wait)
             }
             Defect::Drop(k) if k == n => Ok(()),
+            Defect::SendTimeoutEarly if matches!(wait, Wait::For(_)) => {
+                match put(&mut self.inner, msg, Wait::Never) {
+                    Err(e) if e.is_full() => Err(wait.expired_send()),
+                    other => other,
+                }
+            }
             Defect::SentButFull if n == 1 && wait == Wait::Never => {
                 put(&mut self.inner, msg, wait)?;
                 Err(Error::Full)
