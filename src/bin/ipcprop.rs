@@ -125,13 +125,25 @@ fn main() -> ExitCode {
         Command::Check(args) => check(*args),
         Command::Bench(args) => bench(args),
         Command::Queue(QueueCommand::Salvage { src, dst }) => salvage(&src, &dst),
-        Command::ServeRole { transport } => match transport.serve_role() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ipcprop serve-role: {e}");
-                ExitCode::from(2)
+        Command::ServeRole { transport } => {
+            // Temporary files (the queue's) go into the case's directory, which the
+            // harness removes even if it has to kill this program. Set before any thread
+            // starts.
+            if let Some(dir) = std::env::var_os("IPCPROP_DIR") {
+                std::env::set_var("TMPDIR", dir);
             }
-        },
+            serve_role(transport)
+        }
+    }
+}
+
+fn serve_role(transport: Builtin) -> ExitCode {
+    match transport.serve_role() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipcprop serve-role: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
