@@ -80,6 +80,8 @@ fn faults_land_inside_operations_over_the_protocol() {
     );
 }
 
+type Check = fn(&ExecTransport, &BatteryConfig) -> Result<(), battery::Finding>;
+
 /// Each broken transport, served over the protocol, is caught by the plan battery with
 /// the kind its defect implies.
 #[test]
@@ -104,7 +106,7 @@ fn broken_transports_are_caught_over_the_protocol() {
     let mut missed = Vec::new();
     for (name, kind) in expect {
         let t = served(name);
-        let checks: [fn(&ExecTransport, &BatteryConfig) -> Result<(), battery::Finding>; 3] = [
+        let checks: [Check; 3] = [
             battery::fifo_and_integrity,
             battery::several_senders,
             battery::faults_inside_operations,
