@@ -2,7 +2,8 @@
 //! `-Wall -Wextra -Werror` and tested by its own C test program
 //! (`clients/c/test_ipcprop_driver.c`): the generator's test vectors, CRC-32C, the command
 //! parser, the environment, both roles against a fake harness (exact lines, the pid in the
-//! hello, `t`, every event, the harness going away), and `pipe_fixed.c` end to end.
+//! hello, `t`, every event, the harness going away), and `pipe_fixed.c` and the header's
+//! example end to end against the same fake harness.
 //! Everything is built in a temporary directory, removed when the test ends.
 
 use std::path::{Path, PathBuf};
@@ -42,19 +43,14 @@ fn compile(sources: &[PathBuf], out: &Path) {
     );
 }
 
-/// The C tests of the client, then `pipe_fixed` (built with -Werror) end to end.
-#[test]
-fn c_driver_tests_pass() {
-    let tmp = tempfile::tempdir().unwrap();
-    let test = tmp.path().join("test_ipcprop_driver");
-    let pipe_fixed = tmp.path().join("pipe_fixed");
-    compile(&[clients_c().join("test_ipcprop_driver.c")], &test);
-    compile(&[clients_c().join("pipe_fixed.c")], &pipe_fixed);
-    let sockets = tmp.path().join("sockets");
+/// Runs the C test program with `args` after the sockets' directory; panics with its
+/// output if it fails.
+fn run_c_tests(test: &Path, tmp: &Path, args: &[&std::ffi::OsStr]) {
+    let sockets = tmp.join("sockets");
     std::fs::create_dir(&sockets).unwrap();
-    let output = Command::new(&test)
+    let output = Command::new(test)
         .arg(&sockets)
-        .arg(&pipe_fixed)
+        .args(args)
         .env_remove("IPCPROP_CONTROL")
         .output()
         .unwrap();
@@ -67,10 +63,41 @@ fn c_driver_tests_pass() {
     );
 }
 
-/// The example program in the header's comment compiles warning-free (it is the first
-/// thing a user copies).
+/// Builds the C test program in `tmp`.
+fn build_tests(tmp: &Path) -> PathBuf {
+    let test = tmp.join("test_ipcprop_driver");
+    compile(&[clients_c().join("test_ipcprop_driver.c")], &test);
+    test
+}
+
+/// The C tests of the client itself.
 #[test]
-fn header_example_compiles() {
+fn c_driver_tests_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let test = build_tests(tmp.path());
+    run_c_tests(&test, tmp.path(), &[]);
+}
+
+/// `pipe_fixed.c` builds with -Werror and passes a fake harness's conversation: two
+/// senders, a message larger than the pipe, storms, the end of stream, a send after the
+/// receiver closed.
+#[test]
+fn pipe_fixed_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let test = build_tests(tmp.path());
+    let program = tmp.path().join("pipe_fixed");
+    compile(&[clients_c().join("pipe_fixed.c")], &program);
+    run_c_tests(
+        &test,
+        tmp.path(),
+        &["--program".as_ref(), program.as_os_str(), "2".as_ref()],
+    );
+}
+
+/// The example program in the header's comment (the first thing a user copies) builds
+/// with -Werror and passes the one-sender conversations.
+#[test]
+fn header_example_end_to_end() {
     let header = std::fs::read_to_string(clients_c().join("ipcprop_driver.h")).unwrap();
     let begin = header
         .find(" * EXAMPLE BEGIN\n")
@@ -83,5 +110,12 @@ fn header_example_compiles() {
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("example.c");
     std::fs::write(&source, example).unwrap();
-    compile(&[source], &tmp.path().join("example"));
+    let program = tmp.path().join("example");
+    compile(&[source], &program);
+    let test = build_tests(tmp.path());
+    run_c_tests(
+        &test,
+        tmp.path(),
+        &["--program".as_ref(), program.as_os_str(), "1".as_ref()],
+    );
 }

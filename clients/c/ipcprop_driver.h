@@ -102,6 +102,9 @@ int main(void) {
     static struct end e;
     int p[2];
     if (pipe(p) != 0) return 1;
+    // The receiver first; the parent closes the read end before the sender exists, so
+    // that once the receiver closes it, a send fails (EPIPE) instead of filling a pipe
+    // that the parent still holds open.
     pid_t kids[2];
     for (int role = 0; role < 2; role++) {
         kids[role] = fork();
@@ -113,9 +116,8 @@ int main(void) {
                                : ipcprop_serve_sender(0, send_msg, close_end, &e);
             _exit(rc == 0 ? 0 : 1);
         }
+        close(p[role]);
     }
-    close(p[0]);
-    close(p[1]);
     for (int role = 0; role < 2; role++)
         while (waitpid(kids[role], NULL, 0) < 0 && errno == EINTR) {}
     return 0;

@@ -7,7 +7,10 @@
  *
  * - every process closes the ends it does not use (the parent both), so the receiver
  *   sees end of file once every sender is gone, and senders see EPIPE once the receiver
- *   is gone;
+ *   is gone. The parent closes its ends before any role connects to the harness (the
+ *   roles wait at a gate until then): a parent that still held the read end when the
+ *   harness told the receiver to close would let a send "succeed" into a pipe nobody
+ *   reads, and hold back the end of stream (the tests caught the first under load);
  * - SIGPIPE is ignored: a write to a pipe without a reader fails with EPIPE (the send
  *   reports the receiver gone) instead of killing the sender;
  * - reads and writes loop over short counts and EINTR (the harness's SIGURG storms);
@@ -156,9 +159,15 @@ static void close_end(void *ctx) {
     e->fd = -1;
 }
 
-/* In a forked child: serve one role on `fd` and exit. */
-static void run_role(int sender, int fd) {
+/* In a forked child: wait until the parent closed its ends of the pipe (it closes the
+ * gate's write end after them: end of file), then serve one role on `fd` and exit. */
+static void run_role(int sender, int fd, int gate) {
     struct end e = {fd, NULL, 0};
+    uint8_t byte;
+    ssize_t r;
+    while ((r = read(gate, &byte, 1)) < 0 && errno == EINTR) {
+    }
+    close(gate);
     int rc = sender >= 0 ? ipcprop_serve_sender(sender, send_frame, close_end, &e)
                          : ipcprop_serve_receiver(recv_frame, close_end, &e);
     free(e.buf);
@@ -167,7 +176,7 @@ static void run_role(int sender, int fd) {
 
 int main(void) {
     struct ipcprop_env env;
-    int p[2];
+    int p[2], gate[2];
     pid_t *kids;
     uint32_t started = 0, n;
 
@@ -182,7 +191,7 @@ int main(void) {
     /* Inherited by every role: EPIPE instead of death by SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     kids = calloc((size_t)n + 1, sizeof *kids);
-    if (kids == NULL || pipe2(p, O_CLOEXEC) != 0) {
+    if (kids == NULL || pipe2(p, O_CLOEXEC) != 0 || pipe2(gate, O_CLOEXEC) != 0) {
         perror("pipe_fixed: setup");
         return 1;
     }
@@ -195,18 +204,22 @@ int main(void) {
             break;
         }
         if (pid == 0) {
+            close(gate[1]);
             if (i == 0) {
                 close(p[1]);
-                run_role(-1, p[0]);
+                run_role(-1, p[0], gate[0]);
             } else {
                 close(p[0]);
-                run_role((int)(i - 1), p[1]);
+                run_role((int)(i - 1), p[1], gate[0]);
             }
         }
         kids[started++] = pid;
     }
     close(p[0]);
     close(p[1]);
+    /* Only now may the roles say hello. */
+    close(gate[1]);
+    close(gate[0]);
     for (uint32_t i = 0; i < started; i++)
         while (waitpid(kids[i], NULL, 0) < 0 && errno == EINTR) {
         }

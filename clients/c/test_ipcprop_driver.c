@@ -1,10 +1,12 @@
 /*
  * test_ipcprop_driver.c: tests of the C driver client (run by tests/clients_c.rs).
  *
- *     test_ipcprop_driver DIR [PIPE_FIXED]
+ *     test_ipcprop_driver DIR
+ *     test_ipcprop_driver DIR --program PATH MAX_SENDERS
  *
- * DIR is an empty directory for the fake harness's sockets (the caller removes it). With
- * PIPE_FIXED, the path of a built pipe_fixed, also drives that program end to end.
+ * DIR is an empty directory for the fake harness's sockets (the caller removes it). The
+ * second form drives a program end to end instead (pipe_fixed, or the header's example;
+ * cases with two senders only if MAX_SENDERS is at least 2).
  *
  * The generator, the CRC, the command parser and the environment are tested directly;
  * the serve functions each in a forked child that talks to a fake harness (this process)
@@ -116,8 +118,19 @@ static void test_gen(void) {
     CHECK(a[0] == 4 && a[3] == 1 && a[4] == 0x0d && a[7] == 0x0a, "gen identity");
 }
 
+/* CRC-32C bit by bit: the reference for the table. */
+static uint32_t crc32c_bitwise(const uint8_t *p, size_t n) {
+    uint32_t crc = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int b = 0; b < 8; b++)
+            crc = (crc >> 1) ^ ((crc & 1) ? 0x82f63b78u : 0);
+    }
+    return ~crc;
+}
+
 static void test_crc(void) {
-    uint8_t zeros[32], ones[32];
+    uint8_t zeros[32], ones[32], msg[1000];
     memset(zeros, 0, sizeof zeros);
     memset(ones, 0xff, sizeof ones);
     CHECK(ipcprop_crc32c((const uint8_t *)"123456789", 9) == 3808858755u, "crc32c(123456789)");
@@ -125,6 +138,14 @@ static void test_crc(void) {
     /* RFC 3720 (iSCSI), B.4. */
     CHECK(ipcprop_crc32c(zeros, 32) == 0x8a9136aau, "crc32c of 32 zero bytes");
     CHECK(ipcprop_crc32c(ones, 32) == 0x62a8ab43u, "crc32c of 32 0xff bytes");
+    /* Every entry of the table: a one-byte message reads entry (byte ^ 0xff). */
+    for (unsigned b = 0; b < 256; b++) {
+        uint8_t one = (uint8_t)b;
+        CHECK(ipcprop_crc32c(&one, 1) == crc32c_bitwise(&one, 1), "crc32c of byte %u", b);
+    }
+    ipcprop_gen(5, 6, 7, sizeof msg, msg);
+    CHECK(ipcprop_crc32c(msg, sizeof msg) == crc32c_bitwise(msg, sizeof msg),
+          "crc32c of 1000 bytes");
 }
 
 static int parse(const char *line, struct ipcprop_command *c, char *err) {
@@ -209,6 +230,18 @@ static void test_parse(void) {
     memcpy(deep, "{\"x\":", 5);
     deep[sizeof deep - 1] = '\0';
     CHECK(parse(deep, &c, err) == -1, "deep nesting");
+    /* ... 64 levels, even when the line is valid JSON; 63 are fine. */
+    for (int levels = 63; levels <= 64; levels++) {
+        char nested[300];
+        int k = sprintf(nested, "{\"op\":\"exit\",\"x\":");
+        for (int i = 0; i < levels; i++)
+            nested[k++] = '[';
+        for (int i = 0; i < levels; i++)
+            nested[k++] = ']';
+        strcpy(nested + k, "}");
+        CHECK(parse(nested, &c, err) == (levels < 64 ? 0 : -1), "%d levels of nesting: %s",
+              levels + 1, nested);
+    }
     /* The length is what counts, not a NUL. */
     CHECK(ipcprop_parse_command("{\"op\":\"exit\"}garbage", 13, &c, err, sizeof err) == 0 &&
           c.op == IPCPROP_OP_EXIT, "a line without NUL: %s", err);
@@ -418,9 +451,29 @@ static pid_t fork_kid(void) {
     return pid;
 }
 
-/* Sends a storm of SIGURG to pid: its blocking calls are interrupted, and must be
- * retried. */
+/* Waits until pid sleeps (state S in /proc/PID/stat: blocked in a system call). */
+static void wait_sleeping(pid_t pid) {
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    for (int tries = 0; tries < TIMEOUT_MS; tries++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f != NULL ? fread(stat, 1, sizeof stat - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        stat[n] = '\0';
+        char *state = strrchr(stat, ')'); /* after "pid (comm)" */
+        if (state != NULL && state[1] == ' ' && state[2] == 'S')
+            return;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    fatal("process %d never blocked", (int)pid);
+}
+
+/* Sends a storm of SIGURG to pid once it is blocked: its blocking call is interrupted,
+ * and must be retried. */
 static void storm(pid_t pid) {
+    wait_sleeping(pid);
     for (int i = 0; i < 300; i++) {
         kill(pid, SIGURG);
         if (i % 30 == 0)
@@ -910,43 +963,65 @@ static void bye(struct conn *c) {
     conn_free(c);
 }
 
-static void test_pipe_fixed(const char *program) {
+/* Drives PROGRAM (pipe_fixed, or the header's example) end to end; the two-sender case
+ * only when it takes several senders. */
+static void test_program(const char *program, int max_senders) {
     struct program p;
 
-    /* Two senders; messages delivered in order, one larger than the pipe; the end of
-     * stream once both senders left; the program exits 0. */
-    start_program(program, "pf1", 2, &p);
-    pf_send(p.senders[0], 0, 0, 100);
-    expect(p.senders[0], "{\"ev\":\"sent\",\"seq\":0,");
-    storm(p.senders[1]->pid);
-    pf_send(p.senders[1], 1, 0, 4092);
-    expect(p.senders[1], "{\"ev\":\"sent\",\"seq\":0,");
-    /* 200000 bytes do not fit in the pipe: sent once the receiver reads. */
-    pf_send(p.senders[0], 0, 1, 200000);
-    storm(p.senders[0]->pid);
-    say(p.receiver, "{\"op\":\"recv\",\"count\":3}");
-    expect(p.receiver, "{\"ev\":\"receiving\",\"got\":0,");
-    pf_received(p.receiver, 0, 0, 100);
-    expect(p.receiver, "{\"ev\":\"receiving\",\"got\":1,");
-    pf_received(p.receiver, 1, 0, 4092);
-    expect(p.receiver, "{\"ev\":\"receiving\",\"got\":2,");
-    storm(p.receiver->pid);
-    pf_received(p.receiver, 0, 1, 200000);
-    expect(p.senders[0], "{\"ev\":\"sent\",\"seq\":1,");
-    pf_send(p.senders[1], 1, 1, 0);
-    expect(p.senders[1], "{\"ev\":\"sent\",\"seq\":1,");
-    bye(p.senders[0]);
-    bye(p.senders[1]);
+    if (max_senders >= 2) {
+        /* Two senders; messages delivered in order, one larger than the pipe; the end of
+         * stream once both senders left; the program exits 0. */
+        start_program(program, "two", 2, &p);
+        pf_send(p.senders[0], 0, 0, 100);
+        expect(p.senders[0], "{\"ev\":\"sent\",\"seq\":0,");
+        storm(p.senders[1]->pid);
+        pf_send(p.senders[1], 1, 0, 4092);
+        expect(p.senders[1], "{\"ev\":\"sent\",\"seq\":0,");
+        /* 200000 bytes do not fit in the pipe: sent once the receiver reads. */
+        pf_send(p.senders[0], 0, 1, 200000);
+        storm(p.senders[0]->pid);
+        say(p.receiver, "{\"op\":\"recv\",\"count\":3}");
+        expect(p.receiver, "{\"ev\":\"receiving\",\"got\":0,");
+        pf_received(p.receiver, 0, 0, 100);
+        expect(p.receiver, "{\"ev\":\"receiving\",\"got\":1,");
+        pf_received(p.receiver, 1, 0, 4092);
+        expect(p.receiver, "{\"ev\":\"receiving\",\"got\":2,");
+        storm(p.receiver->pid);
+        pf_received(p.receiver, 0, 1, 200000);
+        expect(p.senders[0], "{\"ev\":\"sent\",\"seq\":1,");
+        /* A receiver blocked on the empty pipe through a storm. */
+        say(p.receiver, "{\"op\":\"recv\",\"count\":1}");
+        expect(p.receiver, "{\"ev\":\"receiving\",\"got\":3,");
+        storm(p.receiver->pid);
+        pf_send(p.senders[1], 1, 1, 0);
+        expect(p.senders[1], "{\"ev\":\"sent\",\"seq\":1,");
+        pf_received(p.receiver, 1, 1, 0);
+        bye(p.senders[0]);
+        bye(p.senders[1]);
+        say(p.receiver, "{\"op\":\"recv\",\"count\":2}");
+        expect(p.receiver, "{\"ev\":\"receiving\",\"got\":4,");
+        expect(p.receiver, "{\"ev\":\"eos\",");
+        bye(p.receiver);
+        CHECK(reap(p.pid) == 0, "%s did not exit 0", program);
+    }
+
+    /* One sender: a message that waits for the receiver, which waits through a storm;
+     * the end of stream. */
+    start_program(program, "one", 1, &p);
     say(p.receiver, "{\"op\":\"recv\",\"count\":2}");
-    expect(p.receiver, "{\"ev\":\"receiving\",\"got\":3,");
-    pf_received(p.receiver, 1, 1, 0);
-    expect(p.receiver, "{\"ev\":\"receiving\",\"got\":4,");
+    expect(p.receiver, "{\"ev\":\"receiving\",\"got\":0,");
+    storm(p.receiver->pid);
+    pf_send(p.senders[0], 0, 0, 60000);
+    expect(p.senders[0], "{\"ev\":\"sent\",\"seq\":0,");
+    pf_received(p.receiver, 0, 0, 60000);
+    expect(p.receiver, "{\"ev\":\"receiving\",\"got\":1,");
+    bye(p.senders[0]);
     expect(p.receiver, "{\"ev\":\"eos\",");
     bye(p.receiver);
-    CHECK(reap(p.pid) == 0, "pipe_fixed did not exit 0");
+    CHECK(reap(p.pid) == 0, "%s did not exit 0", program);
 
     /* The receiver closes: a send fails with the receiver gone (EPIPE, not SIGPIPE). */
-    start_program(program, "pf2", 1, &p);
+    start_program(program, "closed", 1, &p);
     say(p.receiver, "{\"op\":\"close\"}");
     expect(p.receiver, "{\"ev\":\"closed\",");
     pf_send(p.senders[0], 0, 0, 10);
@@ -955,27 +1030,28 @@ static void test_pipe_fixed(const char *program) {
            strerror(EPIPE));
     bye(p.senders[0]);
     bye(p.receiver);
-    CHECK(reap(p.pid) == 0, "pipe_fixed did not exit 0");
+    CHECK(reap(p.pid) == 0, "%s did not exit 0", program);
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s DIR [PIPE_FIXED]\n", argv[0]);
+    if (!(argc == 2 || (argc == 5 && strcmp(argv[2], "--program") == 0))) {
+        fprintf(stderr, "usage: %s DIR [--program PATH MAX_SENDERS]\n", argv[0]);
         return 2;
     }
     dir = argv[1];
     /* A last resort: children see their harness go and exit by themselves. */
     alarm(600);
-    /* SIGURG reaches this process only if a pid is reused; its default is to ignore. */
-    test_gen();
-    test_crc();
-    test_parse();
-    test_env();
-    test_sender();
-    test_receiver();
-    test_connection_errors();
-    if (argc == 3)
-        test_pipe_fixed(argv[2]);
+    if (argc == 5) {
+        test_program(argv[3], atoi(argv[4]));
+    } else {
+        test_gen();
+        test_crc();
+        test_parse();
+        test_env();
+        test_sender();
+        test_receiver();
+        test_connection_errors();
+    }
     if (failures > 0) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
