@@ -416,6 +416,18 @@ impl Builtin {
         with_builtin!(*self, t => crate::check::campaign(t, config, on_case))
     }
 
+    /// The transport's capabilities ([`Transport::capabilities`]). `Err` only if the
+    /// transport cannot be made (the queue's temporary directory).
+    pub fn capabilities(&self) -> Result<Capabilities> {
+        with_builtin!(*self, t => Ok(t.capabilities()))
+    }
+
+    /// Serves this transport as a program under test over the driver protocol
+    /// ([`crate::check::exec::client::serve`]): what `ipcprop serve-role` runs.
+    pub fn serve_role(&self) -> Result<()> {
+        with_builtin!(*self, t => crate::check::exec::client::serve(t))
+    }
+
     /// Runs one plan over this transport ([`crate::check::run_case`]).
     pub fn run_case(&self, plan: &Plan, run: &RunConfig) -> Result<CaseOutcome> {
         with_builtin!(*self, t => crate::check::run_case(t, plan, run))
