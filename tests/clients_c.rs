@@ -119,3 +119,30 @@ fn header_example_end_to_end() {
         &["--program".as_ref(), program.as_os_str(), "1".as_ref()],
     );
 }
+
+/// The real harness: `ipcprop check --exec` passes `pipe_fixed` with the capabilities
+/// file beside it (read from there, so its format is checked too).
+#[cfg(feature = "cli")]
+#[test]
+fn pipe_fixed_passes_ipcprop_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let program = tmp.path().join("pipe_fixed");
+    compile(&[clients_c().join("pipe_fixed.c")], &program);
+    std::fs::copy(
+        clients_c().join("pipe_fixed.ipcprop.toml"),
+        tmp.path().join("pipe_fixed.ipcprop.toml"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ipcprop"))
+        .args(["check", "--cases", "40", "--seed", "3", "--exec"])
+        .arg(&program)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("c-pipe-fixed"),
+        "ipcprop check --exec pipe_fixed failed ({}):\n{stdout}{stderr}",
+        output.status
+    );
+}
