@@ -1387,6 +1387,63 @@ fn drive(
 mod tests {
     use super::*;
 
+    fn roles() -> Roles {
+        Roles {
+            list: vec![Role::new(RoleId::Receiver), Role::new(RoleId::Sender(0))],
+            seed: 0,
+            plan: std::rc::Rc::new(Plan::simple(0, vec![1])),
+            counted: vec![0, 0],
+            start_ns: 0,
+            error: None,
+        }
+    }
+
+    /// A line up to the limit is read; one byte more is a driver error, as is a flood
+    /// with no line end, which is refused once the limit is passed, not buffered forever.
+    #[test]
+    fn lines_are_taken_up_to_64_kib_and_refused_beyond() {
+        let line = |error_len: usize| {
+            let head = format!("{{\"ev\":\"send_failed\",\"seq\":0,\"t\":1,\"error\":\"");
+            let mut l = head.into_bytes();
+            let fill = error_len - l.len() - 2;
+            l.extend(std::iter::repeat_n(b'e', fill));
+            l.extend_from_slice(b"\"}");
+            assert_eq!(l.len(), error_len);
+            l.push(b'\n');
+            l
+        };
+        let mut r = roles();
+        r.list[1].state = State::Sending {
+            seq: 0,
+            started: true,
+        };
+        r.list[1].inbuf = line(MAX_LINE);
+        r.lines(1);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!(r.list[1].records.len(), 1, "the line was not taken");
+        let mut r = roles();
+        r.list[1].state = State::Sending {
+            seq: 0,
+            started: true,
+        };
+        r.list[1].inbuf = line(MAX_LINE + 1);
+        r.lines(1);
+        let (role, what, _) = r.error.expect("a line over the limit was taken");
+        assert_eq!(role.as_deref(), Some("sender 0"));
+        assert!(what.contains("65537 bytes"), "{what}");
+        let mut r = roles();
+        r.list[0].inbuf = vec![b'x'; MAX_LINE + 1];
+        r.lines(0);
+        let (role, what, line) = r.error.expect("a flood was buffered");
+        assert_eq!(role.as_deref(), Some("receiver"));
+        assert!(what.contains("without a line end"), "{what}");
+        assert!(line.unwrap().starts_with("xxxx"));
+        let mut r = roles();
+        r.list[0].inbuf = vec![b'x'; MAX_LINE];
+        r.lines(0);
+        assert!(r.error.is_none(), "a partial line at the limit is not a flood yet");
+    }
+
     /// A role stopped by the nemesis just as it said bye and closed its connection must
     /// still get its SIGCONT (a role left stopped keeps the program from exiting).
     #[test]

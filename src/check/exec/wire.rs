@@ -380,6 +380,9 @@ mod tests {
             assert!(e.contains(says), "{line}: {e}");
         }
         assert!(parse(b"\xff{}").unwrap_err().contains("UTF-8"));
+        // Roles are named in reports as the forked harness names its processes.
+        assert_eq!(RoleId::Sender(3).to_string(), "sender 3");
+        assert_eq!(RoleId::Receiver.to_string(), "receiver");
     }
 
     #[test]
