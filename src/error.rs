@@ -98,6 +98,12 @@ pub enum Error {
     /// Nothing was sent.
     #[error("not supported by this transport: {0}")]
     Unsupported(&'static str),
+    /// A program under test broke the driver protocol (`ipcprop check --exec`, see
+    /// `docs/PROTOCOL.md`): it exited or timed out before its roles connected, or a role
+    /// wrote a line the protocol does not allow. The case proves nothing about the
+    /// program's channel, so it is never counted as a violation of it.
+    #[error("{0}")]
+    Driver(Box<DriverError>),
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Io {
@@ -165,5 +171,40 @@ impl Error {
     /// wrong, the operation just could not complete yet.
     pub fn is_not_ready(&self) -> bool {
         matches!(self, Error::Empty | Error::Full | Error::Timeout(_))
+    }
+}
+
+/// What a program under test did against the driver protocol ([`Error::Driver`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverError {
+    /// The program, as it was given (`python3 pipe.py`).
+    pub program: String,
+    /// The role the error concerns ("sender 1", "receiver"), if one does.
+    pub role: Option<String>,
+    /// What was wrong.
+    pub what: String,
+    /// The offending line, as received (cut to 300 bytes), if a line was at fault.
+    pub line: Option<String>,
+    /// The last lines the program wrote to its standard output and error.
+    pub output: String,
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "driver protocol error: program `{}`", self.program)?;
+        if let Some(role) = &self.role {
+            write!(f, ", {role}")?;
+        }
+        write!(f, ": {}", self.what)?;
+        if let Some(line) = &self.line {
+            write!(f, "\n  offending line: {line}")?;
+        }
+        if !self.output.trim().is_empty() {
+            write!(f, "\n  the program's last output:")?;
+            for l in self.output.lines() {
+                write!(f, "\n    | {l}")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -145,5 +145,5 @@ pub mod transport;
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod typed;
 
-pub use error::{Error, Result};
+pub use error::{DriverError, Error, Result};
 pub use transport::{Receiver, Sender, Wait};

@@ -6,6 +6,10 @@
 //! ipcprop check [--transport NAME]... [--cases N] [--seed S] [--timeout SECS] [--time SECS]
 //!               [--jobs N] [--json] [--save DIR]
 //! ipcprop check --replay FILE [--cases N] [--timeout SECS] [--json]
+//! ipcprop check --exec CMD | --exec-sender CMD --exec-receiver CMD
+//!               [--caps FILE] [--max-len N] [--senders N] [--shared-max-len N] [--no-eos]
+//!               [--boundary N,...] [--start-timeout SECS] [--name NAME] [campaign options]
+//! ipcprop serve-role --transport NAME
 //! ipcprop bench [--only pipe|ring|queue|fork]... [--sizes 0,64,4096,65536] [--budget-ms MS]
 //!               [--plot FILE] [--markdown] [--queue-dir DIR]
 //! ipcprop queue salvage SRC DST
@@ -20,6 +24,7 @@ use indicatif::{
 };
 
 use ipcprop::check::builtin::Builtin;
+use ipcprop::check::exec::{CapsFile, ExecTransport};
 use ipcprop::check::report::{CheckReport, ReplayReport, SavedCase};
 use ipcprop::check::{interrupt, CampaignConfig, CampaignReport, RunConfig};
 
@@ -65,7 +70,7 @@ enum Command {
     /// 1 if any violation is found, after printing the minimal failing plan; 2 if the
     /// campaign could not run (bad arguments, a --save directory that cannot be written, a
     /// --replay file that cannot be read).
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Measure every transport against syscalls, peer crates and the physical floor
     ///
     /// Every transport side by side with the raw syscall, the peer crates and the physical
@@ -76,6 +81,16 @@ enum Command {
     /// Work with a queue file (salvage a damaged one)
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Run a built-in transport as a program under test (for `check --exec`)
+    ///
+    /// Speaks the driver protocol (docs/PROTOCOL.md): makes a pair of the named transport,
+    /// forks the receiver and the senders the harness asks for (IPCPROP_SENDERS), and
+    /// serves each role. Only meaningful when started by `ipcprop check --exec`.
+    ServeRole {
+        /// The transport to serve (any name `check --transport` accepts).
+        #[arg(long = "transport", value_name = "NAME")]
+        transport: Builtin,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,9 +122,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { scenario } => demo(scenario),
-        Command::Check(args) => check(args),
+        Command::Check(args) => check(*args),
         Command::Bench(args) => bench(args),
         Command::Queue(QueueCommand::Salvage { src, dst }) => salvage(&src, &dst),
+        Command::ServeRole { transport } => match transport.serve_role() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ipcprop serve-role: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -291,8 +313,52 @@ struct CheckArgs {
     /// Transports to check (repeat the option for several); pipe, pipe-faults, ring and
     /// queue by default. Also accepted: broken-drop (a pipe that drops each sender's third
     /// message, to show a failure) and every name a report prints, such as pipe+drop(2).
-    #[arg(long = "transport", value_name = "NAME", conflicts_with = "replay")]
+    #[arg(long = "transport", value_name = "NAME", conflicts_with_all = ["replay", "exec", "exec_sender"])]
     transports: Vec<Builtin>,
+    /// Check a program in any language that speaks the driver protocol
+    /// (docs/PROTOCOL.md): CMD is run with `sh -c` for each case and starts every role.
+    /// Its capabilities come from CMD's `<program>.ipcprop.toml`, --caps, and the flags
+    /// below.
+    #[arg(long, value_name = "CMD", conflicts_with = "exec_sender")]
+    exec: Option<String>,
+    /// With --exec-receiver: the sender's program, run once per sender (IPCPROP_ROLE=sender,
+    /// IPCPROP_INDEX=i).
+    #[arg(long, value_name = "CMD", requires = "exec_receiver")]
+    exec_sender: Option<String>,
+    /// With --exec-sender: the receiver's program, run first (IPCPROP_ROLE=receiver).
+    #[arg(long, value_name = "CMD", requires = "exec_sender")]
+    exec_receiver: Option<String>,
+    /// The program's capability file (TOML, docs/PROTOCOL.md section 8) [default:
+    /// <program>.ipcprop.toml next to the program, if there is one].
+    #[arg(long, value_name = "FILE", help_heading = "Program under test")]
+    caps: Option<std::path::PathBuf>,
+    /// The longest message the program takes.
+    #[arg(long, value_name = "BYTES", help_heading = "Program under test")]
+    max_len: Option<usize>,
+    /// How many sender processes may share the program's channel (1: one sender).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Program under test")]
+    senders: Option<u64>,
+    /// The longest message with several senders [default: --max-len].
+    #[arg(long, value_name = "BYTES", help_heading = "Program under test")]
+    shared_max_len: Option<usize>,
+    /// The program's receiver is never told that the senders are gone: the harness ends
+    /// it once they are, after a quiet period.
+    #[arg(long, help_heading = "Program under test")]
+    no_eos: bool,
+    /// Sizes where the program's channel changes behaviour, comma-separated.
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        help_heading = "Program under test"
+    )]
+    boundary: Vec<usize>,
+    /// Seconds the roles may take to connect and say hello [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Program under test")]
+    start_timeout: Option<u64>,
+    /// The program's name in reports [default: the command].
+    #[arg(long, value_name = "NAME", help_heading = "Program under test")]
+    name: Option<String>,
     /// Generated cases per transport [default: 200; with --replay, 1 run of the plan].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     cases: Option<u32>,
@@ -318,12 +384,101 @@ struct CheckArgs {
     save: Option<std::path::PathBuf>,
     /// Run the plan saved in FILE (by --save) on the transport it names, --cases times,
     /// and report whether it fails.
+    /// With --exec, the plan runs on that program.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "time", "jobs", "save"])]
     replay: Option<std::path::PathBuf>,
     /// Split each transport's cases over this many worker processes (each with its own
     /// seed), to use several cores; at most one per case.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     jobs: u64,
+}
+
+/// What `check` runs campaigns over: a built-in transport, or a program under test.
+enum Subject {
+    Builtin(Builtin),
+    Exec(Box<ExecTransport>),
+}
+
+impl Subject {
+    fn name(&self) -> String {
+        match self {
+            Subject::Builtin(b) => b.name(),
+            Subject::Exec(e) => ipcprop::check::Transport::name(&**e),
+        }
+    }
+
+    fn campaign(
+        &self,
+        config: &CampaignConfig,
+        on_case: &mut dyn FnMut(&ipcprop::check::CaseOutcome),
+    ) -> ipcprop::Result<CampaignReport> {
+        match self {
+            Subject::Builtin(b) => b.campaign(config, on_case),
+            Subject::Exec(e) => ipcprop::check::campaign(&**e, config, on_case),
+        }
+    }
+
+    /// How to run it again, for the report.
+    fn reproduce(&self) -> String {
+        match self {
+            Subject::Builtin(b) => format!("--transport '{b}'"),
+            Subject::Exec(e) => match e.program() {
+                ipcprop::check::exec::Program::One(c) => format!("--exec '{c}'"),
+                ipcprop::check::exec::Program::Split { sender, receiver } => {
+                    format!("--exec-sender '{sender}' --exec-receiver '{receiver}'")
+                }
+            },
+        }
+    }
+}
+
+/// The program under test of `--exec` (or `--exec-sender` and `--exec-receiver`), with its
+/// capabilities: the file beside it (or --caps), then the flags. `None` without --exec.
+fn exec_subject(args: &CheckArgs) -> Result<Option<ExecTransport>, String> {
+    let (t, command) = match (&args.exec, &args.exec_sender, &args.exec_receiver) {
+        (Some(cmd), _, _) => (ExecTransport::new(cmd.clone()), cmd.clone()),
+        (None, Some(s), Some(r)) => (ExecTransport::split(s.clone(), r.clone()), s.clone()),
+        _ => return Ok(None),
+    };
+    let file = match &args.caps {
+        Some(path) => Some(path.clone()),
+        None => CapsFile::beside(&command),
+    };
+    let mut caps = match &file {
+        Some(path) => CapsFile::load(path).map_err(|e| e.to_string())?,
+        None => CapsFile::default(),
+    };
+    let flags = CapsFile {
+        name: args.name.clone(),
+        max_message_len: args.max_len,
+        senders: args
+            .senders
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        shared_max_len: args.shared_max_len,
+        end_of_stream: args.no_eos.then_some(false),
+        boundary_sizes: (!args.boundary.is_empty()).then(|| args.boundary.clone()),
+        start_timeout_ms: args.start_timeout.map(|s| s.saturating_mul(1000)),
+        ..CapsFile::default()
+    };
+    caps = caps.overlay(flags);
+    if caps.max_message_len.is_none() {
+        return Err(format!(
+            "the program's longest message is not declared: give --max-len BYTES, or \
+             max_message_len in a capability file ({})",
+            match &file {
+                Some(p) => format!("{} does not set it", p.display()),
+                None => "none found beside the program; see --caps".to_string(),
+            }
+        ));
+    }
+    if let (Some(shared), Some(max)) = (caps.shared_max_len, caps.max_message_len) {
+        if shared > max {
+            return Err(format!(
+                "--shared-max-len {shared} is larger than the longest message, {max}"
+            ));
+        }
+    }
+    Ok(Some(caps.apply(t)))
 }
 
 /// A seed as an unsigned or a signed 64-bit number (a negative one is taken as its two's
@@ -356,18 +511,31 @@ fn check(args: CheckArgs) -> ExitCode {
         eprintln!("ipcprop check: {e}");
         return ExitCode::from(2);
     }
+    let exec = match exec_subject(&args) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("ipcprop check: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(file) = &args.replay {
-        return replay(file, &args);
+        return replay(file, &args, exec);
     }
     // Each transport once, in the order first named.
-    let mut transports: Vec<Builtin> = Vec::new();
-    for t in &args.transports {
-        if !transports.contains(t) {
-            transports.push(*t);
+    let mut transports: Vec<Subject> = Vec::new();
+    if let Some(e) = exec {
+        transports.push(Subject::Exec(Box::new(e)));
+    } else {
+        let mut named: Vec<Builtin> = Vec::new();
+        for t in &args.transports {
+            if !named.contains(t) {
+                named.push(*t);
+            }
         }
-    }
-    if transports.is_empty() {
-        transports = Builtin::DEFAULT.to_vec();
+        if named.is_empty() {
+            named = Builtin::DEFAULT.to_vec();
+        }
+        transports = named.into_iter().map(Subject::Builtin).collect();
     }
     let cases = args.cases.unwrap_or(200);
     let jobs = usize::try_from(args.jobs).unwrap_or(usize::MAX);
@@ -432,7 +600,10 @@ fn check(args: CheckArgs) -> ExitCode {
             }
             Err(e) => {
                 bar.abandon_with_message("could not run");
-                eprintln!("ipcprop check: could not run the campaign over {t}: {e}");
+                eprintln!(
+                    "ipcprop check: could not run the campaign over {}: {e}",
+                    t.name()
+                );
                 return ExitCode::from(2);
             }
         }
@@ -448,12 +619,14 @@ fn check(args: CheckArgs) -> ExitCode {
         }
     } else {
         print_table(&report.transports);
-        for r in &report.transports {
+        for (r, t) in report.transports.iter().zip(&transports) {
             if let Some(f) = &r.failure {
                 println!();
                 println!(
-                    "minimal failing case for {} (reproduce with --transport '{}' --seed {}):",
-                    r.transport, r.transport, f.seed
+                    "minimal failing case for {} (reproduce with {} --seed {}):",
+                    r.transport,
+                    t.reproduce(),
+                    f.seed
                 );
                 print!("{}", f.report());
             }
@@ -560,7 +733,7 @@ fn bar_style(spinner: bool) -> ProgressStyle {
 }
 
 /// `--replay FILE`: the saved plan, run `--cases` times on the transport it names.
-fn replay(file: &std::path::Path, args: &CheckArgs) -> ExitCode {
+fn replay(file: &std::path::Path, args: &CheckArgs, exec: Option<ExecTransport>) -> ExitCode {
     let saved = match SavedCase::read(file) {
         Ok(s) => s,
         Err(e) => {
@@ -568,20 +741,27 @@ fn replay(file: &std::path::Path, args: &CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let transport = match Builtin::parse(&saved.transport) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("ipcprop check: {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
+    let transport = match exec {
+        Some(e) => Subject::Exec(Box::new(e)),
+        None => match Builtin::parse(&saved.transport) {
+            Ok(t) => Subject::Builtin(t),
+            Err(e) => {
+                eprintln!(
+                    "ipcprop check: {}: {e} (a program under test is replayed with --exec)",
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
     };
     let run = RunConfig {
         timeout: Duration::from_secs(args.timeout),
         ..RunConfig::default()
     };
     let start = Instant::now();
-    let result = ReplayReport::run(&saved, args.cases.unwrap_or(1), |plan| {
-        transport.run_case(plan, &run)
+    let result = ReplayReport::run(&saved, args.cases.unwrap_or(1), |plan| match &transport {
+        Subject::Builtin(b) => b.run_case(plan, &run),
+        Subject::Exec(e) => ipcprop::check::run_case(&**e, plan, &run),
     });
     let report = match result {
         Ok(r) => r,

@@ -416,6 +416,12 @@ impl Builtin {
         with_builtin!(*self, t => crate::check::campaign(t, config, on_case))
     }
 
+    /// Serves this transport as a program under test over the driver protocol
+    /// ([`crate::check::exec::client::serve`]): what `ipcprop serve-role` runs.
+    pub fn serve_role(&self) -> Result<()> {
+        with_builtin!(*self, t => crate::check::exec::client::serve(t))
+    }
+
     /// Runs one plan over this transport ([`crate::check::run_case`]).
     pub fn run_case(&self, plan: &Plan, run: &RunConfig) -> Result<CaseOutcome> {
         with_builtin!(*self, t => crate::check::run_case(t, plan, run))

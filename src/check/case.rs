@@ -498,10 +498,24 @@ impl CaseOutcome {
     }
 }
 
-/// Runs `plan` over a fresh pair from `transport`, in real processes, and judges the
-/// history. `Err` only when the case could not be set up (the transport failed to make a
-/// pair, fork failed): that is not a verdict on the transport's behaviour.
+/// Runs `plan` over `transport`, in real processes, and judges the history: through
+/// [`Transport::run_plan`], which forks around a fresh pair ([`run_forked`]) unless the
+/// transport runs its cases itself (a program under test, [`super::exec`]). `Err` only
+/// when the case could not be set up (the transport failed to make a pair, fork failed, a
+/// program broke the driver protocol): that is not a verdict on the transport's behaviour.
 pub fn run_case<T: Transport>(
+    transport: &T,
+    plan: &Plan,
+    config: &RunConfig,
+) -> Result<CaseOutcome> {
+    transport.run_plan(plan, config)
+}
+
+/// Runs `plan` over a fresh pair from `transport`, made in this process and inherited by
+/// a forked receiver process and one forked process per sender, and judges the history.
+/// `Err` only when the case could not be set up (the transport failed to make a pair,
+/// fork failed).
+pub fn run_forked<T: Transport>(
     transport: &T,
     plan: &Plan,
     config: &RunConfig,
@@ -583,7 +597,7 @@ pub fn run_case<T: Transport>(
 /// Installs, in a case's child, a handler for the nemesis's storm signal without
 /// `SA_RESTART`: a blocking system call it interrupts fails with `EINTR`, which a transport
 /// must retry, never report.
-fn catch_storms() -> std::result::Result<(), String> {
+pub(crate) fn catch_storms() -> std::result::Result<(), String> {
     extern "C" fn ignore(_: nix::libc::c_int) {}
     let action = SigAction::new(
         SigHandler::Handler(ignore),
@@ -826,7 +840,7 @@ fn receive<R: Receiver>(
 }
 
 /// Turns the children's reports into histories and violations.
-fn judge(
+pub(crate) fn judge(
     transport: String,
     caps: &super::Capabilities,
     plan: &Plan,

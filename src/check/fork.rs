@@ -357,20 +357,44 @@ pub trait Observer {
 /// What an [`Observer`] may do to the children of a group while they run.
 #[derive(Debug)]
 pub struct Control<'a> {
-    children: &'a mut [Running],
+    children: &'a mut dyn Children,
     signalled: bool,
 }
 
-impl Control<'_> {
+/// The processes an [`Observer`] acts on, by index: the children of a [`ChildGroup`], or
+/// the role processes of a program under test ([`super::exec`]).
+pub(crate) trait Children: fmt::Debug {
+    /// The process id of process `child`, while it may still be signalled.
+    fn pid(&self, child: usize) -> Option<Pid>;
+    /// Sends `sig` to process `child`; true if it was sent.
+    fn send_signal(&mut self, child: usize, sig: Signal) -> bool;
+    /// Lets process `child` go on from a rendezvous.
+    fn release(&mut self, child: usize);
+    /// Reads everything process `child` reported so far (it is stopped); returns its last
+    /// record.
+    fn drain(&mut self, child: usize) -> Vec<u8>;
+}
+
+impl<'a> Control<'a> {
+    pub(crate) fn new(children: &'a mut dyn Children) -> Control<'a> {
+        Control {
+            children,
+            signalled: false,
+        }
+    }
+
+    /// True if a signal was sent through this control.
+    pub(crate) fn signalled(&self) -> bool {
+        self.signalled
+    }
+
     /// Sends `sig` to child `child` (spawn order). Returns whether it was sent.
     pub fn signal(&mut self, child: usize, sig: Signal) -> bool {
-        let Some(c) = self.children.get(child) else {
+        if self.children.pid(child).is_none() {
             return false;
-        };
+        }
         self.signalled = true;
-        // Not reaped yet (reaping starts after collection), so the pid is still ours: at
-        // worst a zombie, which ignores the signal.
-        nix::sys::signal::kill(c.pid, sig).is_ok()
+        self.children.send_signal(child, sig)
     }
 
     /// Moves child `child` off the CPU this (parent) process runs on, when it may run on
@@ -379,8 +403,8 @@ impl Control<'_> {
     /// [`Control::unpin`] undoes it.
     pub fn keep_apart(&mut self, child: usize) -> bool {
         use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
-        let (Some(c), Ok(mine), Ok(here)) = (
-            self.children.get(child),
+        let (Some(pid), Ok(mine), Ok(here)) = (
+            self.children.pid(child),
             sched_getaffinity(Pid::from_raw(0)),
             sched_getcpu(),
         ) else {
@@ -393,27 +417,23 @@ impl Control<'_> {
                 any = true;
             }
         }
-        any && sched_setaffinity(c.pid, &apart).is_ok()
+        any && sched_setaffinity(pid, &apart).is_ok()
     }
 
     /// Lets child `child` run on every CPU this process may use again.
     pub fn unpin(&mut self, child: usize) {
         use nix::sched::{sched_getaffinity, sched_setaffinity};
-        if let (Some(c), Ok(mine)) = (
-            self.children.get(child),
+        if let (Some(pid), Ok(mine)) = (
+            self.children.pid(child),
             sched_getaffinity(Pid::from_raw(0)),
         ) {
-            let _ = sched_setaffinity(c.pid, &mine);
+            let _ = sched_setaffinity(pid, &mine);
         }
     }
 
     /// Lets child `child` go on from a [`Reporter::rendezvous`].
     pub fn release(&mut self, child: usize) {
-        if let Some(c) = self.children.get(child) {
-            // The pipe is empty (one byte per rendezvous, read before the next) and the
-            // child may be gone: either way a failed write changes nothing.
-            let _ = nix::unistd::write(&c.go, &[1]);
-        }
+        self.children.release(child);
     }
 
     /// Stops child `child` (SIGSTOP), waits until it is stopped (at most `limit`), then reads
@@ -425,27 +445,55 @@ impl Control<'_> {
         if !self.signal(child, Signal::SIGSTOP) {
             return None;
         }
-        let c = self.children.get_mut(child)?;
+        let pid = self.children.pid(child)?;
         let until = Instant::now() + limit;
         loop {
-            match process_state(c.pid) {
+            match process_state(pid) {
                 Some('T' | 't') => break,
                 Some('Z' | 'X') | None => return None,
                 Some(_) if Instant::now() >= until => {
-                    let _ = nix::sys::signal::kill(c.pid, Signal::SIGCONT);
+                    self.children.send_signal(child, Signal::SIGCONT);
                     return None;
                 }
                 Some(_) => std::thread::sleep(Duration::from_micros(10)),
             }
         }
         // Stopped: whatever it wrote is in the pipe now. Read it all.
+        Some(self.children.drain(child))
+    }
+}
+
+impl Children for Vec<Running> {
+    fn pid(&self, child: usize) -> Option<Pid> {
+        // Not reaped yet (reaping starts after collection), so the pid is still ours: at
+        // worst a zombie, which ignores signals.
+        self.get(child).map(|c| c.pid)
+    }
+
+    fn send_signal(&mut self, child: usize, sig: Signal) -> bool {
+        self.get(child)
+            .is_some_and(|c| nix::sys::signal::kill(c.pid, sig).is_ok())
+    }
+
+    fn release(&mut self, child: usize) {
+        if let Some(c) = self.get(child) {
+            // The pipe is empty (one byte per rendezvous, read before the next) and the
+            // child may be gone: either way a failed write changes nothing.
+            let _ = nix::unistd::write(&c.go, &[1]);
+        }
+    }
+
+    fn drain(&mut self, child: usize) -> Vec<u8> {
+        let Some(c) = self.get_mut(child) else {
+            return Vec::new();
+        };
         while c.report.is_some() && c.readable() && c.pump() {}
-        Some(c.records.last().cloned().unwrap_or_default())
+        c.records.last().cloned().unwrap_or_default()
     }
 }
 
 /// The state letter of process `pid` (`R`, `S`, `D`, `T`, `Z`, ...), from `/proc`.
-fn process_state(pid: Pid) -> Option<char> {
+pub(crate) fn process_state(pid: Pid) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'.
     stat.rsplit_once(')')?.1.trim_start().chars().next()
@@ -563,12 +611,9 @@ impl ChildGroup {
 
     /// Lets `observer` act now; returns true if it sent a signal.
     fn act(&mut self, observer: &mut dyn Observer) -> bool {
-        let mut ctl = Control {
-            children: &mut self.children,
-            signalled: false,
-        };
+        let mut ctl = Control::new(&mut self.children);
         observer.act(Instant::now(), &mut ctl);
-        ctl.signalled
+        ctl.signalled()
     }
 
     /// Tells `observer` of every record it has not seen yet; returns true if there was one.

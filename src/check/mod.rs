@@ -36,6 +36,7 @@ pub mod broken;
 pub mod builtin;
 mod campaign;
 pub mod case;
+pub mod exec;
 pub mod foreign;
 pub mod fork;
 pub mod history;
@@ -149,6 +150,19 @@ pub trait Transport {
     fn forge_header(&self, tx: &mut Self::Sender, claimed_len: u64) -> Result<bool> {
         let _ = (tx, claimed_len);
         Ok(false)
+    }
+
+    /// Runs one case of `plan` and judges it: what [`run_case`] (and so every campaign and
+    /// battery check built on plans) calls. The default forks a receiver process and one
+    /// process per sender around a fresh [`Transport::pair`] ([`case::run_forked`]). A
+    /// transport whose processes the harness does not fork itself overrides it: a program
+    /// under test that speaks the driver protocol ([`exec::ExecTransport`]) starts its own
+    /// processes, and its `pair` is [`Error::Unsupported`](crate::Error::Unsupported).
+    fn run_plan(&self, plan: &Plan, config: &RunConfig) -> Result<CaseOutcome>
+    where
+        Self: Sized,
+    {
+        case::run_forked(self, plan, config)
     }
 }
 
