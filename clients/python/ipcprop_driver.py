@@ -507,8 +507,9 @@ def serve_receiver(recv, close=None, control=None):
 
 
 def spawn(body):
-    """Fork a child that runs ``body()`` and exits: status 0 if it returned, 70 (with the
-    traceback on standard error) if it raised.  Returns the child's pid in the parent.
+    """Fork a child that runs ``body()`` and exits: status 0 if it returned, the status of
+    a ``SystemExit`` it raised, 70 (with the traceback on standard error) for any other
+    exception.  Returns the child's pid in the parent.
     Standard output and error are flushed before the fork so nothing is written twice."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -518,6 +519,12 @@ def spawn(body):
     status = 0
     try:
         body()
+    except SystemExit as exit:
+        if isinstance(exit.code, int):
+            status = exit.code
+        elif exit.code is not None:
+            sys.stderr.write("%s\n" % (exit.code,))
+            status = 1
     except BaseException:
         traceback.print_exc()
         status = 70

@@ -267,6 +267,31 @@ class Conversation(unittest.TestCase):
                 pass
 
 
+class Processes(unittest.TestCase):
+    def test_spawn_and_wait_children(self):
+        def fails():
+            raise RuntimeError("on purpose (this traceback is expected)")
+
+        with open(os.devnull, "w") as null:
+            saved = os.dup(2)
+            os.dup2(null.fileno(), 2)  # the child's traceback, out of the test's output
+            try:
+                ok = d.spawn(lambda: None)
+                bad = d.spawn(fails)
+                code = d.spawn(lambda: sys.exit(5))
+                codes = []
+                for pid in (ok, bad, code):
+                    _, status = os.waitpid(pid, 0)
+                    codes.append(os.WEXITSTATUS(status))
+                killed = d.spawn(lambda: os.kill(os.getpid(), 9))
+                self.assertEqual(d.wait_children([killed, d.spawn(lambda: None)]), 0)
+                self.assertEqual(d.wait_children([d.spawn(fails)]), 1)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+        self.assertEqual(codes, [0, 70, 5])
+
+
 class Documentation(unittest.TestCase):
     """The tiny program of the module docstring (and of the README) runs as shown."""
 
