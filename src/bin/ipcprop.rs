@@ -125,13 +125,25 @@ fn main() -> ExitCode {
         Command::Check(args) => check(*args),
         Command::Bench(args) => bench(args),
         Command::Queue(QueueCommand::Salvage { src, dst }) => salvage(&src, &dst),
-        Command::ServeRole { transport } => match transport.serve_role() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ipcprop serve-role: {e}");
-                ExitCode::from(2)
+        Command::ServeRole { transport } => {
+            // Temporary files (the queue's) go into the case's directory, which the
+            // harness removes even if it has to kill this program. Set before any thread
+            // starts.
+            if let Some(dir) = std::env::var_os("IPCPROP_DIR") {
+                std::env::set_var("TMPDIR", dir);
             }
-        },
+            serve_role(transport)
+        }
+    }
+}
+
+fn serve_role(transport: Builtin) -> ExitCode {
+    match transport.serve_role() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipcprop serve-role: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -332,6 +344,10 @@ struct CheckArgs {
     /// <program>.ipcprop.toml next to the program, if there is one].
     #[arg(long, value_name = "FILE", help_heading = "Program under test")]
     caps: Option<std::path::PathBuf>,
+    /// Start from the capabilities of built-in transport NAME (for a program that serves
+    /// one, such as `ipcprop serve-role`); the file and the other flags then change them.
+    #[arg(long, value_name = "NAME", help_heading = "Program under test")]
+    caps_of: Option<Builtin>,
     /// The longest message the program takes.
     #[arg(long, value_name = "BYTES", help_heading = "Program under test")]
     max_len: Option<usize>,
@@ -435,11 +451,19 @@ impl Subject {
 /// The program under test of `--exec` (or `--exec-sender` and `--exec-receiver`), with its
 /// capabilities: the file beside it (or --caps), then the flags. `None` without --exec.
 fn exec_subject(args: &CheckArgs) -> Result<Option<ExecTransport>, String> {
-    let (t, command) = match (&args.exec, &args.exec_sender, &args.exec_receiver) {
+    let (mut t, command) = match (&args.exec, &args.exec_sender, &args.exec_receiver) {
         (Some(cmd), _, _) => (ExecTransport::new(cmd.clone()), cmd.clone()),
         (None, Some(s), Some(r)) => (ExecTransport::split(s.clone(), r.clone()), s.clone()),
         _ => return Ok(None),
     };
+    let mut declared = false;
+    if let Some(b) = args.caps_of {
+        let mut caps = b.capabilities().map_err(|e| e.to_string())?;
+        // A program under test is not re-attached to its storage after a crash.
+        caps.persistent = false;
+        t = t.with_capabilities(caps);
+        declared = true;
+    }
     let file = match &args.caps {
         Some(path) => Some(path.clone()),
         None => CapsFile::beside(&command),
@@ -461,10 +485,10 @@ fn exec_subject(args: &CheckArgs) -> Result<Option<ExecTransport>, String> {
         ..CapsFile::default()
     };
     caps = caps.overlay(flags);
-    if caps.max_message_len.is_none() {
+    if caps.max_message_len.is_none() && !declared {
         return Err(format!(
             "the program's longest message is not declared: give --max-len BYTES, or \
-             max_message_len in a capability file ({})",
+             max_message_len in a capability file ({}), or --caps-of NAME",
             match &file {
                 Some(p) => format!("{} does not set it", p.display()),
                 None => "none found beside the program; see --caps".to_string(),

@@ -820,6 +820,46 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
     checks.iter().filter_map(|c| c(t, cfg).err()).collect()
 }
 
+/// The checks that need nothing of a transport but [`run_case`]: every case runs a
+/// [`Plan`]. They are the battery of a program under test ([`super::exec`]), whose ends
+/// are not in this process; the others make a pair here.
+pub const PLAN_CHECKS: [&str; 8] = [
+    "fifo_and_integrity",
+    "boundary_sizes",
+    "disconnect_on_drop",
+    "disconnect_on_sigkill",
+    "receiver_gone",
+    "several_senders",
+    "faults_inside_operations",
+    "backlog",
+];
+
+/// Runs the [`PLAN_CHECKS`] over `t`; returns what each found (empty: all passed).
+///
+/// ```no_run
+/// use ipcprop::check::battery::{run_plan_battery, BatteryConfig};
+/// use ipcprop::check::exec::ExecTransport;
+/// use ipcprop::check::Capabilities;
+///
+/// let program = ExecTransport::new("python3 examples/python/pipe_fixed.py")
+///     .with_capabilities(Capabilities::new(65_536));
+/// let findings = run_plan_battery(&program, &BatteryConfig::default());
+/// assert!(findings.is_empty(), "{}", findings[0]);
+/// ```
+pub fn run_plan_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
+    let checks: [fn(&T, &BatteryConfig) -> CheckResult; 8] = [
+        fifo_and_integrity,
+        boundary_sizes,
+        disconnect_on_drop,
+        disconnect_on_sigkill,
+        receiver_gone,
+        several_senders,
+        faults_inside_operations,
+        backlog,
+    ];
+    checks.iter().filter_map(|c| c(t, cfg).err()).collect()
+}
+
 /// Generates the conformance battery for a transport as ordinary `#[test]`s, one per check
 /// (see [`check::battery`](crate::check::battery)). The expression is evaluated afresh in
 /// each test and must give a value implementing [`Transport`](crate::check::Transport).
@@ -842,8 +882,82 @@ pub fn run_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding> {
 /// ipcprop::conformance_tests!(my_small_transport, MyTransport::default(), size_cap = 64 * 1024);
 /// # fn main() {}
 /// ```
+///
+/// A program under test in any language ([`ExecTransport`](crate::check::exec::ExecTransport),
+/// speaking the driver protocol) gets the [`PLAN_CHECKS`](crate::check::battery::PLAN_CHECKS)
+/// (its channel is not in this process, so the checks that make a pair here do not apply):
+///
+/// ```
+/// use ipcprop::check::exec::ExecTransport;
+/// use ipcprop::check::Capabilities;
+/// ipcprop::conformance_tests!(
+///     my_program,
+///     exec = ExecTransport::new("python3 my_program.py").with_capabilities(Capabilities::new(4096))
+/// );
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
+    ($module:ident, exec = $make:expr) => {
+        $crate::conformance_tests!(@plan $module, $make, $crate::check::battery::BatteryConfig::default().size_cap);
+    };
+    ($module:ident, exec = $make:expr, size_cap = $cap:expr) => {
+        $crate::conformance_tests!(@plan $module, $make, $cap);
+    };
+    (@plan $module:ident, $make:expr, $cap:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::check::battery as b;
+
+            fn run<T: $crate::check::Transport>(
+                check: fn(&T, &b::BatteryConfig) -> ::std::result::Result<(), b::Finding>,
+                t: T,
+            ) {
+                let cfg = b::BatteryConfig {
+                    size_cap: $cap,
+                    ..b::BatteryConfig::default()
+                };
+                if let Err(finding) = check(&t, &cfg) {
+                    b::save_finding(&t.name(), &finding);
+                    panic!("{finding}");
+                }
+            }
+
+            #[test]
+            fn fifo_and_integrity() {
+                run(b::fifo_and_integrity, $make)
+            }
+            #[test]
+            fn boundary_sizes() {
+                run(b::boundary_sizes, $make)
+            }
+            #[test]
+            fn disconnect_on_drop() {
+                run(b::disconnect_on_drop, $make)
+            }
+            #[test]
+            fn disconnect_on_sigkill() {
+                run(b::disconnect_on_sigkill, $make)
+            }
+            #[test]
+            fn receiver_gone() {
+                run(b::receiver_gone, $make)
+            }
+            #[test]
+            fn several_senders() {
+                run(b::several_senders, $make)
+            }
+            #[test]
+            fn faults_inside_operations() {
+                run(b::faults_inside_operations, $make)
+            }
+            #[test]
+            fn backlog() {
+                run(b::backlog, $make)
+            }
+        }
+    };
     ($module:ident, $make:expr) => {
         $crate::conformance_tests!(
             $module,

@@ -416,6 +416,12 @@ impl Builtin {
         with_builtin!(*self, t => crate::check::campaign(t, config, on_case))
     }
 
+    /// The transport's capabilities ([`Transport::capabilities`]). `Err` only if the
+    /// transport cannot be made (the queue's temporary directory).
+    pub fn capabilities(&self) -> Result<Capabilities> {
+        with_builtin!(*self, t => Ok(t.capabilities()))
+    }
+
     /// Serves this transport as a program under test over the driver protocol
     /// ([`crate::check::exec::client::serve`]): what `ipcprop serve-role` runs.
     pub fn serve_role(&self) -> Result<()> {

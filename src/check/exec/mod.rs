@@ -12,7 +12,7 @@
 //! checks of the [battery](super::battery) take it as they are.
 //!
 //! A program that breaks the protocol (never connects, writes a malformed line, lies about
-//! its pid) ends the case with [`Error::Driver`](crate::Error::Driver), naming the program,
+//! its pid) ends the case with [`Error::Driver`], naming the program,
 //! the role and the line: it is never counted as a violation of the program's channel.
 //!
 //! ```no_run

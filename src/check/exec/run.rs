@@ -181,6 +181,9 @@ fn cut(line: &[u8]) -> String {
 struct Roles {
     list: Vec<Role>,
     seed: u64,
+    plan: std::rc::Rc<Plan>,
+    /// Per role, the operations counted by [`Roles::pace`] so far.
+    counted: Vec<usize>,
     start_ns: u64,
     error: Option<(Option<String>, String, Option<String>)>,
 }
@@ -459,21 +462,30 @@ impl Roles {
         Ok(())
     }
 
-    /// Sends the next command to every idle role whose turn it is. The plan's faults aimed
-    /// at an operation hold its command at a rendezvous, for the nemesis.
-    fn drive(&mut self, plan: &Plan, now: Instant) {
+    /// Sends the next command to every idle role whose turn it is.
+    fn drive(&mut self, now: Instant) {
         for i in 0..self.list.len() {
-            let r = &self.list[i];
-            if r.state != State::Idle || r.held.is_some() || r.conn.is_none() || r.ended {
-                continue;
-            }
-            if r.next_at.is_some_and(|at| at > now) {
-                continue;
-            }
-            match r.id {
-                RoleId::Sender(s) => self.drive_sender(i, s, plan),
-                RoleId::Receiver => self.drive_receiver(i, plan),
-            }
+            self.step(i, now);
+        }
+    }
+
+    /// Sends role `i` its next command, if it is idle and its turn has come (the plan's
+    /// pace may hold it back). A fault aimed at the operation holds the command at a
+    /// rendezvous, for the nemesis. Also called while the nemesis steps a role towards its
+    /// next operation: the role must get it, as a forked process goes on by itself.
+    fn step(&mut self, i: usize, now: Instant) {
+        self.pace(i, now);
+        let r = &self.list[i];
+        if r.state != State::Idle || r.held.is_some() || r.conn.is_none() || r.ended {
+            return;
+        }
+        if r.next_at.is_some_and(|at| at > now) {
+            return;
+        }
+        let plan = std::rc::Rc::clone(&self.plan);
+        match r.id {
+            RoleId::Sender(s) => self.drive_sender(i, s, &plan),
+            RoleId::Receiver => self.drive_receiver(i, &plan),
         }
     }
 
@@ -590,24 +602,24 @@ impl Roles {
         }
     }
 
-    /// After an operation: the plan's pace may hold the role's next command back.
-    fn pace(&mut self, plan: &Plan, counted: &mut [usize], now: Instant) {
-        for (i, r) in self.list.iter_mut().enumerate() {
-            if r.done == counted[i] {
-                continue;
-            }
-            counted[i] = r.done;
-            let pace = match r.id {
-                RoleId::Receiver => plan.receiver.pace,
-                RoleId::Sender(s) => plan
-                    .senders
-                    .get(s as usize)
-                    .map_or(Pace::Fast, |sp| sp.pace),
-            };
-            if let Pace::Sleep { every, micros } = pace {
-                if every > 0 && r.done.is_multiple_of(every as usize) {
-                    r.next_at = Some(now + Duration::from_micros(micros.into()));
-                }
+    /// After an operation of role `i`: the plan's pace may hold its next command back.
+    fn pace(&mut self, i: usize, now: Instant) {
+        let r = &mut self.list[i];
+        if r.done == self.counted[i] {
+            return;
+        }
+        self.counted[i] = r.done;
+        let pace = match r.id {
+            RoleId::Receiver => self.plan.receiver.pace,
+            RoleId::Sender(s) => self
+                .plan
+                .senders
+                .get(s as usize)
+                .map_or(Pace::Fast, |sp| sp.pace),
+        };
+        if let Pace::Sleep { every, micros } = pace {
+            if every > 0 && r.done.is_multiple_of(every as usize) {
+                r.next_at = Some(now + Duration::from_micros(micros.into()));
             }
         }
     }
@@ -650,8 +662,10 @@ fn is_receiver_line(l: &Line) -> bool {
 
 impl Children for Roles {
     fn pid(&self, child: usize) -> Option<Pid> {
+        // Also once its connection has ended: a role stopped just before it exited must
+        // still get its SIGCONT. Signals go through the pidfd, so never to a recycled pid.
         let r = self.list.get(child)?;
-        (r.pidfd.is_some() && !r.ended).then(|| Pid::from_raw(r.pid))
+        r.pidfd.is_some().then(|| Pid::from_raw(r.pid))
     }
 
     fn send_signal(&mut self, child: usize, sig: Signal) -> bool {
@@ -674,6 +688,9 @@ impl Children for Roles {
     fn drain(&mut self, child: usize) -> Vec<u8> {
         if child < self.list.len() {
             self.pump(child);
+            // Stopped between two operations, it is let run a step further: it must have
+            // its next command by then.
+            self.step(child, Instant::now());
         }
         self.list
             .get(child)
@@ -852,6 +869,43 @@ impl<'a> Session<'a> {
     fn all_exited(&mut self) -> bool {
         self.poll_exits();
         self.started.iter().all(|s| s.status.is_some())
+    }
+
+    /// The processes of the programs' process groups, described (pid, name, state, and
+    /// what the kernel says it waits in).
+    fn still_running(&self) -> String {
+        let groups: Vec<i32> = self.started.iter().map(|s| s.child.id() as i32).collect();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) S ppid pgrp ...": comm may hold spaces; fields follow the last ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let pgrp = fields.get(2).and_then(|f| f.parse::<i32>().ok());
+            if !pgrp.is_some_and(|g| groups.contains(&g)) {
+                continue;
+            }
+            let (pid, comm) = head.split_once(" (").unwrap_or((head, "?"));
+            let wchan = std::fs::read_to_string(entry.path().join("wchan")).unwrap_or_default();
+            out.push(format!(
+                "pid {pid} ({comm}) state {} in {}",
+                fields.first().unwrap_or(&"?"),
+                if wchan.is_empty() || wchan == "0" {
+                    "?"
+                } else {
+                    &wchan
+                }
+            ));
+        }
+        if out.is_empty() {
+            "no process of it is left (it exited meanwhile)".into()
+        } else {
+            out.join("; ")
+        }
     }
 
     /// Kills every process of every program's process group, and reaps the programs.
@@ -1104,6 +1158,8 @@ pub(super) fn run(t: &ExecTransport, plan: &Plan, config: &RunConfig) -> Result<
             .map(Role::new)
             .collect(),
         seed: plan.seed,
+        plan: std::rc::Rc::new(plan.clone()),
+        counted: vec![0; senders + 1],
         start_ns: monotonic_ns(),
         error: None,
     };
@@ -1124,14 +1180,7 @@ pub(super) fn run(t: &ExecTransport, plan: &Plan, config: &RunConfig) -> Result<
         .map_or(caps.progress_bound, |s| s.min(caps.progress_bound));
     let mut nemesis = Nemesis::new(plan, Some(progress));
     let deadline = start + config.timeout;
-    let timed_out = drive(
-        &mut session,
-        &mut roles,
-        plan,
-        &caps,
-        &mut nemesis,
-        deadline,
-    );
+    let timed_out = drive(&mut session, &mut roles, &caps, &mut nemesis, deadline);
     if let Some((role, what, line)) = roles.error.take() {
         return Err(session.driver_error(role, what, line));
     }
@@ -1155,8 +1204,9 @@ pub(super) fn run(t: &ExecTransport, plan: &Plan, config: &RunConfig) -> Result<
             late_exit = Some(Violation::Hung {
                 process: "program".into(),
                 doing: format!(
-                    "still running {:?} after every role had ended",
-                    t.exit_grace
+                    "still running {:?} after every role had ended: {}",
+                    t.exit_grace,
+                    session.still_running()
                 ),
             });
         }
@@ -1184,13 +1234,11 @@ pub(super) fn run(t: &ExecTransport, plan: &Plan, config: &RunConfig) -> Result<
 fn drive(
     session: &mut Session<'_>,
     roles: &mut Roles,
-    plan: &Plan,
     caps: &crate::check::Capabilities,
     nemesis: &mut Nemesis,
     deadline: Instant,
 ) -> bool {
     let mut seen = vec![0usize; roles.list.len()];
-    let mut counted = vec![0usize; roles.list.len()];
     let mut last_activity = Instant::now();
     let mut senders_gone: Option<Instant> = None;
     let notify = |roles: &Roles, seen: &mut [usize], nemesis: &mut Nemesis| {
@@ -1226,8 +1274,7 @@ fn drive(
             last_activity = Instant::now();
         }
         let now = Instant::now();
-        roles.pace(plan, &mut counted, now);
-        roles.drive(plan, now);
+        roles.drive(now);
         if notify(roles, &mut seen, nemesis) {
             last_activity = Instant::now();
         }
@@ -1333,5 +1380,47 @@ fn drive(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A role stopped by the nemesis just as it said bye and closed its connection must
+    /// still get its SIGCONT (a role left stopped keeps the program from exiting).
+    #[test]
+    fn an_ended_role_can_still_be_signalled_through_its_pidfd() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let mut role = Role::new(RoleId::Sender(0));
+        role.pid = child.id() as i32;
+        role.pidfd = Some(pidfd_open(role.pid).unwrap());
+        role.ended = true;
+        let mut roles = Roles {
+            list: vec![role],
+            seed: 0,
+            plan: std::rc::Rc::new(Plan::simple(0, Vec::new())),
+            counted: vec![0],
+            start_ns: 0,
+            error: None,
+        };
+        let mut ctl = Control::new(&mut roles);
+        assert!(
+            ctl.freeze(0, Duration::from_secs(5)).is_some(),
+            "not stopped"
+        );
+        assert!(
+            ctl.signal(0, Signal::SIGCONT),
+            "SIGCONT not sent to an ended role"
+        );
+        assert!(ctl.signal(0, Signal::SIGKILL));
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert!(roles.list[0].sigkilled);
+        // Gone and reaped: the pidfd refuses, nothing reaches a recycled pid.
+        assert!(!Control::new(&mut roles).signal(0, Signal::SIGKILL));
     }
 }

@@ -1,0 +1,338 @@
+//! `ipcprop check --exec`: the harness over the driver protocol (docs/PROTOCOL.md).
+//!
+//! - The built-in transports, served as programs under test by `ipcprop serve-role`, pass
+//!   the plan battery over the protocol: the protocol path is proven against transports
+//!   known to be good.
+//! - Deliberately broken transports served the same way are caught, with the violation
+//!   kinds their defects imply: faults and checks work through the protocol.
+//! - Programs that break the protocol get a driver error naming the program, the role and
+//!   the line (exit 2), are never reported as a violation, and leave no process and no
+//!   file behind.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ipcprop::check::battery::{self, BatteryConfig};
+use ipcprop::check::builtin::Builtin;
+use ipcprop::check::exec::ExecTransport;
+use ipcprop::check::{Transport, ViolationKind};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipcprop");
+
+/// Built-in transport `name` served over the protocol, declaring its own capabilities
+/// (except persistence: a program under test is not re-attached).
+fn served(name: &str) -> ExecTransport {
+    let b = Builtin::parse(name).unwrap();
+    let mut caps = b.capabilities().unwrap();
+    caps.persistent = false;
+    ExecTransport::new(format!("{BIN} serve-role --transport '{name}'"))
+        .with_name(format!("exec:{name}"))
+        .with_capabilities(caps)
+}
+
+fn config(cases: u32) -> BatteryConfig {
+    BatteryConfig {
+        cases,
+        size_cap: 256 << 10,
+        ..BatteryConfig::default()
+    }
+}
+
+fn passes_the_plan_battery(name: &str) {
+    let t = served(name);
+    let findings = battery::run_plan_battery(&t, &config(12));
+    if let Some(f) = findings.first() {
+        panic!(
+            "{} finding(s) over {}; the first:\n{f}",
+            findings.len(),
+            t.name()
+        );
+    }
+}
+
+#[test]
+fn the_pipe_passes_the_plan_battery_over_the_protocol() {
+    passes_the_plan_battery("pipe");
+}
+
+#[test]
+fn the_ring_passes_the_plan_battery_over_the_protocol() {
+    passes_the_plan_battery("ring");
+}
+
+#[test]
+fn the_queue_passes_the_plan_battery_over_the_protocol() {
+    passes_the_plan_battery("queue");
+}
+
+#[test]
+fn faults_land_inside_operations_over_the_protocol() {
+    let t = served("pipe");
+    let report = battery::faults_campaign(&t, &config(24)).unwrap();
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    assert!(
+        report.faults_inside * 2 >= report.faults && report.faults >= 24,
+        "{} faults, {} inside: the nemesis should land most of them inside a send or a \
+         receive through the protocol too",
+        report.faults,
+        report.faults_inside
+    );
+}
+
+type Check = fn(&ExecTransport, &BatteryConfig) -> Result<(), battery::Finding>;
+
+/// Each broken transport, served over the protocol, is caught by the plan battery with
+/// the kind its defect implies.
+#[test]
+fn broken_transports_are_caught_over_the_protocol() {
+    use ViolationKind::*;
+    // A swap holds a message back until the next one: shrunk to a plan where none
+    // follows, the held message is lost.
+    let expect: [(&str, &[ViolationKind]); 7] = [
+        ("pipe+drop(2)", &[Lost]),
+        ("pipe+duplicate(2)", &[Duplicated]),
+        ("pipe+swap(2)", &[Reordered, Lost]),
+        ("pipe+flipbit(2)", &[Corrupted]),
+        ("pipe+hangafter(2)", &[Hung]),
+        ("pipe+panicon(2)", &[Crashed]),
+        ("pipe+endonanysenderdeath", &[Lost]),
+    ];
+    let cfg = BatteryConfig {
+        max_shrink_time: Duration::from_secs(20),
+        reproduce_runs: 2,
+        ..config(16)
+    };
+    let mut missed = Vec::new();
+    for (name, kind) in expect {
+        let t = served(name);
+        let checks: [Check; 3] = [
+            battery::fifo_and_integrity,
+            battery::several_senders,
+            battery::faults_inside_operations,
+        ];
+        let found = checks.iter().find_map(|c| c(&t, &cfg).err());
+        match found {
+            Some(f) if f.kinds.iter().any(|k| kind.contains(k)) => {}
+            Some(f) => missed.push(format!("{name}: found {:?}, not {kind:?}:\n{f}", f.kinds)),
+            None => missed.push(format!("{name}: not caught")),
+        }
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n"));
+}
+
+/// The processes whose command line holds `token`.
+fn processes_with(token: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(token) {
+                found.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+/// Runs `ipcprop check --exec` over misbehave.py in `mode`; asserts exit 2, a driver error
+/// that says each of `says`, no violation report, and nothing left behind.
+fn refused(mode: &str, says: &[&str]) {
+    let token = format!("ipcprop-exec-test-{mode}-{}", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let program = format!("python3 tests/exec/misbehave.py {mode} {token}");
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--exec",
+            &program,
+            "--max-len",
+            "1000",
+            "--senders",
+            "1",
+        ])
+        .args(["--cases", "2", "--start-timeout", "2", "--timeout", "10"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{mode}: want exit 2 (could not run)\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("driver protocol error") && stderr.contains(&program),
+        "{mode}: the error must say it is the protocol and name the program:\n{stderr}"
+    );
+    for s in says {
+        assert!(
+            stderr.contains(s),
+            "{mode}: the error should say {s:?}:\n{stderr}"
+        );
+    }
+    assert!(
+        !stdout.contains("violation"),
+        "{mode}: a protocol error is not a violation:\n{stdout}"
+    );
+    // Nothing left: no process of the program, nothing in its temporary directory.
+    let until = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&token).is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(processes_with(&token), Vec::<String>::new(), "{mode}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{mode}: left behind {left:?}");
+}
+
+#[test]
+fn a_program_that_crashes_at_start_is_a_driver_error_with_its_output() {
+    refused(
+        "crash",
+        &[
+            "exited",
+            "before every role connected",
+            "receiver",
+            "boom: this program fails",
+        ],
+    );
+}
+
+#[test]
+fn a_program_that_never_connects_is_a_driver_error() {
+    refused(
+        "silent",
+        &["never connected", "start timeout", "receiver", "sender 0"],
+    );
+}
+
+#[test]
+fn a_role_that_connects_twice_is_a_driver_error() {
+    refused("twice", &["receiver", "a second hello for receiver"]);
+}
+
+#[test]
+fn a_hello_with_another_pid_is_a_driver_error() {
+    refused(
+        "wrongpid",
+        &[
+            "receiver",
+            "the hello says pid",
+            "offending line: {\"hello\"",
+        ],
+    );
+}
+
+#[test]
+fn a_sender_index_out_of_range_is_a_driver_error() {
+    refused("badindex", &["sender 6", "out of range", "offending line"]);
+}
+
+#[test]
+fn a_first_line_that_is_not_a_hello_is_a_driver_error() {
+    refused(
+        "nohello",
+        &[
+            "\"eos\" where a hello must come first",
+            "offending line: {\"ev\": \"eos\"",
+        ],
+    );
+}
+
+#[test]
+fn a_malformed_line_is_a_driver_error_naming_the_role_and_the_line() {
+    refused(
+        "badjson",
+        &[
+            "receiver",
+            "not a JSON object",
+            "offending line: {this is not json",
+        ],
+    );
+}
+
+#[test]
+fn an_oversized_line_is_a_driver_error() {
+    refused(
+        "oversized",
+        &["receiver", "without a line end", "offending line: xxxx"],
+    );
+}
+
+#[test]
+fn a_message_reported_without_being_asked_for_is_a_driver_error() {
+    refused("phantom", &["receiver", "\"received\"", "offending line"]);
+}
+
+#[test]
+fn a_flood_of_lines_is_a_driver_error_at_the_first() {
+    refused(
+        "flood",
+        &["receiver", "\"bye\" answers no command", "offending line"],
+    );
+}
+
+#[test]
+fn an_extra_connection_is_a_driver_error() {
+    refused("extra", &["after every role had said hello"]);
+}
+
+#[test]
+fn a_time_in_the_future_is_a_driver_error() {
+    refused(
+        "future",
+        &["receiver", "later than the moment the line was read"],
+    );
+}
+
+#[test]
+fn capabilities_come_from_the_file_beside_the_program_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("prog.sh");
+    std::fs::write(&prog, "exit 0\n").unwrap();
+    // No maximum declared anywhere: refused before anything runs.
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--exec",
+            &format!("sh {}", prog.display()),
+            "--cases",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--max-len"), "{stderr}");
+    // A bad file next to it is named.
+    std::fs::write(dir.path().join("prog.ipcprop.toml"), "max_len = 3\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--exec",
+            &format!("sh {}", prog.display()),
+            "--cases",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("prog.ipcprop.toml") && stderr.contains("unknown field"),
+        "{stderr}"
+    );
+    assert!(Path::new(&prog).exists());
+}
