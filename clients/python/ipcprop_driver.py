@@ -92,6 +92,7 @@ __all__ = [
     "serve_sender",
     "serve_receiver",
     "install_sigurg_handler",
+    "Gate",
     "spawn",
     "wait_children",
     "INLINE_DATA_MAX",
@@ -506,11 +507,46 @@ def serve_receiver(recv, close=None, control=None):
 # --- process helpers ---------------------------------------------------------------------
 
 
-def spawn(body):
+class Gate:
+    """Holds forked role processes back until the parent has finished its set-up.
+
+    A parent that forks its roles and then closes its own copies of the channel's ends
+    races with them: a role may say hello, and the harness drive it, while the parent
+    still holds an end (a pipe's read end that keeps a send "succeeding" after the
+    receiver closed, a write end that holds back the end of stream).  Make a ``Gate``
+    before forking, pass it to ``spawn`` (each child waits at it before running its
+    body), close the parent's ends, then ``open()`` it::
+
+        gate = Gate()
+        pids = [spawn(role, gate=gate) for role in roles]
+        os.close(r); os.close(w)
+        gate.open()
+
+    It is a pipe whose write end only the parent keeps: a child closes its copy, then
+    reads until end of file, which comes when the parent closes its copy."""
+
+    def __init__(self):
+        self._r, self._w = os.pipe()
+
+    def wait(self):
+        """In a child: block until the parent opens the gate."""
+        os.close(self._w)
+        while os.read(self._r, 1):  # EINTR is retried by Python (PEP 475)
+            pass
+        os.close(self._r)
+
+    def open(self):
+        """In the parent, after every ``spawn``: let the children go."""
+        os.close(self._w)
+        os.close(self._r)
+
+
+def spawn(body, gate=None):
     """Fork a child that runs ``body()`` and exits: status 0 if it returned, the status of
     a ``SystemExit`` it raised, 70 (with the traceback on standard error) for any other
-    exception.  Returns the child's pid in the parent.
-    Standard output and error are flushed before the fork so nothing is written twice."""
+    exception.  With a ``gate``, the child first waits until the parent opens it.
+    Returns the child's pid in the parent.  Standard output and error are flushed
+    before the fork so nothing is written twice."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -518,6 +554,8 @@ def spawn(body):
         return pid
     status = 0
     try:
+        if gate is not None:
+            gate.wait()
         body()
     except SystemExit as exit:
         if isinstance(exit.code, int):

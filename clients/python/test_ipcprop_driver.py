@@ -9,6 +9,7 @@ import re
 import sys
 import tempfile
 import textwrap
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -290,6 +291,31 @@ class Processes(unittest.TestCase):
                 os.dup2(saved, 2)
                 os.close(saved)
         self.assertEqual(codes, [0, 70, 5])
+
+
+    def test_gate_holds_children_until_opened(self):
+        gate = d.Gate()
+        r, w = os.pipe()
+        try:
+            pid = d.spawn(lambda: os.write(w, b"ran"), gate=gate)
+            # The child is blocked reading the gate, and has not run its body.
+            deadline = time.monotonic() + 10
+            while True:
+                with open("/proc/%d/syscall" % pid) as f:
+                    if f.read().split()[:1] == ["0"]:  # read(2)
+                        break
+                self.assertLess(time.monotonic(), deadline, "the child never blocked")
+                time.sleep(0.01)
+            os.set_blocking(r, False)
+            with self.assertRaises(BlockingIOError):
+                os.read(r, 3)
+            gate.open()
+            os.set_blocking(r, True)
+            self.assertEqual(os.read(r, 3), b"ran")
+            self.assertEqual(d.wait_children([pid]), 0)
+        finally:
+            os.close(r)
+            os.close(w)
 
 
 class Documentation(unittest.TestCase):

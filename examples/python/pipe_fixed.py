@@ -8,7 +8,9 @@
 #   bytes. A pipe is a byte stream: one read is not one message.
 # - Every process closes the pipe ends it does not use (senders the read end, the
 #   receiver and the parent the write end), so the receiver sees end of file exactly when
-#   every sender is gone, and a sender sees EPIPE when the receiver is gone.
+#   every sender is gone, and a sender sees EPIPE when the receiver is gone. The roles
+#   wait at a gate until the parent has closed its ends: a parent still holding the read
+#   end when the receiver closes would let a send "succeed" into a pipe nobody reads.
 # - The reader reads exactly a frame: short reads are continued, end of file before a
 #   frame is the end of the stream (None), end of file inside a frame is a cut-off (a
 #   sender died while writing it).
@@ -96,10 +98,12 @@ def main():
     if e.role is not None:
         sys.exit("pipe_fixed.py: an anonymous pipe needs one program (no --exec-sender/--exec-receiver)")
     r, w = os.pipe()
-    pids = [d.spawn(lambda i=i: sender(i, r, w)) for i in range(e.senders)]
-    pids.append(d.spawn(lambda: receiver(r, w)))
+    gate = d.Gate()  # the roles start once the parent holds no end
+    pids = [d.spawn(lambda i=i: sender(i, r, w), gate=gate) for i in range(e.senders)]
+    pids.append(d.spawn(lambda: receiver(r, w), gate=gate))
     os.close(r)
     os.close(w)
+    gate.open()
     sys.exit(d.wait_children(pids))
 
 

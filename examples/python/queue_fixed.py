@@ -20,6 +20,8 @@
 #   to the "alive" pipe, whose write end only senders hold; the receiver sleeps in poll
 #   on its read end, and its end of file means every sender is gone (exited or killed),
 #   so once the committed records are read the stream has ended.
+#   The roles wait at a gate until the parent has closed its copies of the pipes, so
+#   no end is held by a process that plays no role.
 # - Sends never block (a file has room), so a receiver that closed or died never makes a
 #   sender hang: its sends keep succeeding into the file.
 #
@@ -164,10 +166,12 @@ def main():
         r = Receiver(path, alive_r)
         d.serve_receiver(r.recv, close=r.close)
 
-    pids = [d.spawn(lambda i=i: sender(i)) for i in range(e.senders)]
-    pids.append(d.spawn(receiver))
+    gate = d.Gate()  # the roles start once the parent holds no end
+    pids = [d.spawn(lambda i=i: sender(i), gate=gate) for i in range(e.senders)]
+    pids.append(d.spawn(receiver, gate=gate))
     os.close(alive_r)
     os.close(alive_w)
+    gate.open()
     sys.exit(d.wait_children(pids))
 
 

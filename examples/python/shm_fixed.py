@@ -19,6 +19,8 @@
 # - End of stream without trusting senders to say goodbye: every sender holds the alive
 #   pipe's write end and nobody else does, so the receiver reads end of file there once
 #   every sender is gone, exited or killed; it then empties the ring and reports the end.
+#   The roles wait at a gate until the parent has closed its copies of the pipes, so
+#   no end is held by a process that plays no role.
 # - The receiver's liveness, for the senders: the space pipe's write end is held by the
 #   receiver alone, so a sender waiting for room sees it hang up when the receiver is
 #   gone (and a closed flag in the ring when it closed): it fails with Disconnected
@@ -207,10 +209,12 @@ def main():
         r = Receiver(path, alive_r, space_w)
         d.serve_receiver(r.recv, close=r.close)
 
-    pids = [d.spawn(lambda i=i: sender(i)) for i in range(e.senders)]
-    pids.append(d.spawn(receiver))
+    gate = d.Gate()  # the roles start once the parent holds no end
+    pids = [d.spawn(lambda i=i: sender(i), gate=gate) for i in range(e.senders)]
+    pids.append(d.spawn(receiver, gate=gate))
     for fd in (alive_r, alive_w, space_r, space_w):
         os.close(fd)
+    gate.open()
     sys.exit(d.wait_children(pids))
 
 
