@@ -1441,7 +1441,10 @@ mod tests {
         let mut r = roles();
         r.list[0].inbuf = vec![b'x'; MAX_LINE];
         r.lines(0);
-        assert!(r.error.is_none(), "a partial line at the limit is not a flood yet");
+        assert!(
+            r.error.is_none(),
+            "a partial line at the limit is not a flood yet"
+        );
     }
 
     /// A role stopped by the nemesis just as it said bye and closed its connection must

@@ -1,0 +1,116 @@
+//! The tutorial this crate grew from, checked: `examples/python/tutorial_*.py` re-create the
+//! mistakes of its pipe, shared-memory and flock-queue examples under the driver protocol,
+//! and `examples/python/*_fixed.py` correct them. The harness must catch each tutorial
+//! program with the violation kinds its bugs imply, and pass each fixed one, with the
+//! capabilities each declares in the `.ipcprop.toml` beside it.
+
+use std::time::Duration;
+
+use ipcprop::check::exec::{CapsFile, ExecTransport};
+use ipcprop::check::{self, CampaignConfig, CampaignReport, ViolationKind};
+
+fn program(name: &str) -> ExecTransport {
+    let cmd = format!("python3 examples/python/{name}.py");
+    let caps = CapsFile::beside(&cmd).unwrap_or_else(|| panic!("no capability file for {name}"));
+    CapsFile::load(&caps)
+        .unwrap()
+        .apply(ExecTransport::new(cmd))
+}
+
+fn campaign(t: &ExecTransport, cases: u32) -> CampaignReport {
+    let config = CampaignConfig {
+        cases,
+        seed: 11,
+        // Python programs start in tens of milliseconds: shrinking is bounded.
+        max_shrink_time: Duration::from_secs(20),
+        reproduce_runs: 2,
+        ..CampaignConfig::default()
+    };
+    // A program that breaks the driver protocol is an error here, never a pass or a catch.
+    check::run(t, &config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The violation kinds of the minimal failing case (panics, with the report, on a pass).
+fn caught(name: &str) -> Vec<ViolationKind> {
+    let report = campaign(&program(name), 24);
+    let f = report
+        .failure
+        .unwrap_or_else(|| panic!("{name} passed {} cases: its bugs went unseen", report.cases));
+    let report_text = f.report();
+    eprintln!("{name}:\n{report_text}");
+    assert!(report_text.contains("timeline"), "{report_text}");
+    f.minimal.violations.iter().map(|v| v.kind()).collect()
+}
+
+fn passes(name: &str) {
+    let report = campaign(&program(name), 16);
+    if let Some(f) = &report.failure {
+        panic!("{name} failed:\n{}", f.report());
+    }
+    assert_eq!(report.cases, 16);
+    assert!(report.faults > 0, "{name}: no fault was injected");
+}
+
+#[test]
+fn the_tutorial_pipe_hangs_with_its_unused_ends_open() {
+    // The receiver keeps a write end open: it never sees the end of the stream.
+    assert!(caught("tutorial_pipe").contains(&ViolationKind::Hung));
+}
+
+#[test]
+fn the_tutorial_pipe_reads_arbitrary_chunks_as_messages() {
+    // Without its hang (no end of stream declared), what remains is the framing: reads of
+    // 1024 bytes glue messages together and split long ones.
+    let t = program("tutorial_pipe").with_capabilities(ipcprop::check::Capabilities {
+        end_of_stream: false,
+        ..ipcprop::check::Transport::capabilities(&program("tutorial_pipe"))
+    });
+    let kinds = campaign(&t, 24)
+        .failure
+        .expect("the chunked reads went unseen")
+        .minimal
+        .violations
+        .iter()
+        .map(|v| v.kind())
+        .collect::<Vec<_>>();
+    assert!(
+        kinds.iter().any(|k| matches!(
+            k,
+            ViolationKind::Corrupted | ViolationKind::Unexpected | ViolationKind::Lost
+        )),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn the_tutorial_shared_memory_overwrites_and_tears_messages() {
+    let kinds = caught("tutorial_shm");
+    assert!(
+        kinds.iter().any(|k| matches!(
+            k,
+            ViolationKind::Corrupted | ViolationKind::Unexpected | ViolationKind::Lost
+        )),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn the_tutorial_queue_loses_messages() {
+    let kinds = caught("tutorial_queue");
+    assert!(kinds.contains(&ViolationKind::Lost), "{kinds:?}");
+}
+
+#[test]
+fn the_fixed_pipe_passes() {
+    passes("pipe_fixed");
+}
+
+#[test]
+fn the_fixed_shared_memory_ring_passes() {
+    passes("shm_fixed");
+}
+
+#[test]
+fn the_fixed_queue_passes() {
+    passes("queue_fixed");
+}
