@@ -335,4 +335,12 @@ fn capabilities_come_from_the_file_beside_the_program_and_flags_win() {
         "{stderr}"
     );
     assert!(Path::new(&prog).exists());
+    // A capability flag with no program to apply it to is a mistake, not ignored.
+    let out = Command::new(BIN)
+        .args(["check", "--max-len", "5", "--cases", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--exec"), "{stderr}");
 }

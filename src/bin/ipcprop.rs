@@ -321,6 +321,7 @@ fn demo(scenario: Scenario) -> ExitCode {
 
 /// The options of `ipcprop check`.
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("program").args(["exec", "exec_sender"])))]
 struct CheckArgs {
     /// Transports to check (repeat the option for several); pipe, pipe-faults, ring and
     /// queue by default. Also accepted: broken-drop (a pipe that drops each sender's third
@@ -342,24 +343,44 @@ struct CheckArgs {
     exec_receiver: Option<String>,
     /// The program's capability file (TOML, docs/PROTOCOL.md section 8) [default:
     /// <program>.ipcprop.toml next to the program, if there is one].
-    #[arg(long, value_name = "FILE", help_heading = "Program under test")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Program under test",
+        requires = "program"
+    )]
     caps: Option<std::path::PathBuf>,
     /// Start from the capabilities of built-in transport NAME (for a program that serves
     /// one, such as `ipcprop serve-role`); the file and the other flags then change them.
-    #[arg(long, value_name = "NAME", help_heading = "Program under test")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Program under test",
+        requires = "program"
+    )]
     caps_of: Option<Builtin>,
     /// The longest message the program takes.
-    #[arg(long, value_name = "BYTES", help_heading = "Program under test")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        help_heading = "Program under test",
+        requires = "program"
+    )]
     max_len: Option<usize>,
     /// How many sender processes may share the program's channel (1: one sender).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Program under test")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Program under test", requires = "program")]
     senders: Option<u64>,
     /// The longest message with several senders [default: --max-len].
-    #[arg(long, value_name = "BYTES", help_heading = "Program under test")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        help_heading = "Program under test",
+        requires = "program"
+    )]
     shared_max_len: Option<usize>,
     /// The program's receiver is never told that the senders are gone: the harness ends
     /// it once they are, after a quiet period.
-    #[arg(long, help_heading = "Program under test")]
+    #[arg(long, help_heading = "Program under test", requires = "program")]
     no_eos: bool,
     /// Sizes where the program's channel changes behaviour, comma-separated.
     #[arg(
@@ -370,10 +391,15 @@ struct CheckArgs {
     )]
     boundary: Vec<usize>,
     /// Seconds the roles may take to connect and say hello [default: 10].
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Program under test")]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Program under test", requires = "program")]
     start_timeout: Option<u64>,
     /// The program's name in reports [default: the command].
-    #[arg(long, value_name = "NAME", help_heading = "Program under test")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Program under test",
+        requires = "program"
+    )]
     name: Option<String>,
     /// Generated cases per transport [default: 200; with --replay, 1 run of the plan].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

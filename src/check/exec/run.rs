@@ -1403,8 +1403,7 @@ mod tests {
     #[test]
     fn lines_are_taken_up_to_64_kib_and_refused_beyond() {
         let line = |error_len: usize| {
-            let head = format!("{{\"ev\":\"send_failed\",\"seq\":0,\"t\":1,\"error\":\"");
-            let mut l = head.into_bytes();
+            let mut l = b"{\"ev\":\"send_failed\",\"seq\":0,\"t\":1,\"error\":\"".to_vec();
             let fill = error_len - l.len() - 2;
             l.extend(std::iter::repeat_n(b'e', fill));
             l.extend_from_slice(b"\"}");

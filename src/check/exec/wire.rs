@@ -507,4 +507,23 @@ mod tests {
         );
         assert_eq!(from_hex("ab01"), Ok(d.to_vec()));
     }
+
+    #[test]
+    fn data_up_to_4096_bytes_is_taken_and_any_described_field_beside_it_is_checked() {
+        let at_limit = format!(
+            r#"{{"ev":"received","data":"{}","t":3}}"#,
+            "01".repeat(4096)
+        );
+        assert_eq!(p(&at_limit), Ok(Line::Received(Delivery::of(&[1; 4096]))));
+        // One of len, crc or id beside the data, even a right one, must come with the
+        // other two and agree with the data: a half description is refused.
+        for extra in [r#""len":2"#, r#""crc":1"#, r#""id":"0102""#] {
+            let line = format!(r#"{{"ev":"received","data":"0102",{extra},"t":3}}"#);
+            assert!(p(&line).is_err(), "{line} was taken");
+        }
+        let crc = crc32c::crc32c(&[1, 2]);
+        let whole =
+            format!(r#"{{"ev":"received","data":"0102","len":2,"crc":{crc},"id":"0102","t":3}}"#);
+        assert_eq!(p(&whole), Ok(Line::Received(Delivery::of(&[1, 2]))));
+    }
 }
