@@ -344,3 +344,34 @@ fn capabilities_come_from_the_file_beside_the_program_and_flags_win() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--exec"), "{stderr}");
 }
+
+/// Two programs: the receiver's is started first, alone (IPCPROP_ROLE=receiver); once it
+/// has said hello, the sender's is started once per sender (IPCPROP_ROLE=sender,
+/// IPCPROP_INDEX=i). They meet by a path in IPCPROP_DIR.
+#[test]
+fn split_programs_meet_by_path_and_pass() {
+    let cmd = "python3 examples/python/socket_server.py";
+    let caps = ipcprop::check::exec::CapsFile::load(Path::new(
+        "examples/python/socket_server.ipcprop.toml",
+    ))
+    .unwrap();
+    let t = caps.apply(ExecTransport::split(cmd, cmd));
+    let config = ipcprop::check::CampaignConfig {
+        cases: 12,
+        seed: 5,
+        ..ipcprop::check::CampaignConfig::default()
+    };
+    let report = ipcprop::check::run(&t, &config).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(f) = &report.failure {
+        panic!("{}", f.report());
+    }
+    assert_eq!(report.cases, 12);
+    // The same program started without a role refuses: it is a driver error, with its
+    // own words, not a violation.
+    let one = caps.apply(ExecTransport::new(cmd));
+    let e = ipcprop::check::run(&one, &config).unwrap_err().to_string();
+    assert!(
+        e.contains("driver protocol error") && e.contains("runs as one role"),
+        "{e}"
+    );
+}

@@ -706,6 +706,14 @@ impl ChildGroup {
     /// Reaps every child; one still running at the deadline (or whose report never ended)
     /// is killed and marked hung.
     fn reap(&mut self, deadline: Instant) {
+        // A child an observer stopped just after it closed its report pipe (a pause not yet
+        // over when the last pipe ended) would never exit: continue every child first.
+        // Not reaped yet, so each pid is still ours; SIGCONT harms no running child.
+        for c in &self.children {
+            if c.status.is_none() {
+                let _ = nix::sys::signal::kill(c.pid, Signal::SIGCONT);
+            }
+        }
         let mut pause = Duration::from_micros(20);
         loop {
             let mut pending = false;

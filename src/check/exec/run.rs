@@ -1184,6 +1184,13 @@ pub(super) fn run(t: &ExecTransport, plan: &Plan, config: &RunConfig) -> Result<
     if let Some((role, what, line)) = roles.error.take() {
         return Err(session.driver_error(role, what, line));
     }
+    // A role the nemesis stopped just as it ended (a pause not yet over when the last
+    // role's connection closed) must not stay stopped: its program could never exit.
+    for r in &roles.list {
+        if let Some(fd) = &r.pidfd {
+            pidfd_signal(fd, Signal::SIGCONT);
+        }
+    }
     // What still runs now is hung (or the case was interrupted): kill it.
     for r in &mut roles.list {
         if !r.ended {
