@@ -326,6 +326,14 @@ mod tests {
             "crc32c(\"123456789\") = {}",
             crc32c::crc32c(b"123456789")
         )));
+        // The worked example of section 4.
+        fill_message(12345678901234567890, MsgId { sender: 0, seq: 3 }, 100, &mut out);
+        let example = format!(
+            "\"len\": 100, \"crc\": {}, \"id\": \"{}\"",
+            crc32c::crc32c(&out),
+            to_hex(&out[..8])
+        );
+        assert!(doc.contains(&example), "PROTOCOL.md lacks {example}");
     }
 
     #[test]
