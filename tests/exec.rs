@@ -56,10 +56,13 @@ fn the_pipe_passes_the_plan_battery_over_the_protocol() {
     passes_the_plan_battery("pipe");
 }
 
-#[test]
-fn the_ring_passes_the_plan_battery_over_the_protocol() {
-    passes_the_plan_battery("ring");
-}
+// The ring through the macro, as a user would write it for their own program: one test
+// per plan check.
+ipcprop::conformance_tests!(
+    ring_over_the_protocol,
+    exec = served("ring"),
+    size_cap = 64 * 1024
+);
 
 #[test]
 fn the_queue_passes_the_plan_battery_over_the_protocol() {

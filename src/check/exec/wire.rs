@@ -327,7 +327,12 @@ mod tests {
             crc32c::crc32c(b"123456789")
         )));
         // The worked example of section 4.
-        fill_message(12345678901234567890, MsgId { sender: 0, seq: 3 }, 100, &mut out);
+        fill_message(
+            12345678901234567890,
+            MsgId { sender: 0, seq: 3 },
+            100,
+            &mut out,
+        );
         let example = format!(
             "\"len\": 100, \"crc\": {}, \"id\": \"{}\"",
             crc32c::crc32c(&out),
