@@ -378,3 +378,32 @@ fn split_programs_meet_by_path_and_pass() {
         "{e}"
     );
 }
+
+/// Over the command line, a program's failure is a violation (exit 1), printed with its
+/// minimal plan and the options that reproduce it, capabilities included.
+#[test]
+fn a_failure_over_the_cli_names_the_options_that_reproduce_it() {
+    let program = format!("{BIN} serve-role --transport broken-drop");
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--exec",
+            &program,
+            "--caps-of",
+            "pipe",
+            "--max-len",
+            "4096",
+        ])
+        .args(["--cases", "20", "--seed", "3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let want =
+        format!("(reproduce with --exec '{program}' --caps-of 'pipe' --max-len 4096 --seed 3)");
+    assert!(stdout.contains(&want), "no {want} in:\n{stdout}");
+    assert!(
+        stdout.contains("[lost]") && stdout.contains("timeline"),
+        "{stdout}"
+    );
+}

@@ -460,16 +460,46 @@ impl Subject {
         }
     }
 
-    /// How to run it again, for the report.
-    fn reproduce(&self) -> String {
+    /// How to run it again, for the report: the transport, or the program with the
+    /// capability options it was given.
+    fn reproduce(&self, args: &CheckArgs) -> String {
         match self {
             Subject::Builtin(b) => format!("--transport '{b}'"),
-            Subject::Exec(e) => match e.program() {
-                ipcprop::check::exec::Program::One(c) => format!("--exec '{c}'"),
-                ipcprop::check::exec::Program::Split { sender, receiver } => {
-                    format!("--exec-sender '{sender}' --exec-receiver '{receiver}'")
+            Subject::Exec(e) => {
+                let mut s = match e.program() {
+                    ipcprop::check::exec::Program::One(c) => format!("--exec '{c}'"),
+                    ipcprop::check::exec::Program::Split { sender, receiver } => {
+                        format!("--exec-sender '{sender}' --exec-receiver '{receiver}'")
+                    }
+                };
+                if let Some(f) = &args.caps {
+                    s += &format!(" --caps '{}'", f.display());
                 }
-            },
+                if let Some(b) = &args.caps_of {
+                    s += &format!(" --caps-of '{b}'");
+                }
+                for (flag, v) in [
+                    ("--max-len", args.max_len.map(|v| v.to_string())),
+                    ("--senders", args.senders.map(|v| v.to_string())),
+                    (
+                        "--shared-max-len",
+                        args.shared_max_len.map(|v| v.to_string()),
+                    ),
+                    ("--start-timeout", args.start_timeout.map(|v| v.to_string())),
+                ] {
+                    if let Some(v) = v {
+                        s += &format!(" {flag} {v}");
+                    }
+                }
+                if args.no_eos {
+                    s += " --no-eos";
+                }
+                if !args.boundary.is_empty() {
+                    let b: Vec<String> = args.boundary.iter().map(|v| v.to_string()).collect();
+                    s += &format!(" --boundary {}", b.join(","));
+                }
+                s
+            }
         }
     }
 }
@@ -675,7 +705,7 @@ fn check(args: CheckArgs) -> ExitCode {
                 println!(
                     "minimal failing case for {} (reproduce with {} --seed {}):",
                     r.transport,
-                    t.reproduce(),
+                    t.reproduce(&args),
                     f.seed
                 );
                 print!("{}", f.report());

@@ -1453,6 +1453,269 @@ mod tests {
         );
     }
 
+    /// `t` may equal the case's start and the role's previous line (clocks tick coarsely),
+    /// never go before either; an answer must name the message the command named.
+    #[test]
+    fn times_stay_within_the_case_and_never_go_back() {
+        let mut r = roles();
+        let start = monotonic_ns() - 1_000_000;
+        r.start_ns = start;
+        let sending = |r: &mut Roles| {
+            r.list[1].state = State::Sending {
+                seq: 0,
+                started: false,
+            };
+        };
+        sending(&mut r);
+        let line = |ev: &str, t: u64| format!("{{\"ev\":\"{ev}\",\"seq\":0,\"t\":{t}}}");
+        let e = r
+            .handle(1, line("sending", start - 1).as_bytes())
+            .unwrap_err();
+        assert!(e.contains("before the case started"), "{e}");
+        r.handle(1, line("sending", start).as_bytes()).unwrap();
+        r.handle(1, line("sent", start).as_bytes()).unwrap();
+        assert_eq!(r.list[1].done, 1);
+        sending(&mut r);
+        r.list[1].last_t = start + 10;
+        let e = r
+            .handle(1, line("sending", start + 9).as_bytes())
+            .unwrap_err();
+        assert!(e.contains("goes backwards"), "{e}");
+        let e = r
+            .handle(
+                1,
+                format!(
+                    "{{\"ev\":\"sending\",\"seq\":0,\"t\":{}}}",
+                    monotonic_ns() + 1_000_000_000
+                )
+                .as_bytes(),
+            )
+            .unwrap_err();
+        assert!(e.contains("later than the moment"), "{e}");
+        // A failure of another message than the one being sent answers nothing.
+        sending(&mut r);
+        let failed = format!(
+            "{{\"ev\":\"send_failed\",\"seq\":1,\"error\":\"x\",\"t\":{}}}",
+            start + 20
+        );
+        let e = r.handle(1, failed.as_bytes()).unwrap_err();
+        assert!(
+            e.contains("message 1") && e.contains("answers no command"),
+            "{e}"
+        );
+        let failed = failed.replace("\"seq\":1", "\"seq\":0");
+        r.handle(1, failed.as_bytes()).unwrap();
+        assert!(r.list[1].finished);
+    }
+
+    /// An unexpected line is named precisely: which message, which role it does not
+    /// belong to, and what the role was asked.
+    #[test]
+    fn an_unexpected_line_says_what_was_wrong_with_it() {
+        let now = || monotonic_ns();
+        let mut r = roles();
+        r.list[0].state = State::Receiving {
+            left: 2,
+            inside: false,
+        };
+        let e = r
+            .handle(
+                0,
+                format!("{{\"ev\":\"receiving\",\"got\":5,\"t\":{}}}", now()).as_bytes(),
+            )
+            .unwrap_err();
+        assert!(
+            e.contains("\"receiving\" with got 5 (it has received 0)")
+                && e.contains("told to receive 2 more message(s)"),
+            "{e}"
+        );
+        let e = r
+            .handle(
+                0,
+                format!("{{\"ev\":\"sent\",\"seq\":0,\"t\":{}}}", now()).as_bytes(),
+            )
+            .unwrap_err();
+        assert!(
+            e.starts_with("\"sent\" from the receiver answers no command"),
+            "{e}"
+        );
+        let e = r
+            .handle(
+                1,
+                format!("{{\"ev\":\"receiving\",\"got\":0,\"t\":{}}}", now()).as_bytes(),
+            )
+            .unwrap_err();
+        assert!(
+            e.starts_with("\"receiving\" from a sender answers no command"),
+            "{e}"
+        );
+        let e = r
+            .handle(1, format!("{{\"ev\":\"eos\",\"t\":{}}}", now()).as_bytes())
+            .unwrap_err();
+        assert!(e.starts_with("\"eos\" from a sender"), "{e}");
+        let e = r
+            .handle(
+                1,
+                format!("{{\"ev\":\"sent\",\"seq\":7,\"t\":{}}}", now()).as_bytes(),
+            )
+            .unwrap_err();
+        assert!(
+            e.starts_with("\"sent\" for message 7 answers no command: no command was pending"),
+            "{e}"
+        );
+        let e = r
+            .handle(0, format!("{{\"ev\":\"bye\",\"t\":{}}}", now()).as_bytes())
+            .unwrap_err();
+        assert!(e.starts_with("\"bye\" answers no command"), "{e}");
+        let e = r
+            .handle(0, format!("{{\"ev\":\"eos\",\"t\":{}}}", now()).as_bytes())
+            .unwrap_err();
+        assert!(e.starts_with("\"eos\" answers no command"), "{e}");
+    }
+
+    /// Role `i` of `r` connected to the returned end, which reads its commands.
+    fn connect(r: &mut Roles, i: usize) -> UnixStream {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        r.list[i].conn = Some(a);
+        b
+    }
+
+    /// The commands written so far.
+    fn commands(b: &mut UnixStream) -> Vec<serde_json::Value> {
+        let mut buf = vec![0u8; 1 << 16];
+        let n = b.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn with_plan(plan: Plan) -> Roles {
+        let n = plan.senders.len();
+        let mut r = roles();
+        r.list = std::iter::once(RoleId::Receiver)
+            .chain((0..n as u32).map(RoleId::Sender))
+            .map(Role::new)
+            .collect();
+        r.counted = vec![0; n + 1];
+        r.plan = std::rc::Rc::new(plan);
+        r
+    }
+
+    fn pause(victim: Victim, op: usize) -> crate::check::plan::Fault {
+        crate::check::plan::Fault {
+            victim,
+            kind: crate::check::plan::FaultKind::Pause { micros: 10 },
+            op,
+            delay_micros: 0,
+        }
+    }
+
+    /// The receiver is given messages up to the plan's next stop (a fault aimed at a
+    /// receive, a close, a kill) and no further; an aimed receive waits for the nemesis.
+    #[test]
+    fn the_receiver_is_given_messages_up_to_the_next_planned_stop() {
+        let mut plan = Plan::simple(1, vec![1; 9]);
+        plan.receiver.close_after = Some(5);
+        plan.faults = vec![pause(Victim::Receiver, 3), pause(Victim::Sender(0), 1)];
+        let mut r = with_plan(plan);
+        let mut b = connect(&mut r, 0);
+        let now = Instant::now();
+        r.step(0, now);
+        assert_eq!(
+            commands(&mut b),
+            vec![serde_json::json!({"op": "recv", "count": 3})]
+        );
+        r.list[0].done = 3;
+        r.list[0].state = State::Idle;
+        r.step(0, now);
+        assert!(commands(&mut b).is_empty(), "an aimed receive was not held");
+        assert!(matches!(
+            Event::decode(r.list[0].records.last().unwrap()),
+            Some(Event::Rendezvous { from: 3, to: 4 })
+        ));
+        Control::new(&mut r).release(0);
+        assert_eq!(
+            commands(&mut b),
+            vec![serde_json::json!({"op": "recv", "count": 2})]
+        );
+        r.list[0].done = 5;
+        r.list[0].state = State::Idle;
+        r.step(0, now);
+        assert_eq!(commands(&mut b), vec![serde_json::json!({"op": "close"})]);
+        // A kill planned after 2 messages: 2 are asked for, then the kill.
+        let mut plan = Plan::simple(1, vec![1; 9]);
+        plan.receiver.kill_after = Some(2);
+        let mut r = with_plan(plan);
+        let mut b = connect(&mut r, 0);
+        r.step(0, now);
+        assert_eq!(
+            commands(&mut b),
+            vec![serde_json::json!({"op": "recv", "count": 2})]
+        );
+        r.list[0].done = 2;
+        r.list[0].state = State::Idle;
+        r.step(0, now);
+        assert_eq!(r.list[0].state, State::Done);
+        assert!(matches!(
+            Event::decode(r.list[0].records.last().unwrap()),
+            Some(Event::Killing { acked: 2 })
+        ));
+        // Nothing planned: as many as come.
+        let mut r = with_plan(Plan::simple(1, vec![1; 9]));
+        let mut b = connect(&mut r, 0);
+        r.step(0, now);
+        assert_eq!(
+            commands(&mut b),
+            vec![serde_json::json!({"op": "recv", "count": UNBOUNDED_COUNT})]
+        );
+    }
+
+    /// A sender's send is held for the nemesis only where a fault aims at it, and the
+    /// plan's pace holds its next command back.
+    #[test]
+    fn a_send_is_held_only_where_a_fault_aims_and_paced_as_planned() {
+        let mut plan = Plan::simple(1, vec![1, 2, 3]);
+        plan.senders.push(plan.senders[0].clone());
+        plan.faults = vec![pause(Victim::Sender(0), 2), pause(Victim::Sender(1), 0)];
+        let mut r = with_plan(plan);
+        let mut b = connect(&mut r, 1);
+        let now = Instant::now();
+        r.step(1, now);
+        let c = commands(&mut b);
+        assert_eq!(c.len(), 1, "sender 0's first send was held: {c:?}");
+        assert_eq!(
+            (c[0]["op"].as_str(), c[0]["seq"].as_u64()),
+            (Some("send"), Some(0))
+        );
+        r.list[1].done = 2;
+        r.list[1].state = State::Idle;
+        r.step(1, now);
+        assert!(commands(&mut b).is_empty(), "the aimed send was not held");
+        Control::new(&mut r).release(1);
+        assert_eq!(commands(&mut b)[0]["seq"].as_u64(), Some(2));
+        // Paced: after each message, a second's sleep before the next command.
+        let mut plan = Plan::simple(1, vec![1, 2, 3]);
+        plan.senders[0].pace = Pace::Sleep {
+            every: 1,
+            micros: 1_000_000,
+        };
+        let mut r = with_plan(plan);
+        let mut b = connect(&mut r, 1);
+        r.step(1, now);
+        assert_eq!(commands(&mut b).len(), 1);
+        r.list[1].done = 1;
+        r.list[1].state = State::Idle;
+        r.step(1, now);
+        assert!(commands(&mut b).is_empty(), "the pace was not kept");
+        r.step(1, now + Duration::from_millis(999));
+        assert!(commands(&mut b).is_empty(), "the pace was cut short");
+        r.step(1, now + Duration::from_secs(1));
+        assert_eq!(commands(&mut b)[0]["seq"].as_u64(), Some(1));
+    }
+
     /// A role stopped by the nemesis just as it said bye and closed its connection must
     /// still get its SIGCONT (a role left stopped keeps the program from exiting).
     #[test]
