@@ -1663,6 +1663,18 @@ mod tests {
             Event::decode(r.list[0].records.last().unwrap()),
             Some(Event::Killing { acked: 2 })
         ));
+        // Paced every 3 messages: given up to the next multiple of 3.
+        let mut plan = Plan::simple(1, vec![1; 9]);
+        plan.receiver.pace = Pace::Sleep {
+            every: 3,
+            micros: 1,
+        };
+        let mut r = with_plan(plan);
+        let mut b = connect(&mut r, 0);
+        r.list[0].done = 4;
+        r.counted[0] = 4;
+        r.step(0, now);
+        assert_eq!(commands(&mut b), vec![serde_json::json!({"op": "recv", "count": 2})]);
         // Nothing planned: as many as come.
         let mut r = with_plan(Plan::simple(1, vec![1; 9]));
         let mut b = connect(&mut r, 0);
@@ -1696,6 +1708,24 @@ mod tests {
         assert!(commands(&mut b).is_empty(), "the aimed send was not held");
         Control::new(&mut r).release(1);
         assert_eq!(commands(&mut b)[0]["seq"].as_u64(), Some(2));
+        // Paced every 2 messages: after the first, the next command comes at once; after
+        // the second, it waits.
+        let mut plan = Plan::simple(1, vec![1, 2, 3]);
+        plan.senders[0].pace = Pace::Sleep {
+            every: 2,
+            micros: 1_000_000,
+        };
+        let mut r = with_plan(plan);
+        let mut b = connect(&mut r, 1);
+        r.step(1, now);
+        r.list[1].done = 1;
+        r.list[1].state = State::Idle;
+        r.step(1, now);
+        assert_eq!(commands(&mut b).len(), 2, "paced after a message it should not be");
+        r.list[1].done = 2;
+        r.list[1].state = State::Idle;
+        r.step(1, now);
+        assert!(commands(&mut b).is_empty(), "not paced after its second message");
         // Paced: after each message, a second's sleep before the next command.
         let mut plan = Plan::simple(1, vec![1, 2, 3]);
         plan.senders[0].pace = Pace::Sleep {
@@ -1714,6 +1744,46 @@ mod tests {
         assert!(commands(&mut b).is_empty(), "the pace was cut short");
         r.step(1, now + Duration::from_secs(1));
         assert_eq!(commands(&mut b)[0]["seq"].as_u64(), Some(1));
+    }
+
+    /// A hello is taken only for a sender index below the case's count, from the process
+    /// that connected, stamped within the case.
+    #[test]
+    fn a_hello_is_checked_against_the_case() {
+        let t = ExecTransport::new("true");
+        let session = Session::new(&t, 2).unwrap();
+        let me = std::process::id() as i32;
+        let hello = |roles: &mut Roles, index: u32, pid: i32, t: u64| {
+            let (a, _b) = UnixStream::pair().unwrap();
+            let line = format!(
+                "{{\"hello\":\"sender\",\"index\":{index},\"pid\":{pid},\"protocol\":1,\"t\":{t}}}"
+            );
+            session.hello(roles, a, me, line.as_bytes(), Vec::new())
+        };
+        let fresh = || {
+            let mut r = roles();
+            r.list.push(Role::new(RoleId::Sender(1)));
+            r.counted.push(0);
+            r.start_ns = monotonic_ns() - 1_000_000;
+            r
+        };
+        let mut r = fresh();
+        let start = r.start_ns;
+        let (role, e) = hello(&mut r, 2, me, start).unwrap_err();
+        assert_eq!(role.as_deref(), Some("sender 2"));
+        assert!(e.contains("out of range") && e.contains("indexes 0 to 1"), "{e}");
+        let (_, e) = hello(&mut r, 1, me + 1, start).unwrap_err();
+        assert!(e.contains("the hello says pid"), "{e}");
+        let (_, e) = hello(&mut r, 1, me, start - 1).unwrap_err();
+        assert!(e.contains("not a CLOCK_MONOTONIC time of this case"), "{e}");
+        let (_, e) = hello(&mut r, 1, me, monotonic_ns() + 1_000_000_000).unwrap_err();
+        assert!(e.contains("not a CLOCK_MONOTONIC time of this case"), "{e}");
+        // At the very start of the case, and now: both in the case.
+        hello(&mut r, 1, me, start).unwrap();
+        assert_eq!(r.list[2].pid, me);
+        let (_, e) = hello(&mut r, 1, me, monotonic_ns()).unwrap_err();
+        assert!(e.contains("a second hello for sender 1"), "{e}");
+        hello(&mut r, 0, me, monotonic_ns()).unwrap();
     }
 
     /// A role stopped by the nemesis just as it said bye and closed its connection must
