@@ -1674,7 +1674,10 @@ mod tests {
         r.list[0].done = 4;
         r.counted[0] = 4;
         r.step(0, now);
-        assert_eq!(commands(&mut b), vec![serde_json::json!({"op": "recv", "count": 2})]);
+        assert_eq!(
+            commands(&mut b),
+            vec![serde_json::json!({"op": "recv", "count": 2})]
+        );
         // Nothing planned: as many as come.
         let mut r = with_plan(Plan::simple(1, vec![1; 9]));
         let mut b = connect(&mut r, 0);
@@ -1721,11 +1724,18 @@ mod tests {
         r.list[1].done = 1;
         r.list[1].state = State::Idle;
         r.step(1, now);
-        assert_eq!(commands(&mut b).len(), 2, "paced after a message it should not be");
+        assert_eq!(
+            commands(&mut b).len(),
+            2,
+            "paced after a message it should not be"
+        );
         r.list[1].done = 2;
         r.list[1].state = State::Idle;
         r.step(1, now);
-        assert!(commands(&mut b).is_empty(), "not paced after its second message");
+        assert!(
+            commands(&mut b).is_empty(),
+            "not paced after its second message"
+        );
         // Paced: after each message, a second's sleep before the next command.
         let mut plan = Plan::simple(1, vec![1, 2, 3]);
         plan.senders[0].pace = Pace::Sleep {
@@ -1771,7 +1781,10 @@ mod tests {
         let start = r.start_ns;
         let (role, e) = hello(&mut r, 2, me, start).unwrap_err();
         assert_eq!(role.as_deref(), Some("sender 2"));
-        assert!(e.contains("out of range") && e.contains("indexes 0 to 1"), "{e}");
+        assert!(
+            e.contains("out of range") && e.contains("indexes 0 to 1"),
+            "{e}"
+        );
         let (_, e) = hello(&mut r, 1, me + 1, start).unwrap_err();
         assert!(e.contains("the hello says pid"), "{e}");
         let (_, e) = hello(&mut r, 1, me, start - 1).unwrap_err();
