@@ -22,9 +22,22 @@ fn clients_c() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/c")
 }
 
+/// The C compiler: `$CC`, else `cc`, else `gcc` (a machine with gcc may lack the `cc` name).
+fn compiler() -> String {
+    if let Ok(cc) = std::env::var("CC") {
+        return cc;
+    }
+    let found = |name: &str| Command::new(name).arg("--version").output().is_ok();
+    if found("cc") || !found("gcc") {
+        "cc".into()
+    } else {
+        "gcc".into()
+    }
+}
+
 /// Compiles `sources` (with the driver) into `out`, or panics with the compiler's output.
 fn compile(sources: &[PathBuf], out: &Path) {
-    let mut cmd = Command::new("cc");
+    let mut cmd = Command::new(compiler());
     cmd.args(FLAGS)
         .arg("-I")
         .arg(clients_c())
