@@ -899,64 +899,17 @@ pub fn run_plan_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding
 #[macro_export]
 macro_rules! conformance_tests {
     ($module:ident, exec = $make:expr) => {
-        $crate::conformance_tests!(@plan $module, $make, $crate::check::battery::BatteryConfig::default().size_cap);
+        $crate::conformance_tests!(
+            $module,
+            exec = $make,
+            size_cap = $crate::check::battery::BatteryConfig::default().size_cap
+        );
     };
     ($module:ident, exec = $make:expr, size_cap = $cap:expr) => {
-        $crate::conformance_tests!(@plan $module, $make, $cap);
-    };
-    (@plan $module:ident, $make:expr, $cap:expr) => {
-        mod $module {
-            #[allow(unused_imports)]
-            use super::*;
-            use $crate::check::battery as b;
-
-            fn run<T: $crate::check::Transport>(
-                check: fn(&T, &b::BatteryConfig) -> ::std::result::Result<(), b::Finding>,
-                t: T,
-            ) {
-                let cfg = b::BatteryConfig {
-                    size_cap: $cap,
-                    ..b::BatteryConfig::default()
-                };
-                if let Err(finding) = check(&t, &cfg) {
-                    b::save_finding(&t.name(), &finding);
-                    panic!("{finding}");
-                }
-            }
-
-            #[test]
-            fn fifo_and_integrity() {
-                run(b::fifo_and_integrity, $make)
-            }
-            #[test]
-            fn boundary_sizes() {
-                run(b::boundary_sizes, $make)
-            }
-            #[test]
-            fn disconnect_on_drop() {
-                run(b::disconnect_on_drop, $make)
-            }
-            #[test]
-            fn disconnect_on_sigkill() {
-                run(b::disconnect_on_sigkill, $make)
-            }
-            #[test]
-            fn receiver_gone() {
-                run(b::receiver_gone, $make)
-            }
-            #[test]
-            fn several_senders() {
-                run(b::several_senders, $make)
-            }
-            #[test]
-            fn faults_inside_operations() {
-                run(b::faults_inside_operations, $make)
-            }
-            #[test]
-            fn backlog() {
-                run(b::backlog, $make)
-            }
-        }
+        $crate::conformance_tests!(@tests $module, $make, $cap, [
+            fifo_and_integrity, boundary_sizes, disconnect_on_drop, disconnect_on_sigkill,
+            receiver_gone, several_senders, faults_inside_operations, backlog,
+        ]);
     };
     ($module:ident, $make:expr) => {
         $crate::conformance_tests!(
@@ -966,6 +919,16 @@ macro_rules! conformance_tests {
         );
     };
     ($module:ident, $make:expr, size_cap = $cap:expr) => {
+        $crate::conformance_tests!(@tests $module, $make, $cap, [
+            fifo_and_integrity, boundary_sizes, disconnect_on_drop, disconnect_on_sigkill,
+            receiver_gone, timeouts_honoured, several_senders, hostile_sizes_refused,
+            crash_recovery, faults_inside_operations, descriptors_cloexec,
+            stopped_sender_mid_message, backlog, forged_length_refused,
+            sends_fail_after_receiver_gone, send_deadlines_all_or_nothing,
+        ]);
+    };
+    // One `#[test]` per named check, each over a fresh `$make`.
+    (@tests $module:ident, $make:expr, $cap:expr, [$($check:ident),* $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
@@ -985,70 +948,12 @@ macro_rules! conformance_tests {
                 }
             }
 
-            #[test]
-            fn fifo_and_integrity() {
-                run(b::fifo_and_integrity, $make)
-            }
-            #[test]
-            fn boundary_sizes() {
-                run(b::boundary_sizes, $make)
-            }
-            #[test]
-            fn disconnect_on_drop() {
-                run(b::disconnect_on_drop, $make)
-            }
-            #[test]
-            fn disconnect_on_sigkill() {
-                run(b::disconnect_on_sigkill, $make)
-            }
-            #[test]
-            fn receiver_gone() {
-                run(b::receiver_gone, $make)
-            }
-            #[test]
-            fn timeouts_honoured() {
-                run(b::timeouts_honoured, $make)
-            }
-            #[test]
-            fn several_senders() {
-                run(b::several_senders, $make)
-            }
-            #[test]
-            fn hostile_sizes_refused() {
-                run(b::hostile_sizes_refused, $make)
-            }
-            #[test]
-            fn crash_recovery() {
-                run(b::crash_recovery, $make)
-            }
-            #[test]
-            fn faults_inside_operations() {
-                run(b::faults_inside_operations, $make)
-            }
-            #[test]
-            fn descriptors_cloexec() {
-                run(b::descriptors_cloexec, $make)
-            }
-            #[test]
-            fn stopped_sender_mid_message() {
-                run(b::stopped_sender_mid_message, $make)
-            }
-            #[test]
-            fn backlog() {
-                run(b::backlog, $make)
-            }
-            #[test]
-            fn forged_length_refused() {
-                run(b::forged_length_refused, $make)
-            }
-            #[test]
-            fn sends_fail_after_receiver_gone() {
-                run(b::sends_fail_after_receiver_gone, $make)
-            }
-            #[test]
-            fn send_deadlines_all_or_nothing() {
-                run(b::send_deadlines_all_or_nothing, $make)
-            }
+            $(
+                #[test]
+                fn $check() {
+                    run(b::$check, $make)
+                }
+            )*
         }
     };
 }
