@@ -342,6 +342,19 @@ fn capabilities_come_from_the_file_beside_the_program_and_flags_win() {
         "{stderr}"
     );
     assert!(Path::new(&prog).exists());
+    // Flags are checked as a file is, after they are laid over it.
+    std::fs::remove_file(dir.path().join("prog.ipcprop.toml")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--exec", &format!("sh {}", prog.display())])
+        .args(["--max-len", "10", "--shared-max-len", "11", "--cases", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("shared_max_len 11 is larger than max_message_len 10"),
+        "{stderr}"
+    );
     // A capability flag with no program to apply it to is a mistake, not ignored.
     let out = Command::new(BIN)
         .args(["check", "--max-len", "5", "--cases", "1"])

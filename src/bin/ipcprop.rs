@@ -551,13 +551,7 @@ fn exec_subject(args: &CheckArgs) -> Result<Option<ExecTransport>, String> {
             }
         ));
     }
-    if let (Some(shared), Some(max)) = (caps.shared_max_len, caps.max_message_len) {
-        if shared > max {
-            return Err(format!(
-                "--shared-max-len {shared} is larger than the longest message, {max}"
-            ));
-        }
-    }
+    caps.validate().map_err(|e| e.to_string())?;
     Ok(Some(caps.apply(t)))
 }
 

@@ -42,11 +42,8 @@ pub struct ProtocolEnv {
     /// The case's unique name.
     pub case: String,
     /// In split mode, the role this process plays.
-    pub role: Option<RoleIdent>,
+    pub role: Option<RoleId>,
 }
-
-/// A role, as `IPCPROP_ROLE` and `IPCPROP_INDEX` name it.
-pub type RoleIdent = RoleId;
 
 fn var(name: &'static str) -> Result<String> {
     std::env::var(name).map_err(|_| {

@@ -235,7 +235,7 @@ impl CapsFile {
     pub fn parse(text: &str) -> Result<CapsFile> {
         let caps: CapsFile = toml::from_str(text)
             .map_err(|e| Error::config("capability file", e.to_string().trim_end().to_string()))?;
-        caps.check()?;
+        caps.validate()?;
         Ok(caps)
     }
 
@@ -271,17 +271,17 @@ impl CapsFile {
         })
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the values: at least one sender, a shared maximum within the maximum, no
+    /// bound of 0 ms. [`CapsFile::parse`] calls it; call it again after an
+    /// [`overlay`](CapsFile::overlay) of flags.
+    pub fn validate(&self) -> Result<()> {
         if self.senders == Some(0) {
-            return Err(Error::config(
-                "capability file",
-                "senders must be at least 1",
-            ));
+            return Err(Error::config("capabilities", "senders must be at least 1"));
         }
         if let (Some(shared), Some(max)) = (self.shared_max_len, self.max_message_len) {
             if shared > max {
                 return Err(Error::config(
-                    "capability file",
+                    "capabilities",
                     format!("shared_max_len {shared} is larger than max_message_len {max}"),
                 ));
             }
@@ -293,7 +293,7 @@ impl CapsFile {
         ] {
             if v == Some(0) {
                 return Err(Error::config(
-                    "capability file",
+                    "capabilities",
                     format!("{what} must be above 0"),
                 ));
             }
