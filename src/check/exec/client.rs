@@ -45,18 +45,22 @@ pub struct ProtocolEnv {
     pub role: Option<RoleId>,
 }
 
-fn var(name: &'static str) -> Result<String> {
-    std::env::var(name).map_err(|_| {
-        Error::config(
-            name,
-            "not set: this program runs under `ipcprop check --exec` (docs/PROTOCOL.md)",
-        )
-    })
-}
-
 impl ProtocolEnv {
     /// Reads the `IPCPROP_*` variables.
     pub fn from_env() -> Result<ProtocolEnv> {
+        ProtocolEnv::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the `IPCPROP_*` variables through `get` (a variable's value, if set).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<ProtocolEnv> {
+        let var = |name: &'static str| {
+            get(name).ok_or_else(|| {
+                Error::config(
+                    name,
+                    "not set: this program runs under `ipcprop check --exec` (docs/PROTOCOL.md)",
+                )
+            })
+        };
         let protocol = var("IPCPROP_PROTOCOL")?;
         if protocol != PROTOCOL_VERSION.to_string() {
             return Err(Error::config(
@@ -77,7 +81,7 @@ impl ProtocolEnv {
                     format!("{senders:?} is not a count of 1 or more"),
                 )
             })?;
-        let role = match std::env::var("IPCPROP_ROLE").ok().as_deref() {
+        let role = match get("IPCPROP_ROLE").as_deref() {
             None => None,
             Some("receiver") => Some(RoleId::Receiver),
             Some("sender") => {
@@ -372,4 +376,78 @@ pub fn serve<T: Transport>(t: &T) -> Result<()> {
     // The harness kills what hangs; this only bounds a harness that vanished.
     group.wait(Duration::from_secs(3600));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Result<ProtocolEnv> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ProtocolEnv::from_vars(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    const BASE: [(&str, &str); 5] = [
+        ("IPCPROP_PROTOCOL", "1"),
+        ("IPCPROP_CONTROL", "/c.sock"),
+        ("IPCPROP_SENDERS", "2"),
+        ("IPCPROP_DIR", "/d"),
+        ("IPCPROP_CASE", "ipcprop-1-0"),
+    ];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Result<ProtocolEnv> {
+        let mut all: Vec<(&str, &str)> = BASE.to_vec();
+        for (k, v) in extra {
+            all.retain(|(key, _)| key != k);
+            all.push((k, v));
+        }
+        vars(&all)
+    }
+
+    #[test]
+    fn the_environment_is_read_and_each_bad_variable_named() {
+        let e = with(&[]).unwrap();
+        assert_eq!(
+            (e.senders, e.role, e.case.as_str()),
+            (2, None, "ipcprop-1-0")
+        );
+        assert_eq!(e.control, PathBuf::from("/c.sock"));
+        assert_eq!(e.dir, PathBuf::from("/d"));
+        let r = with(&[("IPCPROP_ROLE", "receiver")]).unwrap();
+        assert_eq!(r.role, Some(RoleId::Receiver));
+        // Indexes 0 and 1 of two senders; 2 is out of range.
+        for (i, want) in [
+            ("0", Some(RoleId::Sender(0))),
+            ("1", Some(RoleId::Sender(1))),
+        ] {
+            let e = with(&[("IPCPROP_ROLE", "sender"), ("IPCPROP_INDEX", i)]).unwrap();
+            assert_eq!(e.role, want);
+        }
+        for (extra, names) in [
+            (
+                vec![("IPCPROP_ROLE", "sender"), ("IPCPROP_INDEX", "2")],
+                "IPCPROP_INDEX",
+            ),
+            (vec![("IPCPROP_ROLE", "sender")], "IPCPROP_INDEX"),
+            (vec![("IPCPROP_ROLE", "boss")], "IPCPROP_ROLE"),
+            (vec![("IPCPROP_SENDERS", "0")], "IPCPROP_SENDERS"),
+            (vec![("IPCPROP_PROTOCOL", "2")], "IPCPROP_PROTOCOL"),
+        ] {
+            let e = with(&extra).unwrap_err().to_string();
+            assert!(e.contains(names), "{extra:?}: {e}");
+        }
+        let e = vars(&BASE[1..]).unwrap_err().to_string();
+        assert!(
+            e.contains("IPCPROP_PROTOCOL") && e.contains("not set"),
+            "{e}"
+        );
+    }
 }

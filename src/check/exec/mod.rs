@@ -384,6 +384,12 @@ mod tests {
             .apply(ExecTransport::new("x"))
             .capabilities();
         assert_eq!(c.multi_sender, Some(10));
+        // A shared maximum equal to the maximum is the maximum.
+        let c = CapsFile::parse("max_message_len = 10\nsenders = 2\nshared_max_len = 10\n")
+            .unwrap()
+            .apply(ExecTransport::new("x"))
+            .capabilities();
+        assert_eq!(c.multi_sender, Some(10));
         // A flag over the file.
         let over = CapsFile {
             senders: Some(1),
@@ -438,6 +444,8 @@ mod tests {
         assert!(matches!(t.pair(1), Err(Error::Unsupported(_))));
         assert_eq!(t.name(), "true");
         let s = ExecTransport::split("a", "b");
+        // Reports name both commands.
+        assert_eq!(s.name(), "sender `a`, receiver `b`");
         assert_eq!(
             s.program(),
             &Program::Split {
