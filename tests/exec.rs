@@ -21,12 +21,16 @@ use ipcprop::check::{Transport, ViolationKind};
 const BIN: &str = env!("CARGO_BIN_EXE_ipcprop");
 
 /// Built-in transport `name` served over the protocol, declaring its own capabilities
-/// (except persistence: a program under test is not re-attached).
+/// (the queue's persistence too: a case whose receiver is killed gets a recovery run).
 fn served(name: &str) -> ExecTransport {
+    served_after("", name)
+}
+
+/// `served(name)`, with shell commands run first in each run of the program.
+fn served_after(prelude: &str, name: &str) -> ExecTransport {
     let b = Builtin::parse(name).unwrap();
-    let mut caps = b.capabilities().unwrap();
-    caps.persistent = false;
-    ExecTransport::new(format!("{BIN} serve-role --transport '{name}'"))
+    let caps = b.capabilities().unwrap();
+    ExecTransport::new(format!("{prelude} exec {BIN} serve-role --transport '{name}'"))
         .with_name(format!("exec:{name}"))
         .with_capabilities(caps)
 }
@@ -422,5 +426,61 @@ fn a_failure_over_the_cli_names_the_options_that_reproduce_it() {
     assert!(
         stdout.contains("[lost]") && stdout.contains("timeline"),
         "{stdout}"
+    );
+}
+
+/// A persistent program (the file queue, served) is started again with IPCPROP_RECOVER=1
+/// after each case whose receiver was killed, and its new receiver must find every
+/// acknowledged message the first one had not received: the queue does. A program that
+/// starts its recovery run from empty storage is caught losing messages.
+#[test]
+fn a_persistent_program_is_run_again_after_its_receiver_is_killed_and_must_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs");
+    let config = ipcprop::check::CampaignConfig {
+        cases: 60,
+        seed: 9,
+        max_shrink_time: Duration::from_secs(20),
+        ..ipcprop::check::CampaignConfig::default()
+    };
+    // Each run of the program notes whether it is a recovery run.
+    let prelude = format!("echo \"run $IPCPROP_RECOVER\" >> '{}';", log.display());
+    let t = served_after(&prelude, "queue");
+    let report = ipcprop::check::run(&t, &config).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(f) = &report.failure {
+        panic!("{}", f.report());
+    }
+    let runs = std::fs::read_to_string(&log).unwrap();
+    let recoveries = runs.lines().filter(|l| *l == "run 1").count();
+    let firsts = runs.lines().filter(|l| *l == "run ").count();
+    assert!(
+        recoveries >= 1 && firsts >= 60 && recoveries + firsts == runs.lines().count(),
+        "{firsts} runs and {recoveries} recovery runs: 60 cases kill their receiver now and \
+         then, and each such case must be followed by a recovery run:\n{runs}"
+    );
+    // The same queue, made afresh in the recovery run: what it held is lost.
+    let fresh = "if [ -n \"$IPCPROP_RECOVER\" ]; then rm -f \"$IPCPROP_DIR/queue.q\"; fi;";
+    let report = ipcprop::check::run(&served_after(fresh, "queue"), &config)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let f = report
+        .failure
+        .unwrap_or_else(|| panic!("a queue emptied by its recovery run passed"));
+    let kinds: Vec<ViolationKind> = f.minimal.violations.iter().map(|v| v.kind()).collect();
+    let text = f.report();
+    assert!(
+        kinds.contains(&ViolationKind::Lost) && text.contains("recovery receiver"),
+        "{kinds:?}\n{text}"
+    );
+    // A program whose messages do not outlive it, declared persistent, cannot recover:
+    // a driver error in the recovery run, not a violation.
+    let mut pipe = served("pipe");
+    let mut caps = pipe.capabilities();
+    caps.persistent = true;
+    pipe = pipe.with_capabilities(caps);
+    let e = ipcprop::check::run(&pipe, &config).unwrap_err().to_string();
+    assert!(
+        e.contains("in the recovery run (IPCPROP_RECOVER=1)")
+            && e.contains("do not declare it persistent"),
+        "{e}"
     );
 }

@@ -8,7 +8,7 @@
 //! ipcprop check --replay FILE [--cases N] [--timeout SECS] [--json]
 //! ipcprop check --exec CMD | --exec-sender CMD --exec-receiver CMD
 //!               [--caps FILE] [--max-len N] [--senders N] [--shared-max-len N] [--no-eos]
-//!               [--boundary N,...] [--start-timeout SECS] [--name NAME] [campaign options]
+//!               [--persistent] [--boundary N,...] [--start-timeout SECS] [--name NAME] [campaign options]
 //! ipcprop serve-role --transport NAME
 //! ipcprop bench [--only pipe|ring|queue|fork]... [--sizes 0,64,4096,65536] [--budget-ms MS]
 //!               [--plot FILE] [--markdown] [--queue-dir DIR]
@@ -382,6 +382,11 @@ struct CheckArgs {
     /// it once they are, after a quiet period.
     #[arg(long, help_heading = "Program under test", requires = "program")]
     no_eos: bool,
+    /// The program's messages outlive its processes: after a case whose receiver was
+    /// killed, the program is started again with IPCPROP_RECOVER=1 and its receiver must
+    /// find every acknowledged message it had not received (docs/PROTOCOL.md section 9).
+    #[arg(long, help_heading = "Program under test", requires = "program")]
+    persistent: bool,
     /// Sizes where the program's channel changes behaviour, comma-separated.
     #[arg(
         long,
@@ -494,6 +499,9 @@ impl Subject {
                 if args.no_eos {
                     s += " --no-eos";
                 }
+                if args.persistent {
+                    s += " --persistent";
+                }
                 if !args.boundary.is_empty() {
                     let b: Vec<String> = args.boundary.iter().map(|v| v.to_string()).collect();
                     s += &format!(" --boundary {}", b.join(","));
@@ -514,9 +522,7 @@ fn exec_subject(args: &CheckArgs) -> Result<Option<ExecTransport>, String> {
     };
     let mut declared = false;
     if let Some(b) = args.caps_of {
-        let mut caps = b.capabilities().map_err(|e| e.to_string())?;
-        // A program under test is not re-attached to its storage after a crash.
-        caps.persistent = false;
+        let caps = b.capabilities().map_err(|e| e.to_string())?;
         t = t.with_capabilities(caps);
         declared = true;
     }
@@ -536,6 +542,7 @@ fn exec_subject(args: &CheckArgs) -> Result<Option<ExecTransport>, String> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         shared_max_len: args.shared_max_len,
         end_of_stream: args.no_eos.then_some(false),
+        persistent: args.persistent.then_some(true),
         boundary_sizes: (!args.boundary.is_empty()).then(|| args.boundary.clone()),
         start_timeout_ms: args.start_timeout.map(|s| s.saturating_mul(1000)),
         ..CapsFile::default()

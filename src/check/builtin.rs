@@ -259,6 +259,16 @@ impl Transport for QueueTransport {
         rx.reattach().map(Some)
     }
 
+    /// The queue file `dir/queue.q`, opened (and made if it is not there): kept, so that a
+    /// recovery run opens it again.
+    fn pair_in(
+        &self,
+        dir: &std::path::Path,
+        _senders: usize,
+    ) -> Result<Option<(QueueSender, QueueReceiver)>> {
+        queue::channel(dir.join("queue.q"), self.config).map(Some)
+    }
+
     fn pair(&self, _senders: usize) -> Result<(QueueSender, QueueReceiver)> {
         let n = self.made.fetch_add(1, Ordering::Relaxed);
         // The process id too: the workers of a campaign ([`CampaignConfig::jobs`]) are

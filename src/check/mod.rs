@@ -116,6 +116,22 @@ pub trait Transport {
         Ok(None)
     }
 
+    /// For a persistent transport served as a program under test
+    /// ([`exec::client::serve`], `ipcprop serve-role`): a pair whose storage is at a fixed
+    /// place inside `dir`, a directory the caller owns and removes. Called again with the
+    /// same `dir` in a later process (a recovery run, after every process of the first
+    /// pair was killed), it opens the same storage, where every acknowledged message not
+    /// yet received must still be. `None` (the default) for a transport with no storage
+    /// to name: it is served from [`Transport::pair`], and cannot be recovered.
+    fn pair_in(
+        &self,
+        dir: &std::path::Path,
+        senders: usize,
+    ) -> Result<Option<(Self::Sender, Self::Receiver)>> {
+        let _ = (dir, senders);
+        Ok(None)
+    }
+
     /// Plays a hostile (or corrupted) peer: writes through `tx`'s raw byte sink, bypassing
     /// its size check, the header of a frame that claims a message of `claimed_len` bytes,
     /// followed by a few payload bytes at most and nothing more. The battery check

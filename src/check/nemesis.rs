@@ -208,6 +208,15 @@ impl Nemesis {
         self.killed.get(child).copied().unwrap_or(false)
     }
 
+    /// For tests of the judge: as if child `child` had been SIGKILLed by a fault.
+    #[cfg(test)]
+    pub(crate) fn assume_killed(&mut self, child: usize) {
+        if self.killed.len() <= child {
+            self.killed.resize(child + 1, false);
+        }
+        self.killed[child] = true;
+    }
+
     /// The faults applied, each placed on its victim's timeline in `processes` (the
     /// receiver first, then the senders, as [`ChildGroup`](super::fork::ChildGroup) spawned
     /// them).

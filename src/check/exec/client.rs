@@ -43,6 +43,9 @@ pub struct ProtocolEnv {
     pub case: String,
     /// In split mode, the role this process plays.
     pub role: Option<RoleId>,
+    /// A recovery run of a persistent program (`IPCPROP_RECOVER=1`): only the receiver
+    /// connects, and it must find what the killed run left.
+    pub recover: bool,
 }
 
 impl ProtocolEnv {
@@ -105,7 +108,18 @@ impl ProtocolEnv {
                 ))
             }
         };
+        let recover = match get("IPCPROP_RECOVER").as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(Error::config(
+                    "IPCPROP_RECOVER",
+                    format!("{other:?} is neither 1 (a recovery run) nor 0"),
+                ))
+            }
+        };
         Ok(ProtocolEnv {
+            recover,
             control: var("IPCPROP_CONTROL")?.into(),
             senders,
             dir: var("IPCPROP_DIR")?.into(),
@@ -346,9 +360,36 @@ pub fn serve_receiver<R: Receiver>(mut conn: RoleConn, rx: R) -> Result<()> {
 /// Runs `t` as a program under test: makes a pair for the case's senders, forks the
 /// receiver and each sender (re-attaching their ends in the child as the harness does),
 /// and serves each role over the protocol; returns once every role has ended.
+///
+/// A persistent transport ([`Transport::pair_in`]) keeps its storage in `IPCPROP_DIR`; in
+/// a recovery run (`IPCPROP_RECOVER=1`) only the receiver is served, on the storage the
+/// killed run left, with no sender: it drains what is there and reports the end.
 pub fn serve<T: Transport>(t: &T) -> Result<()> {
     let env = ProtocolEnv::from_env()?;
-    let (tx, rx) = t.pair(env.senders)?;
+    if env.recover {
+        let (tx, rx) = t.pair_in(&env.dir, 1)?.ok_or_else(|| {
+            Error::config(
+                "IPCPROP_RECOVER",
+                format!(
+                    "a recovery run of {}, whose messages do not outlive its processes (it \
+                     has no storage to reopen): do not declare it persistent",
+                    t.name()
+                ),
+            )
+        })?;
+        drop(tx);
+        let conn = RoleConn::connect(&env, Some(RoleId::Receiver))?;
+        return serve_receiver(conn, rx);
+    }
+    let stored = if t.capabilities().persistent {
+        t.pair_in(&env.dir, env.senders)?
+    } else {
+        None
+    };
+    let (tx, rx) = match stored {
+        Some(pair) => pair,
+        None => t.pair(env.senders)?,
+    };
     let mut tx = Some(tx);
     let mut rx = Some(rx);
     let mut group = ChildGroup::new();
@@ -423,6 +464,10 @@ mod tests {
         assert_eq!(e.dir, PathBuf::from("/d"));
         let r = with(&[("IPCPROP_ROLE", "receiver")]).unwrap();
         assert_eq!(r.role, Some(RoleId::Receiver));
+        assert!(!e.recover);
+        for (v, want) in [("0", false), ("1", true)] {
+            assert_eq!(with(&[("IPCPROP_RECOVER", v)]).unwrap().recover, want, "{v}");
+        }
         // Indexes 0 and 1 of two senders; 2 is out of range.
         for (i, want) in [
             ("0", Some(RoleId::Sender(0))),
@@ -440,6 +485,7 @@ mod tests {
             (vec![("IPCPROP_ROLE", "boss")], "IPCPROP_ROLE"),
             (vec![("IPCPROP_SENDERS", "0")], "IPCPROP_SENDERS"),
             (vec![("IPCPROP_PROTOCOL", "2")], "IPCPROP_PROTOCOL"),
+            (vec![("IPCPROP_RECOVER", "yes")], "IPCPROP_RECOVER"),
         ] {
             let e = with(&extra).unwrap_err().to_string();
             assert!(e.contains(names), "{extra:?}: {e}");

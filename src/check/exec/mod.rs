@@ -220,6 +220,9 @@ pub struct CapsFile {
     pub shared_max_len: Option<usize>,
     /// The receiver learns that the senders are gone (default true).
     pub end_of_stream: Option<bool>,
+    /// Messages outlive the program's processes: a receiver killed before its end is
+    /// followed by a recovery run (`docs/PROTOCOL.md`, section 9). Default false.
+    pub persistent: Option<bool>,
     /// Sizes where the channel changes behaviour.
     pub boundary_sizes: Option<Vec<usize>>,
     /// Longest time without any event before a case is judged hung, in ms.
@@ -312,6 +315,7 @@ impl CapsFile {
             senders,
             shared_max_len,
             end_of_stream,
+            persistent,
             boundary_sizes,
             progress_bound_ms,
             quiet_period_ms,
@@ -335,6 +339,9 @@ impl CapsFile {
         }
         if let Some(eos) = self.end_of_stream {
             caps.end_of_stream = eos;
+        }
+        if let Some(p) = self.persistent {
+            caps.persistent = p;
         }
         if let Some(b) = &self.boundary_sizes {
             caps.boundary_sizes = b.clone();
@@ -365,7 +372,7 @@ mod tests {
         let f = CapsFile::parse(
             "name = \"py\"\nmax_message_len = 1000\nsenders = 3\nshared_max_len = 100\n\
              boundary_sizes = [99, 100]\nprogress_bound_ms = 700\nquiet_period_ms = 50\n\
-             start_timeout_ms = 1500\nend_of_stream = false\n",
+             start_timeout_ms = 1500\nend_of_stream = false\npersistent = true\n",
         )
         .unwrap();
         let t = f.apply(ExecTransport::new("x"));
@@ -377,6 +384,8 @@ mod tests {
         assert_eq!(c.progress_bound, Duration::from_millis(700));
         assert_eq!(c.quiet_period, Duration::from_millis(50));
         assert!(!c.end_of_stream);
+        assert!(c.persistent);
+        assert!(!ExecTransport::new("x").capabilities().persistent);
         assert_eq!(t.start_timeout(), Duration::from_millis(1500));
         // Several senders without a shared maximum share the maximum.
         let c = CapsFile::parse("max_message_len = 10\nsenders = 2\n")
@@ -393,10 +402,12 @@ mod tests {
         // A flag over the file.
         let over = CapsFile {
             senders: Some(1),
+            persistent: Some(false),
             ..CapsFile::default()
         };
         let merged = f.clone().overlay(over);
         assert_eq!(merged.senders, Some(1));
+        assert_eq!(merged.persistent, Some(false));
         assert_eq!(merged.max_message_len, Some(1000));
         assert_eq!(
             merged

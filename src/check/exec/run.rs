@@ -717,6 +717,8 @@ struct Session<'a> {
     output: File,
     started: Vec<Started>,
     senders: usize,
+    /// A recovery run (`IPCPROP_RECOVER=1`): only the receiver connects.
+    recover: bool,
 }
 
 impl Drop for Session<'_> {
@@ -765,6 +767,7 @@ impl<'a> Session<'a> {
             output,
             started: Vec::new(),
             senders,
+            recover: false,
         })
     }
 
@@ -792,10 +795,14 @@ impl<'a> Session<'a> {
             .env("IPCPROP_CASE", &self.case)
             .env_remove("IPCPROP_ROLE")
             .env_remove("IPCPROP_INDEX")
+            .env_remove("IPCPROP_RECOVER")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .process_group(0);
+        if self.recover {
+            cmd.env("IPCPROP_RECOVER", "1");
+        }
         match role {
             Some(RoleId::Receiver) => {
                 cmd.env("IPCPROP_ROLE", "receiver");
@@ -846,6 +853,11 @@ impl<'a> Session<'a> {
     }
 
     fn driver_error(&self, role: Option<String>, what: String, line: Option<String>) -> Error {
+        let what = if self.recover {
+            format!("in the recovery run (IPCPROP_RECOVER=1): {what}")
+        } else {
+            what
+        };
         Error::Driver(Box::new(DriverError {
             program: self.t.program.to_string(),
             role,
@@ -909,14 +921,15 @@ impl<'a> Session<'a> {
     }
 
     /// Kills every process of every program's process group, and reaps the programs.
+    /// They are forgotten then: a later group may reuse a reaped leader's id.
     fn kill_all(&mut self) {
-        for s in &mut self.started {
+        for mut s in self.started.drain(..) {
             let pgid = Pid::from_raw(s.child.id() as i32);
             // The group outlives its leader while any member runs; ESRCH once all are gone.
             let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
             if s.status.is_none() {
                 let _ = s.child.kill();
-                s.status = s.child.wait().ok();
+                let _ = s.child.wait();
             }
         }
     }
@@ -931,7 +944,7 @@ impl<'a> Session<'a> {
             Program::Split { sender, .. } => Some(sender.clone()),
             Program::One(_) => None,
         };
-        let mut senders_started = split_sender.is_none();
+        let mut senders_started = split_sender.is_none() || self.recover;
         loop {
             if roles.list.iter().all(|r| r.conn.is_some()) {
                 return Ok(());
@@ -1096,6 +1109,12 @@ impl<'a> Session<'a> {
                 ))
             }
         };
+        if i >= roles.list.len() {
+            return Err((
+                name,
+                "a sender's hello in a recovery run, where only the receiver connects".into(),
+            ));
+        }
         if roles.list[i].conn.is_some() {
             return Err((
                 name,
@@ -1184,6 +1203,42 @@ pub(super) fn run(t: &ExecTransport, plan: &Plan, config: &RunConfig) -> Result<
     if let Some((role, what, line)) = roles.error.take() {
         return Err(session.driver_error(role, what, line));
     }
+    let mut late_exit = finish(&mut session, &mut roles, timed_out);
+    let report = |r: &Role| ChildReport {
+        name: r.name.clone(),
+        pid: r.pid,
+        records: r.records.clone(),
+        record_times: r.times.clone(),
+        end: r.end(),
+    };
+    let reports: Vec<ChildReport> = roles.list.iter().map(report).collect();
+    // A persistent program whose receiver was killed: what it had not received must still
+    // be there for a receiver started afresh.
+    let killed = matches!(roles.list[0].end(), ChildEnd::Signaled(_));
+    let recovered = if caps.persistent && killed && !timed_out {
+        let (rx, late) = recover(&mut session, plan, &caps, config, roles.start_ns)?;
+        late_exit = late_exit.or(late);
+        Some(report(&rx))
+    } else {
+        None
+    };
+    let mut outcome = judge(
+        t.name(),
+        &caps,
+        plan,
+        reports,
+        recovered,
+        &nemesis,
+        start.elapsed(),
+    );
+    outcome.violations.extend(late_exit);
+    Ok(outcome)
+}
+
+/// Ends a run once its main loop has: lets go of every role the nemesis stopped, kills
+/// what still runs (hung, if the loop `timed_out`), gives the program a moment to exit by
+/// itself, and kills what is left of it. A program still running then is hung.
+fn finish(session: &mut Session<'_>, roles: &mut Roles, timed_out: bool) -> Option<Violation> {
     // A role the nemesis stopped just as it ended (a pause not yet over when the last
     // role's connection closed) must not stay stopped: its program could never exit.
     for r in &roles.list {
@@ -1203,36 +1258,90 @@ pub(super) fn run(t: &ExecTransport, plan: &Plan, config: &RunConfig) -> Result<
     let mut late_exit = None;
     if !timed_out {
         // Every role ended: the program has a moment to exit by itself.
-        let until = Instant::now() + t.exit_grace;
+        let grace = session.t.exit_grace;
+        let until = Instant::now() + grace;
         while !session.all_exited() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));
         }
         if !session.all_exited() {
             late_exit = Some(Violation::Hung {
-                process: "program".into(),
+                process: if session.recover {
+                    "program (recovery run)".into()
+                } else {
+                    "program".into()
+                },
                 doing: format!(
-                    "still running {:?} after every role had ended: {}",
-                    t.exit_grace,
+                    "still running {grace:?} after every role had ended: {}",
                     session.still_running()
                 ),
             });
         }
     }
     session.kill_all();
-    let reports: Vec<ChildReport> = roles
-        .list
-        .iter()
-        .map(|r| ChildReport {
-            name: r.name.clone(),
-            pid: r.pid,
-            records: r.records.clone(),
-            record_times: r.times.clone(),
-            end: r.end(),
-        })
-        .collect();
-    let mut outcome = judge(t.name(), &caps, plan, reports, &nemesis, start.elapsed());
-    outcome.violations.extend(late_exit);
-    Ok(outcome)
+    late_exit
+}
+
+/// The recovery run of a persistent program (docs/PROTOCOL.md, section 9): the program is
+/// started again on the same `IPCPROP_DIR` with `IPCPROP_RECOVER=1`, only its receiver
+/// connects, and it receives, with no fault, until it reports the end or stays quiet for
+/// the quiet period. Returns that receiver (its times on the case's clock, `start_ns`) and
+/// a violation if the program did not exit afterwards.
+fn recover(
+    session: &mut Session<'_>,
+    plan: &Plan,
+    caps: &crate::check::Capabilities,
+    config: &RunConfig,
+    start_ns: u64,
+) -> Result<(Role, Option<Violation>)> {
+    session.recover = true;
+    let mut quiet_plan = plan.clone();
+    quiet_plan.faults.clear();
+    quiet_plan.receiver = crate::check::plan::ReceiverPlan {
+        pace: Pace::Fast,
+        close_after: None,
+        kill_after: None,
+        ..plan.receiver.clone()
+    };
+    let mut receiver = Role::new(RoleId::Receiver);
+    receiver.name = "recovery receiver".into();
+    let mut roles = Roles {
+        list: vec![receiver],
+        seed: plan.seed,
+        plan: std::rc::Rc::new(quiet_plan),
+        counted: vec![0],
+        start_ns,
+        error: None,
+    };
+    match &session.t.program {
+        Program::One(cmd) => {
+            let cmd = cmd.clone();
+            session.start(&cmd, None)?
+        }
+        Program::Split { receiver, .. } => {
+            let receiver = receiver.clone();
+            session.start(&receiver, Some(RoleId::Receiver))?
+        }
+    }
+    session.connect(&mut roles)?;
+    roles.lines(0);
+    // No sender: the receiver is ended by the harness once quiet, whatever the program
+    // says of its end of stream.
+    let quiet = crate::check::Capabilities {
+        end_of_stream: false,
+        ..caps.clone()
+    };
+    let progress = config
+        .stall
+        .map_or(caps.progress_bound, |s| s.min(caps.progress_bound));
+    let mut nemesis = Nemesis::new(&roles.plan, Some(progress));
+    let deadline = Instant::now() + config.timeout;
+    let timed_out = drive(session, &mut roles, &quiet, &mut nemesis, deadline);
+    if let Some((role, what, line)) = roles.error.take() {
+        return Err(session.driver_error(role, what, line));
+    }
+    let late = finish(session, &mut roles, timed_out);
+    let rx = roles.list.pop().ok_or_else(|| Error::config("recovery", "no receiver"))?;
+    Ok((rx, late))
 }
 
 /// The case's main loop: commands out, lines in, the nemesis in between, until every role
