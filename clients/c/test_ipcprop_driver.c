@@ -332,7 +332,8 @@ static void test_env_recover(void) {
     setenv("IPCPROP_PROTOCOL", "1", 1);
     set_env("2", "/c", "/d", "k", NULL, NULL);
     unsetenv("IPCPROP_RECOVER");
-    CHECK(env_caught(&e, msg, sizeof msg) == 0 && e.recover == 0, "no IPCPROP_RECOVER: %s", msg);
+    CHECK(env_caught(&e, msg, sizeof msg) == 0 && e.recover == 0, "no IPCPROP_RECOVER: %s",
+          msg);
     static const char *const off[] = {"0", ""};
     for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
         setenv("IPCPROP_RECOVER", off[i], 1);
