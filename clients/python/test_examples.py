@@ -310,7 +310,7 @@ class PersistentQueue(unittest.TestCase):
         q = queue_fixed()
         with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as tmp:
             path = os.path.join(tmp, q.QUEUE)
-            with self.assertRaises(q.QueueMissing) as caught:
+            with self.assertRaises(q.QueueUnusable) as caught:
                 q.open_queue(path, True)
             self.assertIn("does not exist", str(caught.exception))
             self.assertEqual(os.listdir(tmp), [])  # not created
@@ -334,7 +334,7 @@ class PersistentQueue(unittest.TestCase):
             path = os.path.join(tmp, q.QUEUE)
             with open(path, "wb") as f:
                 f.write(b"\0" * 8)
-            with self.assertRaises(q.QueueMissing) as caught:
+            with self.assertRaises(q.QueueUnusable) as caught:
                 q.open_queue(path, True)
             self.assertIn("fewer than its 16-byte header", str(caught.exception))
             self.assertEqual(os.path.getsize(path), 8)

@@ -119,8 +119,9 @@ def load_position(fd):
     return read_word(fd, POSITION_AT)
 
 
-class QueueMissing(Exception):
-    """A recovery run found no queue file: the killed run's storage is gone."""
+class QueueUnusable(Exception):
+    """A recovery run found no queue file (the killed run's storage is gone), or one too
+    short to hold its header."""
 
 
 def open_queue(path, recover):
@@ -130,14 +131,14 @@ def open_queue(path, recover):
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            raise QueueMissing("IPCPROP_RECOVER=1 but the queue file %s does not exist: "
+            raise QueueUnusable("IPCPROP_RECOVER=1 but the queue file %s does not exist: "
                                "the killed run's storage is gone" % path) from None
         try:
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
         if size < FIRST:
-            raise QueueMissing("the queue file %s has %d bytes, fewer than its %d-byte header"
+            raise QueueUnusable("the queue file %s has %d bytes, fewer than its %d-byte header"
                                % (path, size, FIRST))
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -243,7 +244,7 @@ def main():
     path = os.path.join(e.dir, QUEUE)
     try:
         open_queue(path, e.recover)
-    except QueueMissing as err:
+    except QueueUnusable as err:
         sys.exit("queue_fixed.py: %s" % err)  # status 1, the reason on standard error
 
     if e.recover:
