@@ -96,6 +96,14 @@ int ipcprop_env(struct ipcprop_env *out) {
     } else if (s != NULL) {
         return env_error("IPCPROP_INDEX is set (\"%s\") but IPCPROP_ROLE is not \"sender\"", s);
     }
+
+    s = getenv("IPCPROP_RECOVER");
+    if (s == NULL || *s == '\0' || strcmp(s, "0") == 0)
+        out->recover = 0;
+    else if (strcmp(s, "1") == 0)
+        out->recover = 1;
+    else
+        return env_error("IPCPROP_RECOVER is \"%s\", neither 1 (a recovery run) nor 0", s);
     return 0;
 }
 

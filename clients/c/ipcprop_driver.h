@@ -168,13 +168,17 @@ struct ipcprop_env {
     const char *control;    /* IPCPROP_CONTROL: the control socket's path */
     enum ipcprop_role role; /* IPCPROP_ROLE, two-program mode only */
     int index;              /* IPCPROP_INDEX (a sender in two-program mode), else -1 */
+    int recover;            /* IPCPROP_RECOVER: 1 in the recovery run of a persistent
+                             * program (PROTOCOL.md section 9: start the receiver only,
+                             * open the storage the killed run left, never create it
+                             * afresh), 0 when unset, empty or "0" */
 };
 
 /* Reads the IPCPROP_* variables into *out. Returns 0, or -1 with a message on standard
  * error naming the variable that is missing or invalid (IPCPROP_PROTOCOL other than 1,
  * IPCPROP_SENDERS not a number >= 1, IPCPROP_CONTROL, IPCPROP_DIR or IPCPROP_CASE unset or
  * empty, IPCPROP_ROLE not `sender` or `receiver`, IPCPROP_INDEX missing for a sender or
- * not in 0..IPCPROP_SENDERS-1). */
+ * not in 0..IPCPROP_SENDERS-1, IPCPROP_RECOVER set to anything but `1`, `0` or empty). */
 int ipcprop_env(struct ipcprop_env *out);
 
 /* Writes message `seq` of sender `sender` with length `len` under `seed` (PROTOCOL.md

@@ -304,6 +304,61 @@ static void test_env(void) {
     set_env(NULL, NULL, NULL, NULL, NULL, NULL);
 }
 
+/* ipcprop_env with standard error caught: returns its result, its message in msg. */
+static int env_caught(struct ipcprop_env *e, char *msg, size_t n) {
+    msg[0] = '\0';
+    FILE *caught = tmpfile();
+    if (caught == NULL) {
+        CHECK(0, "tmpfile: %s", strerror(errno));
+        return ipcprop_env(e);
+    }
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(caught), 2);
+    int rc = ipcprop_env(e);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(caught);
+    size_t got = fread(msg, 1, n - 1, caught);
+    msg[got] = '\0';
+    fclose(caught);
+    return rc;
+}
+
+static void test_env_recover(void) {
+    struct ipcprop_env e;
+    char msg[512];
+    setenv("IPCPROP_PROTOCOL", "1", 1);
+    set_env("2", "/c", "/d", "k", NULL, NULL);
+    unsetenv("IPCPROP_RECOVER");
+    CHECK(env_caught(&e, msg, sizeof msg) == 0 && e.recover == 0, "no IPCPROP_RECOVER: %s",
+          msg);
+    static const char *const off[] = {"0", ""};
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+        setenv("IPCPROP_RECOVER", off[i], 1);
+        e.recover = 7;
+        CHECK(env_caught(&e, msg, sizeof msg) == 0 && e.recover == 0,
+              "IPCPROP_RECOVER=\"%s\" is not 0: %s", off[i], msg);
+    }
+    setenv("IPCPROP_RECOVER", "1", 1);
+    CHECK(env_caught(&e, msg, sizeof msg) == 0 && e.recover == 1, "IPCPROP_RECOVER=1: %s", msg);
+    set_env("1", "/c", "/d", "k", "receiver", NULL);
+    CHECK(env_caught(&e, msg, sizeof msg) == 0 && e.recover == 1 &&
+          e.role == IPCPROP_ROLE_RECEIVER, "a recovering receiver: %s", msg);
+    static const char *const bad[] = {"yes", "2", "01", " 1", "1 ", "true"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("IPCPROP_RECOVER", bad[i], 1);
+        CHECK(env_caught(&e, msg, sizeof msg) == -1, "IPCPROP_RECOVER=\"%s\" accepted", bad[i]);
+        CHECK(strstr(msg, "IPCPROP_RECOVER") != NULL && strstr(msg, bad[i]) != NULL,
+              "the error for IPCPROP_RECOVER=\"%s\" names neither it nor its value: %s", bad[i],
+              msg);
+    }
+    unsetenv("IPCPROP_RECOVER");
+    unsetenv("IPCPROP_PROTOCOL");
+    set_env(NULL, NULL, NULL, NULL, NULL, NULL);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* The fake harness                                                                     */
 
@@ -1048,6 +1103,7 @@ int main(int argc, char **argv) {
         test_crc();
         test_parse();
         test_env();
+        test_env_recover();
         test_sender();
         test_receiver();
         test_connection_errors();

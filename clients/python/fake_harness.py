@@ -103,16 +103,28 @@ class Conn:
 
 class FakeHarness:
     """Start ``argv`` as a program under test with ``senders`` senders; see the module
-    docstring.  ``env`` adds variables."""
+    docstring.  ``env`` adds variables.
 
-    def __init__(self, argv, senders=1, timeout=10.0, env=None, seed=12345678901234567890):
+    ``case_dir`` is an existing directory to give as ``IPCPROP_DIR`` (the caller owns it
+    and removes it; the control socket is then made elsewhere), to run a program twice on
+    the same storage.  ``recover=True`` makes the run a recovery run (``IPCPROP_RECOVER=1``,
+    PROTOCOL.md section 9): only the receiver may connect; a sender's hello is a
+    ``HarnessError``."""
+
+    def __init__(self, argv, senders=1, timeout=10.0, env=None, seed=12345678901234567890,
+                 case_dir=None, recover=False):
         self.timeout = timeout
         self.senders_n = senders
         self.seed = seed
+        self.recover = recover
         self.tmp = tempfile.TemporaryDirectory(prefix="ipcprop-fake-")
-        self.dir = os.path.join(self.tmp.name, "case")
-        os.mkdir(self.dir)
-        self.control = os.path.join(self.dir, "control")
+        if case_dir is None:
+            self.dir = os.path.join(self.tmp.name, "case")
+            os.mkdir(self.dir)
+            self.control = os.path.join(self.dir, "control")
+        else:
+            self.dir = case_dir
+            self.control = os.path.join(self.tmp.name, "control")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.control)
         self.listener.listen(64)
@@ -128,6 +140,8 @@ class FakeHarness:
             "IPCPROP_CASE": "ipcprop-%d-%d" % (os.getpid(), id(self) % 100000),
             "PYTHONDONTWRITEBYTECODE": "1",
         })
+        if recover:
+            variables["IPCPROP_RECOVER"] = "1"
         if env:
             variables.update(env)
         self.err_path = os.path.join(self.tmp.name, "stderr")
@@ -174,7 +188,7 @@ class FakeHarness:
 
     def accept_roles(self):
         deadline = time.monotonic() + self.timeout
-        while len(self.senders) < self.senders_n or self.receiver is None:
+        while (not self.recover and len(self.senders) < self.senders_n) or self.receiver is None:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([self.listener], [], [], max(left, 0))
             if not ready:
@@ -188,6 +202,8 @@ class FakeHarness:
             if hello.get("pid") != conn.peer_pid:
                 raise HarnessError("hello pid %r is not the peer's %d" % (hello.get("pid"), conn.peer_pid))
             conn.hello = hello
+            if hello["hello"] == "sender" and self.recover:
+                raise HarnessError("a sender's hello in a recovery run: %r" % hello)
             if hello["hello"] == "sender":
                 index = hello.get("index")
                 if not isinstance(index, int) or not 0 <= index < self.senders_n or index in self.senders:

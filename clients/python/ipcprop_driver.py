@@ -63,6 +63,14 @@ What the module does for a role (``serve_sender`` / ``serve_receiver``):
 * exits the process at once (status 3) if the control connection ends without ``exit``:
   the harness is gone.
 
+Persistence (section 9): a program declared ``persistent = true`` is started again
+after a case in which its receiver was killed, with ``IPCPROP_RECOVER=1``
+(``env().recover`` is then ``True``).  That recovery run starts the receiver role only
+(no sender: a sender's hello is a protocol error), which opens the storage the killed run
+left in ``IPCPROP_DIR`` (never creating it afresh), resumes at its stored position, and
+either returns ``None`` from ``recv`` once it has read everything stored (``eos``) or
+waits until the harness ends it.  ``examples/python/queue_fixed.py`` does this.
+
 Errors: raise ``Disconnected`` (or let ``BrokenPipeError``/``ConnectionError`` through)
 from ``send`` when the receiver is gone; raise ``CutOff`` from ``recv`` when the stream
 ended inside a message; any other exception from ``send``/``recv`` is reported as a
@@ -136,12 +144,16 @@ class Env:
 
     Attributes: ``protocol`` (int), ``control`` (the control socket's path), ``senders``
     (int, at least 1), ``dir`` (the case's directory), ``case`` (the case's unique name),
-    ``role`` (``None`` in one-program mode, else ``"sender"`` or ``"receiver"``) and
-    ``index`` (``None`` unless ``role`` is ``"sender"``: the sender's index)."""
+    ``role`` (``None`` in one-program mode, else ``"sender"`` or ``"receiver"``),
+    ``index`` (``None`` unless ``role`` is ``"sender"``: the sender's index) and
+    ``recover`` (``True`` in the recovery run of a persistent program,
+    ``IPCPROP_RECOVER=1``: only the receiver connects, and it must open the storage the
+    killed run left, never create it afresh; ``False`` otherwise)."""
 
-    __slots__ = ("protocol", "control", "senders", "dir", "case", "role", "index")
+    __slots__ = ("protocol", "control", "senders", "dir", "case", "role", "index", "recover")
 
-    def __init__(self, protocol, control, senders, dir, case, role=None, index=None):
+    def __init__(self, protocol, control, senders, dir, case, role=None, index=None,
+                 recover=False):
         self.protocol = protocol
         self.control = control
         self.senders = senders
@@ -149,6 +161,7 @@ class Env:
         self.case = case
         self.role = role
         self.index = index
+        self.recover = recover
 
     def __repr__(self):
         fields = ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)
@@ -185,7 +198,8 @@ def env(environ=None):
 
     Returns an ``Env``; raises ``ProtocolError`` naming the variable that is missing or
     invalid (another protocol version, a sender count below 1, an unknown role, an index
-    out of range, an index without the sender role)."""
+    out of range, an index without the sender role, an ``IPCPROP_RECOVER`` other than
+    ``1`` or ``0``; unset or empty, it means ``0``)."""
     if environ is None:
         environ = os.environ
     protocol = _int_var(environ, "IPCPROP_PROTOCOL", 0)
@@ -208,7 +222,11 @@ def env(environ=None):
             raise ProtocolError(
                 "IPCPROP_INDEX=%d is out of range (IPCPROP_SENDERS=%d)" % (index, senders)
             )
-    return Env(protocol, control, senders, case_dir, case, role, index)
+    recover = _var(environ, "IPCPROP_RECOVER", required=False)
+    if recover not in (None, "0", "1"):
+        raise ProtocolError("IPCPROP_RECOVER=%r is neither 1 (a recovery run) nor 0" % recover)
+    return Env(protocol, control, senders, case_dir, case, role, index,
+               recover=(recover == "1"))
 
 
 # --- messages ----------------------------------------------------------------------------

@@ -1,14 +1,20 @@
 """The Python programs of examples/python, run end to end against the fake harness:
 the fixed channels deliver every message whole, once and in order, end their stream when
-the senders are gone (also killed ones), and never hang a sender; each tutorial program
-shows its bugs.
+the senders are gone (also killed ones), and never hang a sender; the persistent queue
+stores its receiver's position before each report and resumes there in a recovery run
+(its functions in this process, and both runs under the fake harness), while each broken
+variant of tests/exec/queue_broken.py is caught; each tutorial program shows its bugs.
 
 Run: ``python3 -m unittest discover -s clients/python`` (``cargo test --test
 clients_python`` runs it)."""
 
+import importlib.util
 import os
+import select
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -20,7 +26,9 @@ if HERE not in sys.path:
 import ipcprop_driver as d  # noqa: E402
 from fake_harness import FakeHarness, HarnessError, describe, message_of  # noqa: E402
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "python")
+ROOT = os.path.dirname(os.path.dirname(HERE))
+EXAMPLES = os.path.join(ROOT, "examples", "python")
+QUEUE_BROKEN = os.path.join(ROOT, "tests", "exec", "queue_broken.py")
 LENGTHS = [0, 1, 7, 8, 100, 4096, 20000]
 FIXED = ["pipe_fixed", "shm_fixed", "queue_fixed"]
 
@@ -185,6 +193,204 @@ class FixedPrograms(unittest.TestCase):
             events = h.recv(5)
             self.assertEqual([e["ev"] for e in events], ["received"] * 3 + ["cut_off"])
             self.assertIn("end of file after", events[3]["error"])
+
+
+def load(path, name):
+    """A fresh copy of the module at ``path`` (its own globals, so patches stay in it)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def queue_fixed():
+    return load(os.path.join(EXAMPLES, "queue_fixed.py"), "queue_fixed_under_test")
+
+
+def queue_broken(mode):
+    """queue_fixed with the mistake of tests/exec/queue_broken.py's ``mode``."""
+    broken = load(QUEUE_BROKEN, "queue_broken_under_test")
+    q = queue_fixed()
+    broken.MODES[mode](q)
+    return q
+
+
+def message(k):
+    return d.gen(7, 0, k, 10 + 3 * k)
+
+
+def queue_scenario(q, tmp, sent=5, taken=2):
+    """Run a persistent queue's roles in this process, through the functions its main
+    uses: a new case's queue, ``sent`` messages sent, ``taken`` received (the receiver
+    then "killed": its descriptors dropped without a close), then a recovery run's
+    queue and receiver, read to the end of the stream.  Returns the positions stored in
+    the file when each of the ``taken`` messages was handed over to be reported, the file's
+    bytes before and after the recovery run opened it, and what the recovery run
+    delivered."""
+    path = os.path.join(tmp, q.QUEUE)
+    q.open_queue(path, False)
+    alive_r, alive_w = os.pipe()
+    os.set_blocking(alive_r, False)
+    os.set_blocking(alive_w, False)
+    sender = q.Sender(path, alive_w)
+    for k in range(sent):
+        sender.send(message(k))
+    sender.close()
+    receiver = q.Receiver(path, alive_r)
+    stored = []
+    with open(path, "rb") as f:
+        for _ in range(taken):
+            got = receiver.recv()
+            # What a reader of the file sees at the instant the message is reported.
+            stored.append((got, q.WORD.unpack(os.pread(f.fileno(), 8, q.POSITION_AT))[0]))
+    os.close(receiver.fd)  # SIGKILL: no close, no exit
+    os.close(receiver.alive_r)
+    with open(path, "rb") as f:
+        before = f.read()
+    q.open_queue(path, True)
+    with open(path, "rb") as f:
+        after = f.read()
+    recovered = q.Receiver(path, None)
+    delivered = []
+    while True:
+        got = recovered.recv()
+        if got is None:
+            break
+        delivered.append(got)
+        if len(delivered) > 2 * sent:
+            break
+    recovered.close()
+    return stored, before, after, delivered
+
+
+def record_end(k):
+    """The file offset after record ``k`` (16-byte header, 8-byte record heads)."""
+    return 16 + sum(8 + len(message(j)) for j in range(k + 1))
+
+
+class PersistentQueue(unittest.TestCase):
+    """queue_fixed.py declared persistent: the receiver's position is stored in the file
+    before each message is reported, and a recovery run (IPCPROP_RECOVER=1) resumes
+    there, from the file the killed run left."""
+
+    def test_capabilities_declare_it_persistent(self):
+        with open(os.path.join(EXAMPLES, "queue_fixed.ipcprop.toml")) as f:
+            self.assertIn("\npersistent = true\n", f.read())
+
+    def test_recovery_resumes_at_the_stored_position_and_ends(self):
+        with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as tmp:
+            stored, before, after, delivered = queue_scenario(queue_fixed(), tmp)
+        # Each message's position is in the file by the time it is handed over.
+        self.assertEqual(stored, [(message(0), record_end(0)), (message(1), record_end(1))])
+        self.assertEqual(after, before)  # the recovery run neither truncates nor rewrites
+        self.assertEqual(len(before), record_end(4))
+        self.assertEqual(delivered, [message(k) for k in range(2, 5)])  # then eos
+
+    def test_recovery_of_a_receiver_killed_before_its_first_message(self):
+        with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as tmp:
+            _, _, _, delivered = queue_scenario(queue_fixed(), tmp, sent=3, taken=0)
+        self.assertEqual(delivered, [message(k) for k in range(3)])
+
+    def test_the_scenario_catches_each_broken_variant(self):
+        # The test above must fail for each mistake of tests/exec/queue_broken.py.
+        with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as tmp:
+            stored, _, _, delivered = queue_scenario(queue_broken("forget-position"), tmp)
+        self.assertEqual(stored, [(message(0), 16), (message(1), 16)])
+        self.assertEqual(delivered, [message(k) for k in range(5)])  # 0 and 1 twice
+        with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as tmp:
+            stored, _, _, delivered = queue_scenario(queue_broken("report-then-commit"), tmp)
+        self.assertEqual(stored, [(message(0), 16), (message(1), record_end(0))])
+        self.assertEqual(delivered, [message(k) for k in range(1, 5)])  # 1 twice
+        with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as tmp:
+            _, before, after, delivered = queue_scenario(queue_broken("fresh-start"), tmp)
+        self.assertNotEqual(after, before)
+        self.assertEqual(delivered, [])  # 2, 3 and 4 lost
+
+    def test_recovery_without_the_queue_file_is_an_error(self):
+        q = queue_fixed()
+        with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as tmp:
+            path = os.path.join(tmp, q.QUEUE)
+            with self.assertRaises(q.QueueUnusable) as caught:
+                q.open_queue(path, True)
+            self.assertIn("does not exist", str(caught.exception))
+            self.assertEqual(os.listdir(tmp), [])  # not created
+            # The program: status 1, the reason on standard error, before any role.
+            environ = {k: v for k, v in os.environ.items() if not k.startswith("IPCPROP_")}
+            environ.update({"IPCPROP_PROTOCOL": "1", "IPCPROP_SENDERS": "2",
+                            "IPCPROP_CONTROL": os.path.join(tmp, "no-control"),
+                            "IPCPROP_DIR": tmp, "IPCPROP_CASE": "ipcprop-1-1",
+                            "IPCPROP_RECOVER": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+            done = subprocess.run([sys.executable, os.path.join(EXAMPLES, "queue_fixed.py")],
+                                  env=environ, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=60)
+            self.assertEqual(done.returncode, 1, done.stderr)
+            self.assertIn(b"IPCPROP_RECOVER=1 but the queue file", done.stderr)
+            self.assertIn(b"does not exist", done.stderr)
+            self.assertEqual(os.listdir(tmp), [])
+
+    def test_a_short_queue_file_is_an_error_too(self):
+        q = queue_fixed()
+        with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as tmp:
+            path = os.path.join(tmp, q.QUEUE)
+            with open(path, "wb") as f:
+                f.write(b"\0" * 8)
+            with self.assertRaises(q.QueueUnusable) as caught:
+                q.open_queue(path, True)
+            self.assertIn("fewer than its 16-byte header", str(caught.exception))
+            self.assertEqual(os.path.getsize(path), 8)
+
+    def run_killed_then_recovered(self, argv):
+        """Under the fake harness: 2 senders, 6 messages sent, 3 received, the receiver
+        SIGKILLed, the senders told to exit; then the recovery run on the same directory,
+        read to its end. Returns the messages (as ``message_of`` gives them) of both runs,
+        and the expected ones in sending order."""
+        with tempfile.TemporaryDirectory(prefix="ipcprop-queue-") as case_dir:
+            with FakeHarness(argv, senders=2, case_dir=case_dir) as h:
+                sent = []
+                for seq in range(3):
+                    for sender in (0, 1):
+                        length = 5000 if seq == 1 else 100 + seq
+                        self.assertEqual(h.send(sender, seq, length)["ev"], "sent")
+                        sent.append(expected(h, sender, seq, length))
+                first = [message_of(e) for e in h.recv(3)]
+                os.kill(h.receiver.hello["pid"], signal.SIGKILL)
+                self.assertIsNone(h.receiver.readline())
+                for sender in (0, 1):
+                    h.exit_role(h.senders[sender])
+                h.wait()
+            with FakeHarness(argv, senders=2, case_dir=case_dir, recover=True) as h:
+                events = h.recv(20)
+                self.assertEqual(events[-1]["ev"], "eos", events)
+                second = [message_of(e) for e in events[:-1]]
+                h.exit_role(h.receiver)
+                self.assertEqual(h.wait(), 0, h.stderr())
+                # Nobody else came: no sender in a recovery run.
+                self.assertEqual(select.select([h.listener], [], [], 0.2)[0], [])
+        return first, second, sent
+
+    def test_recovery_run_under_the_fake_harness(self):
+        first, second, sent = self.run_killed_then_recovered(
+            [sys.executable, os.path.join(EXAMPLES, "queue_fixed.py")])
+        self.assertEqual(first, sent[:3])
+        self.assertEqual(second, sent[3:])  # every acknowledged message once, in order
+
+    def test_broken_variants_under_the_fake_harness(self):
+        outcomes = {}
+        for mode in ("forget-position", "report-then-commit", "fresh-start"):
+            first, second, sent = self.run_killed_then_recovered(
+                [sys.executable, QUEUE_BROKEN, mode])
+            self.assertEqual(first, sent[:3], mode)
+            outcomes[mode] = second
+        self.assertEqual(outcomes["forget-position"], sent)  # 3 duplicated
+        self.assertEqual(outcomes["report-then-commit"], sent[2:])  # 1 duplicated
+        self.assertEqual(outcomes["fresh-start"], [])  # 3 lost
+
+    def test_broken_wrapper_refuses_an_unknown_mode(self):
+        for args in ([], ["forget"], ["fresh-start", "extra"]):
+            done = subprocess.run([sys.executable, QUEUE_BROKEN] + args, capture_output=True,
+                                  stdin=subprocess.DEVNULL, timeout=60)
+            self.assertEqual(done.returncode, 2, args)
+            self.assertIn(b"forget-position, fresh-start, report-then-commit", done.stderr)
 
 
 class TutorialPrograms(unittest.TestCase):

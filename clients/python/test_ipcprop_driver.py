@@ -147,6 +147,22 @@ class Environment(unittest.TestCase):
         e = d.env(dict(self.BASE, IPCPROP_ROLE="receiver"))
         self.assertEqual((e.role, e.index), ("receiver", None))
 
+    def test_recover(self):
+        self.assertIs(d.env(dict(self.BASE)).recover, False)  # absent: a normal run
+        self.assertIs(d.env(dict(self.BASE, IPCPROP_RECOVER="")).recover, False)
+        self.assertIs(d.env(dict(self.BASE, IPCPROP_RECOVER="0")).recover, False)
+        self.assertIs(d.env(dict(self.BASE, IPCPROP_RECOVER="1")).recover, True)
+        e = d.env(dict(self.BASE, IPCPROP_ROLE="receiver", IPCPROP_RECOVER="1"))
+        self.assertEqual((e.role, e.recover), ("receiver", True))
+        self.assertIn("recover=True", repr(e))
+
+    def test_env_constructor_is_backwards_compatible(self):
+        e = d.Env(1, "/c", 2, "/d", "k")
+        self.assertEqual((e.role, e.index, e.recover), (None, None, False))
+        self.assertEqual(repr(e), "Env(protocol=1, control='/c', senders=2, dir='/d', "
+                                  "case='k', role=None, index=None, recover=False)")
+        self.assertIs(d.Env(1, "/c", 2, "/d", "k", "sender", 0, recover=True).recover, True)
+
     def test_errors_name_the_variable(self):
         cases = [
             ({"IPCPROP_CONTROL": None}, "IPCPROP_CONTROL is not set"),
@@ -157,6 +173,9 @@ class Environment(unittest.TestCase):
             ({"IPCPROP_ROLE": "sender"}, "IPCPROP_INDEX is not set"),
             ({"IPCPROP_ROLE": "sender", "IPCPROP_INDEX": "3"}, "out of range"),
             ({"IPCPROP_INDEX": "0"}, "IPCPROP_ROLE is not sender"),
+            ({"IPCPROP_RECOVER": "yes"}, "IPCPROP_RECOVER='yes' is neither 1"),
+            ({"IPCPROP_RECOVER": "2"}, "IPCPROP_RECOVER='2'"),
+            ({"IPCPROP_RECOVER": " 1"}, "IPCPROP_RECOVER=' 1'"),
         ]
         for change, text in cases:
             environ = dict(self.BASE, **change)
