@@ -30,9 +30,11 @@ fn served(name: &str) -> ExecTransport {
 fn served_after(prelude: &str, name: &str) -> ExecTransport {
     let b = Builtin::parse(name).unwrap();
     let caps = b.capabilities().unwrap();
-    ExecTransport::new(format!("{prelude} exec {BIN} serve-role --transport '{name}'"))
-        .with_name(format!("exec:{name}"))
-        .with_capabilities(caps)
+    ExecTransport::new(format!(
+        "{prelude} exec {BIN} serve-role --transport '{name}'"
+    ))
+    .with_name(format!("exec:{name}"))
+    .with_capabilities(caps)
 }
 
 fn config(cases: u32) -> BatteryConfig {

@@ -114,3 +114,76 @@ fn the_fixed_shared_memory_ring_passes() {
 fn the_fixed_queue_passes() {
     passes("queue_fixed");
 }
+
+/// The fixed queue is persistent (`persistent = true` beside it): the recovery run after
+/// a killed receiver, with its broken variants (`tests/exec/queue_broken.py`), on fixed
+/// plans so each outcome is certain.
+mod persistence {
+    use super::*;
+    use ipcprop::check::plan::{Fault, FaultKind, Plan, Victim};
+    use ipcprop::check::{run_case, RunConfig};
+
+    fn queue(mode: Option<&str>) -> ExecTransport {
+        let cmd = match mode {
+            None => "python3 examples/python/queue_fixed.py".to_string(),
+            Some(m) => format!("python3 tests/exec/queue_broken.py {m}"),
+        };
+        CapsFile::load(std::path::Path::new(
+            "examples/python/queue_fixed.ipcprop.toml",
+        ))
+        .unwrap()
+        .apply(ExecTransport::new(cmd))
+    }
+
+    /// Four messages of 16 bytes; the receiver is SIGKILLed after its second: between
+    /// two receives (`inside` false) or by the harness inside the third.
+    fn plan(inside: bool) -> Plan {
+        let mut plan = Plan::simple(5, vec![16; 4]);
+        if inside {
+            plan.faults.push(Fault {
+                victim: Victim::Receiver,
+                kind: FaultKind::Kill,
+                op: 2,
+                delay_micros: 0,
+            });
+        } else {
+            plan.receiver.kill_after = Some(2);
+        }
+        plan
+    }
+
+    fn kinds(mode: Option<&str>, inside: bool) -> Vec<ViolationKind> {
+        let out = run_case(&queue(mode), &plan(inside), &RunConfig::default())
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let report = out.report();
+        assert!(
+            report.contains("recovery receiver"),
+            "{mode:?}: no recovery run:\n{report}"
+        );
+        eprintln!("{mode:?}, inside {inside}:\n{report}");
+        out.violations.iter().map(|v| v.kind()).collect()
+    }
+
+    #[test]
+    fn the_fixed_queue_recovers_what_its_killed_receiver_left() {
+        assert_eq!(kinds(None, false), []);
+        assert_eq!(kinds(None, true), []);
+    }
+
+    #[test]
+    fn a_position_not_stored_brings_messages_back() {
+        assert!(kinds(Some("forget-position"), false).contains(&ViolationKind::Duplicated));
+    }
+
+    #[test]
+    fn a_position_stored_after_the_report_brings_one_back() {
+        let k = kinds(Some("report-then-commit"), false);
+        assert!(k.contains(&ViolationKind::Duplicated), "{k:?}");
+    }
+
+    #[test]
+    fn a_recovery_run_that_starts_afresh_loses_messages() {
+        let k = kinds(Some("fresh-start"), false);
+        assert!(k.contains(&ViolationKind::Lost), "{k:?}");
+    }
+}

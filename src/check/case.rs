@@ -1345,7 +1345,10 @@ mod tests {
                 "sender 0"
             })
         );
-        out.violations.iter().map(|v| v.kind().to_string()).collect()
+        out.violations
+            .iter()
+            .map(|v| v.kind().to_string())
+            .collect()
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl ProtocolEnv {
             }
         };
         let recover = match get("IPCPROP_RECOVER").as_deref() {
-            None | Some("0") => false,
+            None | Some("0" | "") => false,
             Some("1") => true,
             Some(other) => {
                 return Err(Error::config(
@@ -465,8 +465,12 @@ mod tests {
         let r = with(&[("IPCPROP_ROLE", "receiver")]).unwrap();
         assert_eq!(r.role, Some(RoleId::Receiver));
         assert!(!e.recover);
-        for (v, want) in [("0", false), ("1", true)] {
-            assert_eq!(with(&[("IPCPROP_RECOVER", v)]).unwrap().recover, want, "{v}");
+        for (v, want) in [("0", false), ("", false), ("1", true)] {
+            assert_eq!(
+                with(&[("IPCPROP_RECOVER", v)]).unwrap().recover,
+                want,
+                "{v}"
+            );
         }
         // Indexes 0 and 1 of two senders; 2 is out of range.
         for (i, want) in [

@@ -1340,7 +1340,10 @@ fn recover(
         return Err(session.driver_error(role, what, line));
     }
     let late = finish(session, &mut roles, timed_out);
-    let rx = roles.list.pop().ok_or_else(|| Error::config("recovery", "no receiver"))?;
+    let rx = roles
+        .list
+        .pop()
+        .ok_or_else(|| Error::config("recovery", "no receiver"))?;
     Ok((rx, late))
 }
 
