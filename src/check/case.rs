@@ -1388,6 +1388,25 @@ mod tests {
     }
 
     #[test]
+    fn what_the_recovery_run_delivered_counts_in_the_outcome() {
+        let plan = Plan::simple(SEED, vec![16, 40]);
+        let caps = super::super::Capabilities::new(1 << 20);
+        let mut nemesis = Nemesis::new(&plan, None);
+        nemesis.assume_killed(0);
+        let out = judge(
+            "t".into(),
+            &caps,
+            &plan,
+            vec![killed_receiver(&[0], 16, false), sender(2)],
+            Some(recovery(&[1], 40, Event::QuietEnd)),
+            &nemesis,
+            Duration::ZERO,
+        );
+        assert!(out.passed(), "{}", out.report());
+        assert_eq!((out.messages, out.bytes, out.largest()), (2, 56, 40));
+    }
+
+    #[test]
     fn a_recovery_run_that_does_not_reach_its_end_is_judged_so() {
         let first = || killed_receiver(&[0], 16, false);
         // Hung, crashed or failed: a violation of its own, and no loss claimed meanwhile.
