@@ -30,6 +30,9 @@ use crate::{Error, Receiver, Result, Sender, Wait};
 
 pub mod fork;
 pub mod pipe;
+#[cfg(feature = "peers")]
+#[cfg_attr(docsrs, doc(cfg(feature = "peers")))]
+pub mod peers;
 pub mod queue;
 pub mod report;
 pub mod ring;

@@ -1,0 +1,18 @@
+//! The crates users pick instead of ours, as the same two-process workloads (feature
+//! `peers`; `ipcprop bench --peers`, `cargo bench --bench peers --features peers`).
+//!
+//! Each peer is measured the way its users would use it between two processes, within the
+//! same guarantee class as the ipcprop row it is compared with: a busy-polling receiver
+//! against a busy-polling receiver, a blocking one against a blocking one; SQLite with
+//! `synchronous = FULL` against the queue's `Durability::Sync`, `NORMAL` and `OFF` against
+//! `Durability::None`. As everywhere in [`crate::bench`], every receiver reads every byte
+//! ([`super::consume`]) and fails the run unless it got exactly what was sent.
+
+/// How a receiver waits when nothing has arrived yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wake {
+    /// It polls in a loop, keeping its core busy.
+    Poll,
+    /// It sleeps until the sender wakes it (an event, a futex, a blocking read).
+    Block,
+}
