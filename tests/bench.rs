@@ -15,6 +15,7 @@ fn tiny(families: Vec<Family>, dir: &TempDir) -> Options {
         sizes: vec![0, 64, 65536],
         budget: Duration::from_millis(1),
         queue_dir: dir.0.clone(),
+        peers: false,
     }
 }
 
@@ -39,6 +40,14 @@ fn every_family_runs_and_reports_ratios_and_targets() {
     }
     for r in &report.rows {
         assert!(r.count > 0 && r.elapsed > Duration::ZERO, "{r:?}");
+        // Every run used some CPU, in this process or its children, within the cores
+        // there are (and a little rounding).
+        let cpu = r.cpu.unwrap_or_else(|| panic!("no CPU use: {r:?}"));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        assert!(
+            cpu.cpu > Duration::ZERO && cpu.cores() <= cores * 1.25,
+            "{r:?}"
+        );
         if r.kind == Kind::Latency {
             let (p50, p99) = r.latency.unwrap();
             assert!(p50 <= p99, "{r:?}");
@@ -82,4 +91,82 @@ fn targets_follow_the_families_run() {
     let report = bench::run(&tiny(vec![Family::Fork], &dir), &mut |_, _, _| {}).unwrap();
     assert_eq!(report.targets.len(), 1, "{:?}", report.targets);
     assert!(report.targets[0].what.starts_with("fork"));
+}
+
+/// Without the `peers` feature, `--peers` is refused, saying how to get them.
+#[cfg(not(feature = "peers"))]
+#[test]
+fn peers_need_the_feature() {
+    let dir = TempDir::new("bench-peers");
+    let mut opts = tiny(vec![Family::Fork], &dir);
+    opts.peers = true;
+    let e = bench::run(&opts, &mut |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--features peers"), "{e}");
+}
+
+/// Every peer workload runs beside ours, and every target against them is measured.
+#[cfg(feature = "peers")]
+#[test]
+fn the_peers_run_and_every_target_against_them_is_measured() {
+    let dir = TempDir::new("bench-peers");
+    let mut opts = tiny(vec![Family::Pipe, Family::Ring, Family::Queue], &dir);
+    opts.sizes = vec![64, 4096, 65536];
+    opts.peers = true;
+    let report = bench::run(&opts, &mut |_, _, _| {}).unwrap();
+    for peer in [
+        "iceoryx2, busy-poll",
+        "iceoryx2 + event",
+        "iceoryx2 + event, busy neighbour",
+        "interprocess + length prefix",
+        "ipc-channel Vec<u8>",
+        "ipc-channel bytes",
+        "SQLite WAL FULL",
+        "SQLite WAL FULL, 64 per transaction",
+        "SQLite WAL FULL, 2 processes",
+        "SQLite WAL NORMAL",
+        "SQLite WAL OFF",
+        "SQLite WAL NORMAL, 2 processes",
+        "yaque",
+        "yaque, 2 processes",
+    ] {
+        let rows: Vec<_> = report.rows.iter().filter(|r| r.name == peer).collect();
+        assert!(!rows.is_empty(), "{peer} not measured");
+        for r in rows {
+            assert!(r.ratio.is_some_and(|x| x > 0.0), "{r:?}");
+        }
+    }
+    // A run beside a busy neighbour does not claim its CPU use.
+    assert!(report
+        .rows
+        .iter()
+        .filter(|r| r.name.ends_with("busy neighbour"))
+        .all(|r| r.cpu.is_none()));
+    let unmeasured: Vec<_> = report
+        .targets
+        .iter()
+        .filter(|t| t.measured.is_none())
+        .collect();
+    assert!(unmeasured.is_empty(), "{unmeasured:?}");
+    assert!(report.table().contains("SQLite WAL FULL, 2 processes"));
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+}
+
+/// The busy neighbour spins while the work runs, and is gone afterwards.
+#[test]
+fn a_busy_neighbour_spins_until_dropped_and_is_reaped() {
+    let stat = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let neighbour = bench::BusyNeighbour::start().unwrap();
+    let pid = neighbour.pid();
+    let t = std::time::Instant::now();
+    // Its state is R (running, or ready to run) once it spins.
+    while !stat(pid).is_some_and(|s| s.contains(") R ")) {
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", stat(pid));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(neighbour);
+    assert_eq!(stat(pid), None, "left behind");
+    // The same around a closure, which returns what the closure does.
+    assert_eq!(bench::beside_busy_neighbour(|| Ok(7)).unwrap(), 7);
 }

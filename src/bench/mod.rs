@@ -29,18 +29,18 @@ use crate::check::fork::{ChildEnd, ChildGroup};
 use crate::{Error, Receiver, Result, Sender, Wait};
 
 pub mod fork;
-pub mod pipe;
 #[cfg(feature = "peers")]
 #[cfg_attr(docsrs, doc(cfg(feature = "peers")))]
 pub mod peers;
+pub mod pipe;
 pub mod queue;
 pub mod report;
 pub mod ring;
 mod run;
 pub mod svg;
 
-pub use report::{Bound, Family, Kind, Machine, Report, Row, TargetStatus};
-pub use run::{default_queue_dir, machine, run, Options};
+pub use report::{Bound, CpuUse, Family, Kind, Machine, Report, Row, TargetStatus};
+pub use run::{beside_busy_neighbour, default_queue_dir, machine, run, BusyNeighbour, Options};
 
 /// The message sizes every comparison is run at.
 pub const SIZES: [usize; 4] = [0, 64, 4096, 65536];

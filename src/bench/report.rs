@@ -88,6 +88,32 @@ pub struct Row {
     /// Latency: this row's p50 over the baseline's (lower is better). `None` for the
     /// baseline itself and where the group has no baseline.
     pub ratio: Option<f64>,
+    /// The CPU time every process of the measured run used (this one and the children it
+    /// waited for), and that run's wall time; `None` where it is not this row's own (a
+    /// run beside a busy neighbour process).
+    pub cpu: Option<CpuUse>,
+}
+
+/// CPU time against wall time: how many cores a measured run kept busy, and the CPU it
+/// cost per message. Polling and sleeping receivers cannot be compared on speed alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuUse {
+    /// User and system time of every process of the run.
+    pub cpu: Duration,
+    /// Wall time of the run.
+    pub wall: Duration,
+}
+
+impl CpuUse {
+    /// Cores busy on average: CPU time over wall time.
+    pub fn cores(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-12)
+    }
+
+    /// CPU time per message (or round trip) of `count`.
+    pub fn per_message(&self, count: u64) -> Duration {
+        self.cpu / u32::try_from(count.max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 impl Row {
@@ -118,6 +144,17 @@ impl Row {
                 format!("{}B", si(self.bytes_per_second())),
                 ratio,
             ],
+        }
+    }
+
+    /// Cores busy and CPU per message, as the table shows them (`"-"` when not measured).
+    pub fn cpu_cells(&self) -> [String; 2] {
+        match self.cpu {
+            Some(c) => [
+                format!("{:.2}", c.cores()),
+                short_duration(c.per_message(self.count)),
+            ],
+            None => ["-".into(), "-".into()],
         }
     }
 
@@ -296,14 +333,15 @@ impl Report {
             let [a, b] = kind.columns();
             let _ = writeln!(
                 out,
-                "\n{title}  {:>8}  {:<28} {a:>11} {b:>11} {:>9}  compared with",
-                "size", "implementation", "ratio"
+                "\n{title}  {:>8}  {:<36} {a:>11} {b:>11} {:>9} {:>6} {:>9}  compared with",
+                "size", "implementation", "ratio", "cores", "CPU/msg"
             );
             for r in self.rows_of(family, kind) {
                 let [a, b, ratio] = r.cells();
+                let [cores, per] = r.cpu_cells();
                 let _ = writeln!(
                     out,
-                    "{:pad$}  {:>8}  {:<28} {a:>11} {b:>11} {ratio:>9}  {}",
+                    "{:pad$}  {:>8}  {:<36} {a:>11} {b:>11} {ratio:>9} {cores:>6} {per:>9}  {}",
                     "",
                     size_label(r.size),
                     r.name,
@@ -322,7 +360,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "  {:<58} {} {:<6} {:>9}  {verdict}",
+                    "  {:<72} {} {:<6} {:>9}  {verdict}",
                     t.what,
                     t.bound.symbol(),
                     format!("{}x", t.target),
@@ -342,15 +380,16 @@ impl Report {
             let [a, b] = kind.columns();
             let _ = writeln!(
                 out,
-                "**{} {}**\n\n| size | implementation | {a} | {b} | ratio | compared with |\n| ---: | --- | ---: | ---: | ---: | --- |",
+                "**{} {}**\n\n| size | implementation | {a} | {b} | ratio | cores | CPU/msg | compared with |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
                 family.name(),
                 kind.name()
             );
             for r in self.rows_of(family, kind) {
                 let [a, b, ratio] = r.cells();
+                let [cores, per] = r.cpu_cells();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {a} | {b} | {ratio} | {} |",
+                    "| {} | {} | {a} | {b} | {ratio} | {cores} | {per} | {} |",
                     size_label(r.size),
                     r.name,
                     r.vs.unwrap_or("")

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::queue::BenchDir;
-use super::report::{Bound, Family, Kind, Machine, Report, Row, TargetStatus};
+use super::report::{Bound, CpuUse, Family, Kind, Machine, Report, Row, TargetStatus};
 use super::{fork, pipe, queue, ring, BATCH, SIZES};
 use crate::pipe::PipeConfig;
 use crate::queue::QueueConfig;
@@ -22,6 +22,10 @@ pub struct Options {
     pub budget: Duration,
     /// Where the queue files go (a fresh subdirectory is made and removed).
     pub queue_dir: PathBuf,
+    /// Also measure the crates users pick instead (iceoryx2, ipc-channel, interprocess,
+    /// SQLite, yaque) and evaluate the targets against them. Needs the `peers` feature:
+    /// without it, [`run`] refuses.
+    pub peers: bool,
 }
 
 impl Options {
@@ -32,6 +36,7 @@ impl Options {
             sizes: SIZES.to_vec(),
             budget: Duration::from_millis(250),
             queue_dir: default_queue_dir(),
+            peers: false,
         }
     }
 }
@@ -61,6 +66,9 @@ struct Spec<'a> {
     /// Messages (or round trips) for the first, calibrating run.
     first: u64,
     work: Work<'a>,
+    /// Run beside a busy neighbour process ([`beside_busy_neighbour`]): its CPU time is
+    /// not the row's own.
+    neighbour: bool,
 }
 
 enum Work<'a> {
@@ -101,6 +109,34 @@ mod names {
     pub const TINY_CASE: &str = "tiny property case";
     /// Raw byte streams: they cannot carry an empty message.
     pub const RAW: [&str; 3] = [RAW_WRITE, RAW_PIPE, UNIX_STREAM];
+    // The peers (`--peers`), and ours in their guarantee classes.
+    #[cfg(feature = "peers")]
+    pub const RING_POLL: &str = "ipcprop ring, polling receiver";
+    #[cfg(feature = "peers")]
+    pub const RING_POLL_LAT: &str = "ipcprop ring, both polling";
+    #[cfg(feature = "peers")]
+    pub const RING_NEIGHBOUR: &str = "ipcprop ring, busy neighbour";
+    pub const IOX_POLL: &str = "iceoryx2, busy-poll";
+    pub const IOX_EVENT: &str = "iceoryx2 + event";
+    pub const IOX_EVENT_NEIGHBOUR: &str = "iceoryx2 + event, busy neighbour";
+    pub const INTERPROCESS: &str = "interprocess + length prefix";
+    pub const IPC_TYPED: &str = "ipc-channel Vec<u8>";
+    pub const IPC_BYTES: &str = "ipc-channel bytes";
+    #[cfg(feature = "peers")]
+    pub const Q_PUSH: &str = "ipcprop push, no fsync";
+    #[cfg(feature = "peers")]
+    pub const Q_PUSH_EXCLUSIVE: &str = "ipcprop push, exclusive";
+    #[cfg(feature = "peers")]
+    pub const Q_SYNC_PAIR: &str = "ipcprop queue, fsync, 2 processes";
+    pub const SQL_FULL: &str = "SQLite WAL FULL";
+    pub const SQL_FULL_TX: &str = "SQLite WAL FULL, 64 per transaction";
+    pub const SQL_FULL_PAIR: &str = "SQLite WAL FULL, 2 processes";
+    pub const SQL_NORMAL: &str = "SQLite WAL NORMAL";
+    #[cfg(feature = "peers")]
+    pub const SQL_OFF: &str = "SQLite WAL OFF";
+    pub const SQL_NORMAL_PAIR: &str = "SQLite WAL NORMAL, 2 processes";
+    pub const YAQUE: &str = "yaque";
+    pub const YAQUE_PAIR: &str = "yaque, 2 processes";
 }
 use names::*;
 
@@ -123,6 +159,7 @@ fn group<'a, W>(
             vs,
             first,
             work: wrap(work),
+            neighbour: false,
         });
     }
 }
@@ -344,33 +381,111 @@ fn specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
     out
 }
 
+/// User plus system time of this process and of the children it has waited for.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let of = |who| {
+        getrusage(who).map_or(Duration::ZERO, |u| {
+            let t = |tv: nix::sys::time::TimeVal| {
+                Duration::new(
+                    u64::try_from(tv.tv_sec()).unwrap_or(0),
+                    u32::try_from(tv.tv_usec()).unwrap_or(0) * 1000,
+                )
+            };
+            t(u.user_time()) + t(u.system_time())
+        })
+    };
+    of(UsageWho::RUSAGE_SELF) + of(UsageWho::RUSAGE_CHILDREN)
+}
+
+/// One measured run: its count, its time (throughput: wall; latency: the sum of the
+/// round trips), the round trips, and its CPU use.
+type Measured = (u64, Duration, Vec<Duration>, CpuUse);
+
 /// Runs `work` with `first` messages, then (if that took well under the budget) again with
-/// as many as fill the budget; returns the count and the measured times.
-fn measure(spec: &Spec<'_>, budget: Duration) -> Result<(u64, Duration, Vec<Duration>)> {
-    let once = |n: u64| -> Result<(Duration, Vec<Duration>)> {
-        match &spec.work {
-            Work::Throughput(f) => Ok((f(n)?, Vec::new())),
+/// as many as fill the budget; returns the last run.
+fn measure(spec: &Spec<'_>, budget: Duration) -> Result<Measured> {
+    let once = |n: u64| -> Result<Measured> {
+        let (cpu, wall) = (cpu_time(), Instant::now());
+        let (t, rtts) = match &spec.work {
+            Work::Throughput(f) => (f(n)?, Vec::new()),
             Work::Latency(f) => {
                 let rtts = f(n)?;
-                Ok((rtts.iter().sum(), rtts))
+                (rtts.iter().sum(), rtts)
             }
-        }
+        };
+        let used = CpuUse {
+            cpu: cpu_time().saturating_sub(cpu),
+            wall: wall.elapsed(),
+        };
+        Ok((n, t, rtts, used))
     };
     let mut n = spec.first.max(1);
     loop {
-        let (t, rtts) = once(n)?;
+        let run = once(n)?;
+        let t = run.1;
         if t * 4 >= budget || n >= 1 << 30 {
-            return Ok((n, t, rtts));
+            return Ok(run);
         }
         if t * 50 >= budget {
             // Close enough to scale in one step.
             let scaled = (n as f64 * budget.as_secs_f64() / t.as_secs_f64().max(1e-9)) as u64;
-            let n = scaled.clamp(n, 1 << 30);
-            let (t, rtts) = once(n)?;
-            return Ok((n, t, rtts));
+            return once(scaled.clamp(n, 1 << 30));
         }
         n *= 10;
     }
+}
+
+/// A child process that spins on a core until dropped (a busy neighbour, as on a loaded
+/// machine); dropping it kills and reaps it.
+#[derive(Debug)]
+pub struct BusyNeighbour {
+    pid: nix::unistd::Pid,
+}
+
+impl BusyNeighbour {
+    /// Forks the spinning child.
+    pub fn start() -> Result<BusyNeighbour> {
+        use nix::sys::signal::Signal;
+        use nix::unistd::{fork, ForkResult};
+        let parent = nix::unistd::getpid();
+        // SAFETY: the child makes two system calls (prctl, getppid: async-signal-safe) and
+        // then only spins on a local counter until it is killed: no allocation, no lock,
+        // nothing another thread of the parent could have held at the fork.
+        match unsafe { fork() }.map_err(|e| crate::Error::sys("fork", e))? {
+            ForkResult::Child => {
+                // It dies with this process, even one killed before it drops the neighbour.
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+                if nix::unistd::getppid() != parent {
+                    // SAFETY: `_exit` ends the child at once, running nothing of the parent's.
+                    unsafe { nix::libc::_exit(0) };
+                }
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            ForkResult::Parent { child } => Ok(BusyNeighbour { pid: child }),
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+}
+
+impl Drop for BusyNeighbour {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// Runs `f` beside a [`BusyNeighbour`].
+pub fn beside_busy_neighbour<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let _neighbour = BusyNeighbour::start()?;
+    f()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -383,10 +498,22 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Runs every comparison `opts` selects. `progress(done, total, label)` is called before
 /// each measurement (and once at the end with `done == total`).
 pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<Report> {
+    if opts.peers && !cfg!(feature = "peers") {
+        return Err(crate::Error::config(
+            "peers",
+            "this build has no peer crates: build with the `peers` feature (cargo run \
+             --release --features peers -- bench --peers)",
+        ));
+    }
     let start = Instant::now();
     let dir = BenchDir::new(&opts.queue_dir)?;
     let machine = machine(dir.path());
-    let specs = specs(opts, &dir);
+    #[allow(unused_mut)]
+    let mut specs = specs(opts, &dir);
+    #[cfg(feature = "peers")]
+    if opts.peers {
+        specs.extend(peer_specs(opts, &dir));
+    }
     let mut rows = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         progress(
@@ -400,7 +527,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Resu
                 spec.name
             ),
         );
-        let (count, elapsed, mut rtts) = measure(spec, opts.budget)?;
+        let (count, elapsed, mut rtts, cpu) = measure(spec, opts.budget)?;
         rtts.sort_unstable();
         let latency = (spec.kind == Kind::Latency)
             .then(|| (percentile(&rtts, 0.5) / 2, percentile(&rtts, 0.99) / 2));
@@ -415,13 +542,17 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(usize, usize, &str)) -> Resu
             elapsed,
             latency,
             ratio: None,
+            cpu: (!spec.neighbour).then_some(cpu),
         });
     }
     progress(specs.len(), specs.len(), "done");
     drop(specs);
     drop(dir);
     fill_ratios(&mut rows);
-    let targets = targets(&rows, &opts.families);
+    let mut targets = targets(&rows, &opts.families);
+    if opts.peers {
+        targets.extend(peer_targets(&rows, &opts.families));
+    }
     Ok(Report {
         machine,
         rows,
@@ -583,6 +714,407 @@ fn targets(rows: &[Row], families: &[Family]) -> Vec<TargetStatus> {
                 AtLeast,
                 0.5,
                 ratio(Fork, Throughput, 0, TINY_CASE),
+            ),
+        ),
+    ];
+    all.into_iter()
+        .filter(|(f, _)| families.contains(f))
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// The peers' rows (`--peers`), each compared with ours in its guarantee class: a
+/// peer's ratio is its figure over ours.
+#[cfg(feature = "peers")]
+fn peer_specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
+    use super::peers::ipc_chan::Payload;
+    use super::peers::sqlite::Synchronous;
+    use super::peers::{iceoryx, interproc, ipc_chan, sqlite, yaq, Wake};
+    use Family::*;
+    use Kind::*;
+    let mut out = Vec::new();
+    let (thr, lat) = (Work::Throughput, Work::Latency);
+    let b = Some;
+    for &family in &opts.families {
+        for &s in &opts.sizes {
+            match family {
+                Pipe => {
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        (
+                            INTERPROCESS,
+                            b(PIPE_SEND),
+                            Box::new(move |n| interproc::throughput(n, s)),
+                        ),
+                        (
+                            IPC_TYPED,
+                            b(PIPE_SEND),
+                            Box::new(move |n| ipc_chan::throughput(n, s, Payload::Typed)),
+                        ),
+                        (
+                            IPC_BYTES,
+                            b(PIPE_SEND),
+                            Box::new(move |n| ipc_chan::throughput(n, s, Payload::Bytes)),
+                        ),
+                    ];
+                    group(&mut out, (Pipe, Throughput, s, 2000), rows, thr);
+                    let rows: Vec<(_, _, Lat<'a>)> = vec![
+                        (
+                            INTERPROCESS,
+                            b(PIPE),
+                            Box::new(move |n| interproc::pingpong(n, s)),
+                        ),
+                        (
+                            IPC_TYPED,
+                            b(PIPE),
+                            Box::new(move |n| ipc_chan::pingpong(n, s, Payload::Typed)),
+                        ),
+                        (
+                            IPC_BYTES,
+                            b(PIPE),
+                            Box::new(move |n| ipc_chan::pingpong(n, s, Payload::Bytes)),
+                        ),
+                    ];
+                    group(&mut out, (Pipe, Latency, s, 200), rows, lat);
+                }
+                Ring => {
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        (
+                            RING_POLL,
+                            None,
+                            Box::new(move |n| ring::channel_polling(n, s)),
+                        ),
+                        (
+                            IOX_POLL,
+                            b(RING_POLL),
+                            Box::new(move |n| iceoryx::throughput(n, s, Wake::Poll)),
+                        ),
+                        (
+                            IOX_EVENT,
+                            b(RING_SEND),
+                            Box::new(move |n| iceoryx::throughput(n, s, Wake::Block)),
+                        ),
+                    ];
+                    group(&mut out, (Ring, Throughput, s, 5000), rows, thr);
+                    let rows: Vec<(_, _, Lat<'a>)> = vec![
+                        (
+                            RING_POLL_LAT,
+                            None,
+                            Box::new(move |n| ring::pingpong_polling(n, s)),
+                        ),
+                        (
+                            IOX_POLL,
+                            b(RING_POLL_LAT),
+                            Box::new(move |n| iceoryx::pingpong(n, s, Wake::Poll)),
+                        ),
+                        (
+                            IOX_EVENT,
+                            b(RING),
+                            Box::new(move |n| iceoryx::pingpong(n, s, Wake::Block)),
+                        ),
+                    ];
+                    group(&mut out, (Ring, Latency, s, 500), rows, lat);
+                    if s == 64 {
+                        let rows: Vec<(_, _, Lat<'a>)> = vec![
+                            (
+                                RING_NEIGHBOUR,
+                                None,
+                                Box::new(move |n| {
+                                    beside_busy_neighbour(|| ring::channel_pingpong(n, s, false))
+                                }),
+                            ),
+                            (
+                                IOX_EVENT_NEIGHBOUR,
+                                b(RING_NEIGHBOUR),
+                                Box::new(move |n| {
+                                    beside_busy_neighbour(|| iceoryx::pingpong(n, s, Wake::Block))
+                                }),
+                            ),
+                        ];
+                        let from = out.len();
+                        group(&mut out, (Ring, Latency, s, 200), rows, lat);
+                        for spec in &mut out[from..] {
+                            spec.neighbour = true;
+                        }
+                    }
+                }
+                Queue => {
+                    let sync = QueueConfig::new().with_durability(crate::queue::Durability::Sync);
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        (
+                            SQL_FULL,
+                            b(Q_DURABLE),
+                            Box::new(move |n| sqlite::push(dir, n, s, Synchronous::Full, 1)),
+                        ),
+                        (
+                            SQL_FULL_TX,
+                            b(Q_DURABLE_BATCH),
+                            Box::new(move |n| sqlite::push(dir, n, s, Synchronous::Full, BATCH)),
+                        ),
+                        (
+                            Q_SYNC_PAIR,
+                            None,
+                            Box::new(move |n| queue::pair_with(dir, n, s, sync)),
+                        ),
+                        (
+                            SQL_FULL_PAIR,
+                            b(Q_SYNC_PAIR),
+                            Box::new(move |n| sqlite::pair(dir, n, s, Synchronous::Full)),
+                        ),
+                    ];
+                    group(&mut out, (Queue, Throughput, s, 8), rows, thr);
+                    let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        (
+                            Q_PUSH,
+                            None,
+                            Box::new(move |n| queue::push_with(dir, n, s, 1, QueueConfig::new())),
+                        ),
+                        (
+                            Q_PUSH_EXCLUSIVE,
+                            None,
+                            Box::new(move |n| {
+                                let config = QueueConfig::new().with_exclusive(true);
+                                queue::push_with(dir, n, s, 1, config)
+                            }),
+                        ),
+                        (
+                            SQL_NORMAL,
+                            b(Q_PUSH),
+                            Box::new(move |n| sqlite::push(dir, n, s, Synchronous::Normal, 1)),
+                        ),
+                        (
+                            SQL_OFF,
+                            b(Q_PUSH),
+                            Box::new(move |n| sqlite::push(dir, n, s, Synchronous::Off, 1)),
+                        ),
+                        (
+                            YAQUE,
+                            b(Q_PUSH_EXCLUSIVE),
+                            Box::new(move |n| yaq::push(dir, n, s)),
+                        ),
+                        (
+                            SQL_NORMAL_PAIR,
+                            b(Q_CHANNEL),
+                            Box::new(move |n| sqlite::pair(dir, n, s, Synchronous::Normal)),
+                        ),
+                        (
+                            YAQUE_PAIR,
+                            b(Q_CHANNEL),
+                            Box::new(move |n| yaq::pair(dir, n, s)),
+                        ),
+                    ];
+                    group(&mut out, (Queue, Throughput, s, 200), rows, thr);
+                }
+                Fork => {}
+            }
+        }
+    }
+    out
+}
+
+/// The targets against the peers (`--peers`), for the families that were run: how far
+/// ahead of the crate a user would pick instead ours must be, within a guarantee class.
+fn peer_targets(rows: &[Row], families: &[Family]) -> Vec<TargetStatus> {
+    use Bound::*;
+    use Family::*;
+    use Kind::*;
+    // A peer row's ratio is its figure over ours: ours over the peer's, for throughput;
+    // the peer's p50 over ours, for latency (both: higher is better for us).
+    let ahead = |family, kind, size, peer: &str| {
+        rows.iter()
+            .find(|r| r.family == family && r.kind == kind && r.size == size && r.name == peer)
+            .and_then(|r| r.ratio)
+            .map(|x| if kind == Throughput { 1.0 / x } else { x })
+            .filter(|x| x.is_finite())
+    };
+    let t = |what, target, measured| TargetStatus {
+        what,
+        bound: AtLeast,
+        target,
+        measured,
+    };
+    let all = [
+        (
+            Ring,
+            t(
+                "ring, 64 KiB, msgs/s: send / iceoryx2 busy-poll",
+                1.5,
+                ahead(Ring, Throughput, 65536, IOX_POLL),
+            ),
+        ),
+        (
+            Ring,
+            t(
+                "ring, 64 B, msgs/s: send / iceoryx2 busy-poll",
+                1.5,
+                ahead(Ring, Throughput, 64, IOX_POLL),
+            ),
+        ),
+        (
+            Ring,
+            t(
+                "ring, 64 B, one-way p50, both polling: iceoryx2 / ring",
+                1.5,
+                ahead(Ring, Latency, 64, IOX_POLL),
+            ),
+        ),
+        (
+            Ring,
+            t(
+                "ring, 64 B, one-way p50, blocking: iceoryx2 + event / ring",
+                1.5,
+                ahead(Ring, Latency, 64, IOX_EVENT),
+            ),
+        ),
+        (
+            Ring,
+            t(
+                "ring, 64 B, one-way p50, blocking, busy neighbour: iceoryx2 + event / ring",
+                1.0,
+                ahead(Ring, Latency, 64, IOX_EVENT_NEIGHBOUR),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 64 B, msgs/s: send / interprocess + length prefix",
+                1.0,
+                ahead(Pipe, Throughput, 64, INTERPROCESS),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 4 KiB, msgs/s: send / interprocess + length prefix",
+                1.0,
+                ahead(Pipe, Throughput, 4096, INTERPROCESS),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 64 B, msgs/s: send / ipc-channel Vec<u8>",
+                2.0,
+                ahead(Pipe, Throughput, 64, IPC_TYPED),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 64 B, msgs/s: send / ipc-channel bytes",
+                2.0,
+                ahead(Pipe, Throughput, 64, IPC_BYTES),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 64 KiB, msgs/s: send / ipc-channel bytes",
+                1.2,
+                ahead(Pipe, Throughput, 65536, IPC_BYTES),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 64 B, one-way p50: interprocess / pipe",
+                1.0,
+                ahead(Pipe, Latency, 64, INTERPROCESS),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 64 B, one-way p50: ipc-channel bytes / pipe",
+                1.0,
+                ahead(Pipe, Latency, 64, IPC_BYTES),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 64 KiB, one-way p50: interprocess / pipe",
+                1.0,
+                ahead(Pipe, Latency, 65536, INTERPROCESS),
+            ),
+        ),
+        (
+            Pipe,
+            t(
+                "pipe, 64 KiB, one-way p50: ipc-channel bytes / pipe",
+                1.0,
+                ahead(Pipe, Latency, 65536, IPC_BYTES),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 64 B, fsync: durable push / SQLite WAL FULL",
+                2.0,
+                ahead(Queue, Throughput, 64, SQL_FULL),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 4 KiB, fsync: durable push / SQLite WAL FULL",
+                2.0,
+                ahead(Queue, Throughput, 4096, SQL_FULL),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 64 B, fsync: batch of 64 / SQLite, 64 per transaction",
+                2.0,
+                ahead(Queue, Throughput, 64, SQL_FULL_TX),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 64 B, fsync, 2 processes / SQLite FULL, 2 processes",
+                2.0,
+                ahead(Queue, Throughput, 64, SQL_FULL_PAIR),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 64 B, no fsync: push / SQLite WAL NORMAL",
+                3.0,
+                ahead(Queue, Throughput, 64, SQL_NORMAL),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 4 KiB, no fsync: push / SQLite WAL NORMAL",
+                3.0,
+                ahead(Queue, Throughput, 4096, SQL_NORMAL),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 64 B, no fsync, 2 processes / SQLite NORMAL, 2 processes",
+                3.0,
+                ahead(Queue, Throughput, 64, SQL_NORMAL_PAIR),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 64 B, no fsync: exclusive push / yaque",
+                1.0,
+                ahead(Queue, Throughput, 64, YAQUE),
+            ),
+        ),
+        (
+            Queue,
+            t(
+                "queue, 64 B, no fsync, 2 processes / yaque, 2 processes",
+                1.0,
+                ahead(Queue, Throughput, 64, YAQUE_PAIR),
             ),
         ),
     ];

@@ -349,6 +349,7 @@ mod tests {
             elapsed: Duration::from_millis(1),
             latency: None,
             ratio: if base { None } else { Some(0.37) },
+            cpu: None,
         }
     }
 

@@ -11,7 +11,7 @@
 //!               [--persistent] [--boundary N,...] [--start-timeout SECS] [--name NAME] [campaign options]
 //! ipcprop serve-role --transport NAME
 //! ipcprop bench [--only pipe|ring|queue|fork]... [--sizes 0,64,4096,65536] [--budget-ms MS]
-//!               [--plot FILE] [--markdown] [--queue-dir DIR]
+//!               [--plot FILE] [--markdown] [--queue-dir DIR] [--peers]
 //! ipcprop queue salvage SRC DST
 //! ```
 
@@ -238,6 +238,11 @@ struct BenchArgs {
     /// exists, else the temporary directory). Use a real disk: fsync on a tmpfs is free.
     #[arg(long, value_name = "DIR")]
     queue_dir: Option<std::path::PathBuf>,
+    /// Also measure the crates users pick instead (iceoryx2, ipc-channel, interprocess,
+    /// SQLite, yaque), each against ours in its guarantee class, and print the targets
+    /// against them. Needs a build with the `peers` feature.
+    #[arg(long)]
+    peers: bool,
 }
 
 fn bench(args: BenchArgs) -> ExitCode {
@@ -264,6 +269,7 @@ fn bench(args: BenchArgs) -> ExitCode {
     if let Some(d) = &args.queue_dir {
         opts.queue_dir = d.clone();
     }
+    opts.peers = args.peers;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
