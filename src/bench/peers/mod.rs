@@ -8,6 +8,7 @@
 //! `Durability::None`. As everywhere in [`crate::bench`], every receiver reads every byte
 //! ([`super::consume`]) and fails the run unless it got exactly what was sent.
 
+pub mod interproc;
 pub mod ipc_chan;
 
 /// How a receiver waits when nothing has arrived yet.
