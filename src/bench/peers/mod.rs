@@ -8,6 +8,9 @@
 //! `Durability::None`. As everywhere in [`crate::bench`], every receiver reads every byte
 //! ([`super::consume`]) and fails the run unless it got exactly what was sent.
 
+pub mod interproc;
+pub mod ipc_chan;
+
 /// How a receiver waits when nothing has arrived yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Wake {
