@@ -1,16 +1,23 @@
 //! The file queue against the `queue-file` crate (a port of Square's Tape `QueueFile`):
 //! push+pop without fsync, durable pushes, each one by one and in batches, in one process
-//! (`queue-file` is a single-process queue); and our queue between two processes.
+//! (`queue-file` is a single-process queue); and our queue between two processes, as a
+//! channel ([`channel`]) and as a producer and a consumer process that each open the
+//! queue file themselves ([`pair_with`]), the shape of the durable peers' runs
+//! (`bench::peers`, feature `peers`).
 //!
 //! Queue files go in a fresh directory under the base given (see [`BenchDir`]): put it on
 //! the disk you care about, not on a tmpfs, where `fdatasync` costs nothing.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use queue_file::QueueFile;
 
 use super::{consume, expect_count, failed, in_batches, one_way, payload, ping_pong, recv_one};
+use crate::check::fork::{ChildEnd, ChildGroup, Reporter};
 use crate::queue::{self, Durability, FileQueue, QueueConfig};
 use crate::{Error, Result};
 
@@ -46,6 +53,32 @@ impl BenchDir {
         let i = self.next.get();
         self.next.set(i + 1);
         self.path.join(format!("{what}-{i}"))
+    }
+
+    /// A new, empty subdirectory (at a path from [`BenchDir::file`]), removed with all in
+    /// it when the returned guard is dropped: for the peers that keep several files (a
+    /// database and its write-ahead log, a queue of segment files).
+    pub fn subdir(&self, what: &str) -> Result<ScratchDir> {
+        let path = self.file(what);
+        std::fs::create_dir(&path).map_err(|e| Error::io("create bench subdirectory", e))?;
+        Ok(ScratchDir(path))
+    }
+}
+
+/// A directory from [`BenchDir::subdir`], removed with everything in it when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -224,4 +257,359 @@ pub fn channel_pingpong(dir: &BenchDir, n: u64, size: usize) -> Result<Vec<Durat
     let (b_tx, b_rx) = queue::channel(&pb, QueueConfig::new())?;
     // Round trips take tens of microseconds here: fewer warm-up rounds.
     ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, 20)
+}
+
+/// Ours, pushes only, with the queue opened with `config`: `n` messages of `size` bytes,
+/// one by one (`batch <= 1`: `push`) or `batch` at a time (`push_batch`). Covers the
+/// shared handle and an exclusive one ([`QueueConfig::with_exclusive`]), with
+/// [`Durability::None`] or [`Durability::Sync`] (one `fdatasync` per push or batch). Only
+/// the pushes are timed; afterwards every message is popped, read ([`consume`]) and
+/// counted, and the run fails unless exactly `n` messages of `size` bytes were there.
+pub fn push_with(
+    dir: &BenchDir,
+    n: u64,
+    size: usize,
+    batch: usize,
+    config: QueueConfig,
+) -> Result<Duration> {
+    push_sending(dir, n, n, size, batch, config)
+}
+
+/// [`push_with`], pushing `sent` messages and expecting `n`: the tests' way to show that
+/// the check afterwards catches a count that is off.
+fn push_sending(
+    dir: &BenchDir,
+    sent: u64,
+    n: u64,
+    size: usize,
+    batch: usize,
+    config: QueueConfig,
+) -> Result<Duration> {
+    let path = dir.file("ipcprop");
+    let q = FileQueue::open(&path, config)?;
+    let _scratch = Scratch(path);
+    let msg = payload(size);
+    let msgs = vec![&msg[..]; batch.max(1)];
+    let start = Instant::now();
+    in_batches(sent, batch, |k| {
+        if batch <= 1 {
+            q.push(&msg)
+        } else {
+            q.push_batch(&msgs[..k])
+        }
+    })?;
+    let t = start.elapsed();
+    let mut got = (0u64, 0u64);
+    loop {
+        let ms = q.pop_batch(4096)?;
+        if ms.is_empty() {
+            break;
+        }
+        for m in ms {
+            consume(&m);
+            got = (got.0 + 1, got.1 + m.len() as u64);
+        }
+    }
+    expect_count(got, n, size).map_err(failed)?;
+    Ok(t)
+}
+
+/// Ours between two processes, the way two programs share a queue file: a producer
+/// process pushes `n` messages of `size` bytes (one `push` each), a consumer process pops
+/// them in order, each process opening the queue with `config` itself, after the fork.
+/// The consumer sleeps on inotify when it finds the queue empty
+/// ([`FileQueue::pop_timeout`]); with [`Durability::Sync`] every push and every pop is on
+/// disk before it returns. The consumer reads every byte ([`consume`]) and fails unless it
+/// got exactly `n` messages of `size` bytes, and the queue must be empty afterwards.
+///
+/// The time from the producer's first push (once both have opened the queue) until the
+/// consumer has popped the last message. An exclusive configuration is refused
+/// ([`Error::InvalidConfig`]): it lets one handle own the queue.
+pub fn pair_with(dir: &BenchDir, n: u64, size: usize, config: QueueConfig) -> Result<Duration> {
+    pair_sending(dir, n, n, size, config)
+}
+
+/// [`pair_with`], the producer pushing `sent` messages where the consumer expects `n`.
+fn pair_sending(
+    dir: &BenchDir,
+    sent: u64,
+    n: u64,
+    size: usize,
+    config: QueueConfig,
+) -> Result<Duration> {
+    if config.exclusive() {
+        return Err(Error::config(
+            "QueueConfig::with_exclusive",
+            "pair_with opens the queue in two processes; an exclusive handle owns it",
+        ));
+    }
+    let path = dir.file("pair");
+    let _scratch = Scratch(path.clone());
+    // Created here, so the two processes only open an existing queue.
+    drop(FileQueue::open(&path, config)?);
+    let msg = payload(size);
+    let t = producer_consumer(
+        |marks| {
+            let q = FileQueue::open(&path, config).map_err(|e| e.to_string())?;
+            marks.start()?;
+            for _ in 0..sent {
+                q.push(&msg).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+        |marks| {
+            let q = FileQueue::open(&path, config).map_err(|e| e.to_string())?;
+            marks.ready()?;
+            let mut got = (0u64, 0u64);
+            let mut idle = Stall::new(n);
+            while got.0 < n {
+                match q.pop_timeout(STALL_POLL).map_err(|e| e.to_string())? {
+                    Some(m) => {
+                        consume(&m);
+                        got = (got.0 + 1, got.1 + m.len() as u64);
+                        idle.reset();
+                    }
+                    None => idle.check(got.0)?,
+                }
+            }
+            marks.done();
+            expect_count(got, n, size)
+        },
+    )?;
+    let left = FileQueue::open(&path, config)?.len()?;
+    if left != 0 {
+        return Err(failed(format!(
+            "{left} messages left in the queue after the consumer took {n}"
+        )));
+    }
+    Ok(t)
+}
+
+/// How long a consumer of [`producer_consumer`] waits without a message before it fails
+/// the run (a producer that died or sent too few).
+pub(crate) const STALL: Duration = Duration::from_secs(30);
+
+/// How long a consumer waits for one message before it looks at the [`STALL`] clock.
+const STALL_POLL: Duration = Duration::from_millis(200);
+
+/// A consumer's [`STALL`] clock: running while it finds nothing, reset by a message.
+#[derive(Debug)]
+pub(crate) struct Stall {
+    n: u64,
+    since: Option<Instant>,
+}
+
+impl Stall {
+    /// The clock of a consumer that expects `n` messages.
+    pub(crate) fn new(n: u64) -> Stall {
+        Stall { n, since: None }
+    }
+
+    /// A message arrived.
+    pub(crate) fn reset(&mut self) {
+        self.since = None;
+    }
+
+    /// Nothing arrived, `got` messages so far: fails once nothing has arrived for [`STALL`].
+    pub(crate) fn check(&mut self, got: u64) -> std::result::Result<(), String> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() > STALL {
+            return Err(format!(
+                "nothing arrived for {STALL:?} after {got} of {} messages",
+                self.n
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the two processes of [`producer_consumer`] tell it: the consumer that it is
+/// ready, the producer when it starts, the consumer when it is done.
+#[derive(Debug)]
+pub(crate) struct Marks<'a> {
+    reporter: &'a mut Reporter,
+    /// The consumer's write end, or the producer's read end, of the "ready" pipe.
+    ready: Option<OwnedFd>,
+}
+
+/// The record the producer sends as it starts, and the consumer's when it has the last.
+const START: &[u8] = b"start";
+const DONE: &[u8] = b"done";
+
+impl Marks<'_> {
+    /// The consumer: its end is open, the producer may start.
+    pub(crate) fn ready(&mut self) -> std::result::Result<(), String> {
+        let fd = self.ready.take().ok_or("ready() called twice")?;
+        loop {
+            match nix::unistd::write(&fd, &[1]) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(format!("signalling the producer: {e}")),
+            }
+        }
+    }
+
+    /// The producer, its end open: waits until the consumer is ready, then records the
+    /// instant the timing starts from. Call it just before the first message.
+    pub(crate) fn start(&mut self) -> std::result::Result<(), String> {
+        let fd = self.ready.take().ok_or("start() called twice")?;
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(&fd, &mut byte) {
+                Ok(1) => break,
+                Ok(_) => return Err("the consumer ended before it was ready".into()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(format!("waiting for the consumer: {e}")),
+            }
+        }
+        self.reporter.record(START);
+        Ok(())
+    }
+
+    /// The consumer has taken the last message: the instant the timing ends at.
+    pub(crate) fn done(&mut self) {
+        self.reporter.record(DONE);
+    }
+}
+
+/// Two processes forked from this one: `producer` and `consumer`, each opening its own
+/// end of whatever they share after the fork (nothing is open across it but a pipe). The
+/// consumer calls [`Marks::ready`] once its end is open, the producer [`Marks::start`]
+/// once its end is open (which waits for the consumer), the consumer [`Marks::done`] when
+/// it has taken the last message. Fails unless both return `Ok` within two minutes;
+/// returns the time from start to done (one `CLOCK_MONOTONIC` across the processes), so
+/// neither the forks, the opens, nor the closes and exits count.
+pub(crate) fn producer_consumer(
+    producer: impl FnOnce(&mut Marks<'_>) -> std::result::Result<(), String>,
+    consumer: impl FnOnce(&mut Marks<'_>) -> std::result::Result<(), String>,
+) -> Result<Duration> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+    let (mut r, mut w) = (Some(r), Some(w));
+    // A property case running in another thread must not have its descriptors inherited
+    // by these forks.
+    let _serial = crate::check::case::lock_cases();
+    let mut group = ChildGroup::new();
+    group.spawn("consumer", |reporter| {
+        drop(r.take());
+        consumer(&mut Marks {
+            reporter,
+            ready: w.take(),
+        })
+    })?;
+    group.spawn("producer", |reporter| {
+        // Without this copy of the write end, a consumer that dies early ends the wait.
+        drop(w.take());
+        producer(&mut Marks {
+            reporter,
+            ready: r.take(),
+        })
+    })?;
+    drop((r, w));
+    let reports = group.wait(Duration::from_secs(120));
+    for r in &reports {
+        if r.end != ChildEnd::Returned {
+            return Err(failed(format!("the {} {}", r.name, r.end)));
+        }
+    }
+    let at = |name: &str, mark: &[u8]| {
+        reports
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| {
+                r.records
+                    .iter()
+                    .position(|m| m == mark)
+                    .map(|i| r.record_times[i])
+            })
+            .ok_or_else(|| {
+                failed(format!(
+                    "the {name} did not report {:?}",
+                    String::from_utf8_lossy(mark)
+                ))
+            })
+    };
+    let (start, done) = (at("producer", START)?, at("consumer", DONE)?);
+    Ok(Duration::from_nanos(done.saturating_sub(start)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under the system's temporary directory: these tests check what the runs deliver,
+    /// not their speed, so the disk does not matter.
+    fn bench_dir() -> BenchDir {
+        BenchDir::new(&std::env::temp_dir()).expect("bench dir")
+    }
+
+    #[test]
+    fn push_with_every_configuration_and_batch_checks_out() {
+        let dir = bench_dir();
+        let shared = QueueConfig::new();
+        for size in [0, 64, 4096] {
+            for (config, n) in [
+                (shared, 100),
+                (shared.with_exclusive(true), 100),
+                (shared.with_durability(Durability::Sync), 20),
+            ] {
+                for batch in [1, 64] {
+                    push_with(&dir, n, size, batch, config)
+                        .unwrap_or_else(|e| panic!("{config:?} size {size} batch {batch}: {e}"));
+                }
+            }
+        }
+        drop(dir);
+    }
+
+    #[test]
+    fn pair_with_moves_every_message_between_two_processes() {
+        let dir = bench_dir();
+        for size in [0, 64, 4096] {
+            for (config, n) in [
+                (QueueConfig::new(), 100),
+                (QueueConfig::new().with_durability(Durability::Sync), 20),
+            ] {
+                let t = pair_with(&dir, n, size, config)
+                    .unwrap_or_else(|e| panic!("{config:?} size {size}: {e}"));
+                assert!(t > Duration::ZERO);
+            }
+        }
+    }
+
+    #[test]
+    fn pair_with_refuses_an_exclusive_queue() {
+        let dir = bench_dir();
+        let config = QueueConfig::new().with_exclusive(true);
+        assert!(matches!(
+            pair_with(&dir, 10, 8, config),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn a_count_that_is_off_fails_the_run() {
+        let dir = bench_dir();
+        let config = QueueConfig::new();
+        assert!(push_sending(&dir, 10, 10, 64, 1, config).is_ok());
+        assert!(push_sending(&dir, 9, 10, 64, 1, config).is_err());
+        assert!(push_sending(&dir, 11, 10, 64, 64, config).is_err());
+        assert!(pair_sending(&dir, 10, 10, 64, config).is_ok());
+        // One too many: the consumer stops at ten and the eleventh is found left over.
+        let e = pair_sending(&dir, 11, 10, 64, config).unwrap_err();
+        assert!(e.to_string().contains("left in the queue"), "{e}");
+    }
+
+    #[test]
+    fn bench_dirs_and_subdirs_leave_nothing_behind() {
+        let dir = bench_dir();
+        let path = dir.path().to_path_buf();
+        let sub = dir.subdir("peer").expect("subdir");
+        std::fs::write(sub.path().join("x"), b"x").expect("write");
+        let sub_path = sub.path().to_path_buf();
+        drop(sub);
+        assert!(!sub_path.exists());
+        push_with(&dir, 5, 8, 1, QueueConfig::new()).expect("push");
+        drop(dir);
+        assert!(!path.exists());
+    }
 }

@@ -19,3 +19,6 @@ pub enum Wake {
     /// It sleeps until the sender wakes it (an event, a futex, a blocking read).
     Block,
 }
+
+pub mod sqlite;
+pub mod yaq;
