@@ -29,10 +29,10 @@ use crate::check::fork::{ChildEnd, ChildGroup};
 use crate::{Error, Receiver, Result, Sender, Wait};
 
 pub mod fork;
-pub mod pipe;
 #[cfg(feature = "peers")]
 #[cfg_attr(docsrs, doc(cfg(feature = "peers")))]
 pub mod peers;
+pub mod pipe;
 pub mod queue;
 pub mod report;
 pub mod ring;
