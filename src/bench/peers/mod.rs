@@ -16,3 +16,5 @@ pub enum Wake {
     /// It sleeps until the sender wakes it (an event, a futex, a blocking read).
     Block,
 }
+
+pub mod iceoryx;
