@@ -94,7 +94,7 @@ struct Domain {
 /// Where the shared memory objects are (POSIX shared memory on Linux).
 const SHM_DIR: &str = "/dev/shm";
 /// The start of a domain's shared memory prefix, then `<pid>_<counter>_`.
-const SHM_PREFIX: &str = "ipcprop_";
+const SHM_PREFIX: &str = "ipcprop_iox2_";
 /// The start of a domain's root directory name in the temporary directory, then `<pid>-`.
 const ROOT_PREFIX: &str = "ipcprop-iceoryx2-";
 
