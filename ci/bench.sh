@@ -7,13 +7,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo bench --no-run"
-cargo bench --no-run
+echo "== cargo bench --no-run --features peers (every bench, the peers' too)"
+cargo bench --no-run --features peers
 
-echo "== ipcprop bench (smoke: 5 ms per measurement)"
+echo "== cargo clippy --all-targets --features peers -- -D warnings"
+cargo clippy --all-targets --features peers -- -D warnings
+
+echo "== ipcprop bench --peers (smoke: 5 ms per measurement)"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo run --release -- bench --budget-ms 5 --plot "$out/bench.svg" | tee "$out/table.txt"
+cargo run --release --features peers -- bench --peers --budget-ms 5 --plot "$out/bench.svg" |
+  tee "$out/table.txt"
 grep -q "^targets (design targets" "$out/table.txt"
+for peer in "iceoryx2 + event" "interprocess + length prefix" "ipc-channel bytes" \
+  "SQLite WAL FULL, 2 processes" "yaque, 2 processes"; do
+  grep -q "$peer" "$out/table.txt" || { echo "no row for $peer" >&2; exit 1; }
+done
+if grep -q "not measured" "$out/table.txt"; then
+  echo "a target was not measured" >&2
+  exit 1
+fi
 python3 -c "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])" "$out/bench.svg"
 echo "ci/bench.sh: the instrument runs"

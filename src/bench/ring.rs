@@ -17,7 +17,7 @@ use super::pipe::WARMUP;
 use super::{consume, expect_count, failed, one_way, payload, ping_pong, recv_one, wait_ok};
 use crate::check::fork::ChildGroup;
 use crate::shm::{self, RingConfig, RingReceiver, RingSender};
-use crate::{Error, Result, Wait};
+use crate::{Error, Receiver, Result, Sender, Wait};
 
 /// Bytes of data in every ring of these benchmarks (ours and `rtrb`'s).
 pub const RING_BYTES: usize = 256 * 1024;
@@ -47,6 +47,25 @@ pub fn channel(n: u64, size: usize, batch: usize, trusted: bool) -> Result<Durat
             rx.recv_many(batch, Wait::Forever, |m| f(m)).map(drop)
         })
     }
+}
+
+/// Receives one message by polling: [`Wait::Never`] in a loop until one is there (each
+/// empty look also asks whether the sender still exists, so the loop ends with
+/// [`Error::Disconnected`] once it is gone and the ring is empty).
+fn poll_one<T>(rx: &mut RingReceiver, mut f: impl FnMut(&[u8]) -> T) -> Result<T> {
+    loop {
+        match rx.recv_with(Wait::Never, |m| f(m)) {
+            Err(Error::Empty) => std::hint::spin_loop(),
+            r => return r,
+        }
+    }
+}
+
+/// Our ring with a polling receiver: as [`channel`] with `batch == 1`, but the child
+/// receives with [`Wait::Never`] in a loop, keeping its core busy, instead of
+/// [`Wait::Forever`] (which spins briefly, then sleeps until the sender wakes it).
+pub fn channel_polling(n: u64, size: usize, trusted: bool) -> Result<Duration> {
+    one_way(ring_with(trusted)?, n, size, 1, |rx, f| poll_one(rx, f))
 }
 
 /// Copies `src` into the two halves of a chunk, seen as one run of slots, at offset `at`.
@@ -178,6 +197,60 @@ pub fn channel_pingpong(n: u64, size: usize, trusted: bool) -> Result<Vec<Durati
     let (a_tx, a_rx) = ring_with(trusted)?;
     let (b_tx, b_rx) = ring_with(trusted)?;
     ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, WARMUP)
+}
+
+/// Ping-pong over two of our rings to an echoing child process, both sides polling
+/// ([`Wait::Never`] in a loop) instead of sleeping while they wait (`trusted`: all four
+/// ends zero-copy).
+pub fn pingpong_polling(n: u64, size: usize, trusted: bool) -> Result<Vec<Duration>> {
+    let (a_tx, a_rx) = ring_with(trusted)?;
+    let (b_tx, b_rx) = ring_with(trusted)?;
+    let (mut ours, mut theirs) = (Some((a_tx, b_rx)), Some((a_rx, b_tx)));
+    // A property case running in another thread must not have its descriptors inherited
+    // by this fork (its receiver would wait for an end of stream this child holds up).
+    let _serial = crate::check::case::lock_cases();
+    let mut group = ChildGroup::new();
+    group.spawn("polling echo", |_| {
+        // Our copies of the parent's ends would keep it from ever seeing a disconnect.
+        drop(ours.take());
+        let (mut rx, mut tx) = theirs.take().ok_or("no ends")?;
+        let mut buf = Vec::with_capacity(size);
+        loop {
+            match poll_one(&mut rx, |m| {
+                buf.clear();
+                buf.extend_from_slice(m)
+            }) {
+                Ok(()) => tx.send(&buf).map_err(|e| e.to_string())?,
+                Err(e) if e.is_disconnected() => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })?;
+    drop(theirs.take());
+    let (mut tx, mut rx) = ours.take().ok_or_else(|| failed("no ends"))?;
+    let msg = payload(size);
+    let mut rtts = Vec::with_capacity(n as usize);
+    for i in 0..WARMUP + n {
+        let t = Instant::now();
+        tx.send(&msg)?;
+        let len = poll_one(&mut rx, |m| {
+            consume(m);
+            m.len()
+        })
+        .map_err(|e| match e {
+            Error::Disconnected => failed("the echo child is gone"),
+            e => e,
+        })?;
+        if len != size {
+            return Err(failed(format!("echo of {size} bytes came back as {len}")));
+        }
+        if i >= WARMUP {
+            rtts.push(t.elapsed());
+        }
+    }
+    drop(tx);
+    wait_ok(group)?;
+    Ok(rtts)
 }
 
 /// `rtrb` ping-pong between two threads over two byte rings.
@@ -328,4 +401,50 @@ pub fn spin_pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
         return Err(failed("spin ping-pong returned different bytes"));
     }
     Ok(rtts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: u64 = 200;
+
+    #[test]
+    fn channel_polling_delivers_every_message_at_every_size() {
+        for trusted in [false, true] {
+            for size in [0, 64, 65536] {
+                let took = channel_polling(N, size, trusted);
+                assert!(took.is_ok(), "{size} trusted {trusted}: {took:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn pingpong_polling_times_every_round_trip_at_every_size() {
+        for trusted in [false, true] {
+            for size in [0, 64, 65536] {
+                let rtts = pingpong_polling(N, size, trusted);
+                assert_eq!(
+                    rtts.map(|r| r.len()).ok(),
+                    Some(N as usize),
+                    "{size} trusted {trusted}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn poll_one_waits_for_a_message_and_ends_at_disconnect() {
+        let (mut tx, mut rx) = ring_with(false).expect("ring");
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(b"late").expect("send");
+        });
+        assert_eq!(poll_one(&mut rx, |m| m.to_vec()).expect("poll"), b"late");
+        sender.join().expect("sender thread");
+        assert!(matches!(
+            poll_one(&mut rx, |m| m.len()),
+            Err(Error::Disconnected)
+        ));
+    }
 }

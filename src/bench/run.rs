@@ -781,7 +781,7 @@ fn peer_specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                         (
                             RING_POLL,
                             None,
-                            Box::new(move |n| ring::channel_polling(n, s)),
+                            Box::new(move |n| ring::channel_polling(n, s, false)),
                         ),
                         (
                             IOX_POLL,
@@ -799,7 +799,7 @@ fn peer_specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                         (
                             RING_POLL_LAT,
                             None,
-                            Box::new(move |n| ring::pingpong_polling(n, s)),
+                            Box::new(move |n| ring::pingpong_polling(n, s, false)),
                         ),
                         (
                             IOX_POLL,

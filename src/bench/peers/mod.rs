@@ -8,8 +8,11 @@
 //! `Durability::None`. As everywhere in [`crate::bench`], every receiver reads every byte
 //! ([`super::consume`]) and fails the run unless it got exactly what was sent.
 
+pub mod iceoryx;
 pub mod interproc;
 pub mod ipc_chan;
+pub mod sqlite;
+pub mod yaq;
 
 /// How a receiver waits when nothing has arrived yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,6 +22,3 @@ pub enum Wake {
     /// It sleeps until the sender wakes it (an event, a futex, a blocking read).
     Block,
 }
-
-pub mod sqlite;
-pub mod yaq;
