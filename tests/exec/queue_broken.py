@@ -17,12 +17,19 @@ recovery run that follows a case whose receiver was killed.
 - ``fresh-start``: a recovery run recreates the queue file empty instead of opening the
   one the killed run left: the harness must report messages ``lost``.
 
+And one mode that is no mistake, for the harness's own test:
+
+- ``wait-in-recovery``: a recovery receiver that has read everything waits for more
+  instead of reporting the end of the stream (the protocol allows it: the harness ends it
+  once it has been quiet for the quiet period), so no violation.
+
 An unknown MODE is an error (status 2, the known modes on standard error).
 """
 
 import importlib.util
 import os
 import sys
+import time
 
 FIXED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
                      "python", "queue_fixed.py")
@@ -70,10 +77,23 @@ def fresh_start(q):
     q.open_queue = open_queue
 
 
+def wait_in_recovery(q):
+    fixed = q.Receiver.recv
+
+    def recv(self):
+        message = fixed(self)
+        while message is None and self.alive_r is None:
+            time.sleep(3600)  # nothing more can come: the harness ends it once quiet
+        return message
+
+    q.Receiver.recv = recv
+
+
 MODES = {
     "forget-position": forget_position,
     "report-then-commit": report_then_commit,
     "fresh-start": fresh_start,
+    "wait-in-recovery": wait_in_recovery,
 }
 
 
