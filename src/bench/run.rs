@@ -936,7 +936,7 @@ fn peer_targets(rows: &[Row], families: &[Family]) -> Vec<TargetStatus> {
         (
             Ring,
             t(
-                "ring, 64 KiB, msgs/s: send / iceoryx2 busy-poll",
+                "ring, 64 KiB, msgs/s, polling receivers: ring / iceoryx2",
                 1.5,
                 ahead(Ring, Throughput, 65536, IOX_POLL),
             ),
@@ -944,7 +944,7 @@ fn peer_targets(rows: &[Row], families: &[Family]) -> Vec<TargetStatus> {
         (
             Ring,
             t(
-                "ring, 64 B, msgs/s: send / iceoryx2 busy-poll",
+                "ring, 64 B, msgs/s, polling receivers: ring / iceoryx2",
                 1.5,
                 ahead(Ring, Throughput, 64, IOX_POLL),
             ),
