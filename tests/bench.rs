@@ -40,12 +40,11 @@ fn every_family_runs_and_reports_ratios_and_targets() {
     }
     for r in &report.rows {
         assert!(r.count > 0 && r.elapsed > Duration::ZERO, "{r:?}");
-        // Every run used some CPU, in this process or its children, within the cores
-        // there are (and a little rounding).
+        // Every run used some CPU, in this process or its children. (No upper bound here:
+        // a test running beside this one reaps its own children into the same count.)
         let cpu = r.cpu.unwrap_or_else(|| panic!("no CPU use: {r:?}"));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         assert!(
-            cpu.cpu > Duration::ZERO && cpu.cores() <= cores * 1.25,
+            cpu.cpu > Duration::ZERO && cpu.wall > Duration::ZERO,
             "{r:?}"
         );
         if r.kind == Kind::Latency {

@@ -96,6 +96,10 @@ pub struct Row {
 
 /// CPU time against wall time: how many cores a measured run kept busy, and the CPU it
 /// cost per message. Polling and sleeping receivers cannot be compared on speed alone.
+///
+/// Measured with `getrusage` of the process and of the children it reaped, so it holds
+/// when nothing else in the process forks meanwhile: [`crate::bench::run`] measures one
+/// workload at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuUse {
     /// User and system time of every process of the run.
