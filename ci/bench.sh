@@ -16,7 +16,8 @@ cargo clippy --all-targets --features peers -- -D warnings
 echo "== ipcprop bench --peers (smoke: 5 ms per measurement)"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo run --release --features peers -- bench --peers --budget-ms 5 --plot "$out/bench.svg" |
+# The bench profile (release settings): the binary the line above built, not another build.
+cargo run --profile bench --features peers -- bench --peers --budget-ms 5 --plot "$out/bench.svg" |
   tee "$out/table.txt"
 grep -q "^targets (design targets" "$out/table.txt"
 for peer in "iceoryx2 + event" "interprocess + length prefix" "ipc-channel bytes" \

@@ -81,10 +81,11 @@
 //! | (none) | the transports: [`pipe`], [`shm`], [`queue`], [`frame`], [`liveness`] | `nix`, `memmap2`, `thiserror`, `crc32c` |
 //! | `serde` (default) | [`typed`]: `TypedSender<T>` / `TypedReceiver<T>`, any serde type over any transport | `serde`, `postcard` |
 //! | `testing` | test seams: `pipe::fault` (a pipe that misbehaves on schedule), `queue::storage::SimDisk` (a disk that loses power), `queue::StorageQueue` | none |
-//! | `harness` | `check`: the fork-based conformance harness, campaigns with JSON reports, Ctrl-C handling, and `conformance_tests!` (implies `testing`) | `proptest`, `serde`, `serde_json`, `signal-hook`, `tempfile` |
+//! | `harness` | `check`: the fork-based conformance harness, campaigns with JSON reports, Ctrl-C handling, programs under test in any language (`check --exec`), and `conformance_tests!` (implies `testing`) | `proptest`, `serde`, `serde_json`, `signal-hook`, `tempfile`, `toml` |
 //! | `fuzz` (default) | the bodies of the cargo-fuzz targets in `fuzz/` (implies `testing`) | `arbitrary` |
 //! | `bench` | `bench`: the benchmark workloads (implies `harness`) | `rtrb`, `crossbeam-channel`, `queue-file` |
 //! | `cli` (default) | the `ipcprop` binary (implies `harness`, `bench`) | `clap`, `indicatif` |
+//! | `peers` | `bench::peers`: the crates users pick instead, for `ipcprop bench --peers` (implies `bench`; its build needs libclang) | `iceoryx2`, `ipc-channel`, `interprocess`, `rusqlite` (bundled SQLite), `yaque` |
 //!
 //! The default features (`cli`, `fuzz`, `serde`) serve `cargo run` and `cargo test` in the
 //! repository. A library user who wants only the transports writes

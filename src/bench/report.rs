@@ -425,3 +425,48 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cpu: Option<CpuUse>) -> Row {
+        Row {
+            family: Family::Ring,
+            kind: Kind::Throughput,
+            size: 64,
+            name: "x",
+            is_baseline: false,
+            vs: None,
+            count: 4000,
+            elapsed: Duration::from_millis(2),
+            latency: None,
+            ratio: None,
+            cpu,
+        }
+    }
+
+    #[test]
+    fn cpu_use_says_cores_busy_and_cpu_per_message() {
+        let c = CpuUse {
+            cpu: Duration::from_millis(3),
+            wall: Duration::from_millis(2),
+        };
+        assert!((c.cores() - 1.5).abs() < 1e-9);
+        assert_eq!(c.per_message(4000), Duration::from_nanos(750));
+        // No message: the whole CPU time, never a division by zero.
+        assert_eq!(c.per_message(0), Duration::from_millis(3));
+        assert_eq!(row(Some(c)).cpu_cells(), ["1.50", "750 ns"]);
+        assert_eq!(row(None).cpu_cells(), ["-", "-"]);
+        let report = Report {
+            rows: vec![row(Some(c))],
+            ..Report::default()
+        };
+        let table = report.table();
+        assert!(
+            table.contains("cores") && table.contains("CPU/msg") && table.contains("750 ns"),
+            "{table}"
+        );
+        assert!(report.markdown().contains("| 1.50 | 750 ns |"));
+    }
+}
