@@ -6,6 +6,9 @@
 # Run from anywhere: bash ci/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No debug info in this check's optimized builds: it compiles and links faster, and the
+# smoke run below uses the same binary.
+export CARGO_PROFILE_BENCH_DEBUG=0
 
 echo "== cargo bench --no-run --features peers (every bench, the peers' too)"
 cargo bench --no-run --features peers
