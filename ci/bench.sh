@@ -6,8 +6,7 @@
 # Run from anywhere: bash ci/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# No debug info in this check's optimized builds: it compiles and links faster, and the
-# smoke run below uses the same binary.
+# No debug info in this check's optimized builds: they compile and link faster.
 export CARGO_PROFILE_BENCH_DEBUG=0
 
 echo "== cargo bench --no-run --features peers (every bench, the peers' too)"
@@ -19,7 +18,8 @@ cargo clippy --all-targets --features peers -- -D warnings
 echo "== ipcprop bench --peers (smoke: 5 ms per measurement)"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-# The bench profile (release settings): the binary the line above built, not another build.
+# The bench profile (release settings). It is a second build all the same: without the
+# dev-dependencies, some crates get other features than under `cargo bench`.
 cargo run --profile bench --features peers -- bench --peers --budget-ms 5 --plot "$out/bench.svg" |
   tee "$out/table.txt"
 grep -q "^targets (design targets" "$out/table.txt"
