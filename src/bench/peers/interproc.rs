@@ -8,27 +8,22 @@
 //! `BufWriter`: it would hold messages back until it fills, which a channel must not do.
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use interprocess::unnamed_pipe::{Recver, Sender};
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 use crate::bench::pipe::WARMUP;
 use crate::bench::{consume, expect_count, failed, payload, wait_ok};
 use crate::check::fork::ChildGroup;
 use crate::{Error, Result};
 
-/// An unnamed pipe. Its ends are inheritable (no `O_CLOEXEC`) as the crate makes them; they
-/// are marked close-on-exec so that a program another thread starts cannot hold the pipe
-/// open (the fork of the benchmark inherits them either way).
+/// An unnamed pipe, as interprocess's own `pipe()` makes it, except that its ends are
+/// close-on-exec from their creation (`pipe2(O_CLOEXEC)`): a program another thread starts
+/// can never hold the pipe open. (The fork of the benchmark inherits them either way.)
 fn pipe() -> Result<(Sender, Recver)> {
-    let (tx, rx) =
-        interprocess::unnamed_pipe::pipe().map_err(|e| Error::io("interprocess pipe", e))?;
-    for fd in [tx.as_fd(), rx.as_fd()] {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| Error::sys("fcntl", e))?;
-    }
-    Ok((tx, rx))
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+    Ok((Sender::from(w), Recver::from(r)))
 }
 
 /// Frames `m` into `out` (cleared first): its length as 4 bytes little-endian, then `m`.
@@ -160,6 +155,17 @@ mod tests {
     use super::*;
 
     const N: u64 = 200;
+
+    #[test]
+    fn both_ends_are_close_on_exec_from_their_creation() {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        use std::os::fd::AsFd;
+        let (tx, rx) = pipe().unwrap();
+        for fd in [tx.as_fd(), rx.as_fd()] {
+            let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap());
+            assert!(flags.contains(FdFlag::FD_CLOEXEC));
+        }
+    }
 
     #[test]
     fn throughput_moves_every_message_at_every_size() {
