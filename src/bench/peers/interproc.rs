@@ -212,6 +212,21 @@ mod tests {
         assert!(drain(&zeros[..36], 10, 0).is_err());
     }
 
+    /// A read that fails (other than at the end of the stream) fails the receiver: it is
+    /// not taken for the end of the stream.
+    #[test]
+    fn a_failed_read_is_an_error_not_the_end() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("the pipe broke"))
+            }
+        }
+        let e = read_frame(&mut Broken, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.to_string(), "the pipe broke");
+        assert!(drain(Broken, 0, 64).is_err());
+    }
+
     #[test]
     fn a_frame_is_a_little_endian_length_and_the_payload() {
         let mut out = vec![9; 3];
