@@ -407,14 +407,18 @@ pub fn spin_pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
 mod tests {
     use super::*;
 
-    const N: u64 = 200;
+    /// Not the warm-up's 200 rounds: a ping-pong that timed the warm-up instead shows.
+    const N: u64 = 150;
 
     #[test]
     fn channel_polling_delivers_every_message_at_every_size() {
         for trusted in [false, true] {
             for size in [0, 64, 65536] {
                 let took = channel_polling(N, size, trusted);
-                assert!(took.is_ok(), "{size} trusted {trusted}: {took:?}");
+                assert!(
+                    took.as_ref().is_ok_and(|d| !d.is_zero()),
+                    "{size} trusted {trusted}: {took:?}"
+                );
             }
         }
     }

@@ -154,7 +154,8 @@ pub fn pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
 mod tests {
     use super::*;
 
-    const N: u64 = 200;
+    /// Not the warm-up's 200 rounds: a ping-pong that timed the warm-up instead shows.
+    const N: u64 = 150;
 
     #[test]
     fn both_ends_are_close_on_exec_from_their_creation() {
@@ -171,7 +172,7 @@ mod tests {
     fn throughput_moves_every_message_at_every_size() {
         for size in [0, 64, 65536] {
             let t = throughput(N, size);
-            assert!(t.is_ok(), "{size}: {t:?}");
+            assert!(t.as_ref().is_ok_and(|d| !d.is_zero()), "{size}: {t:?}");
         }
     }
 

@@ -194,14 +194,18 @@ mod tests {
     use super::*;
     use crate::bench::payload;
 
-    const N: u64 = 200;
+    /// Not the warm-up's 200 rounds: a ping-pong that timed the warm-up instead shows.
+    const N: u64 = 150;
 
     #[test]
     fn throughput_moves_every_message_of_both_kinds_at_every_size() {
         for kind in [Payload::Typed, Payload::Bytes] {
             for size in [0, 64, 65536] {
                 let t = throughput(N, size, kind);
-                assert!(t.is_ok(), "{kind:?} {size}: {t:?}");
+                assert!(
+                    t.as_ref().is_ok_and(|d| !d.is_zero()),
+                    "{kind:?} {size}: {t:?}"
+                );
             }
         }
     }
