@@ -13,7 +13,7 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags};
 
 use super::layout::{self, MIN_CAPACITY};
 use super::region::{Copying, Region};
-use super::ring::{Consumer, Memory, Producer};
+use super::ring::{Consumer, Memory, Messages, Producer};
 use crate::error::{Error, Result};
 use crate::liveness::{self, Liveness};
 use crate::transport::{Receiver, Sender, Wait};
@@ -297,12 +297,11 @@ impl RingSender {
     }
 
     fn send_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
-        let fill = &mut |_: usize, buf: &mut [u8]| buf.copy_from_slice(msg);
+        // Copied straight from `msg` (this process's memory) into the ring: one copy.
         with_memory!(self, |mem| self.prod.send(
             mem,
             &self.live,
-            &[msg.len()],
-            fill,
+            Messages::Copy(&[msg]),
             deadline,
             false
         ))
@@ -324,8 +323,7 @@ impl RingSender {
         with_memory!(self, |mem| self.prod.send(
             mem,
             &self.live,
-            &[len],
-            fill,
+            Messages::Fill { lens: &[len], fill },
             None,
             false
         ))
@@ -398,11 +396,13 @@ impl Sender for RingSender {
     }
 
     fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
-        let lens: Vec<usize> = msgs.iter().map(|m| m.len()).collect();
-        let fill = &mut |i: usize, buf: &mut [u8]| buf.copy_from_slice(msgs[i]);
-        with_memory!(self, |mem| self
-            .prod
-            .send(mem, &self.live, &lens, fill, None, true))
+        with_memory!(self, |mem| self.prod.send(
+            mem,
+            &self.live,
+            Messages::Copy(msgs),
+            None,
+            true
+        ))
         .map(drop)
     }
 
@@ -591,6 +591,20 @@ mod tests {
         })
         .unwrap();
         inside
+    }
+
+    #[test]
+    fn send_and_send_batch_copy_straight_into_the_ring_not_through_the_private_buffer() {
+        let (mut tx, mut rx) = channel_with(RingConfig::new().with_capacity(8192)).unwrap();
+        tx.send(&[1; 3000]).unwrap();
+        tx.send_batch(&[&[2; 100], &[3; 1000]]).unwrap();
+        assert_eq!(rx.recv().unwrap(), vec![1; 3000]);
+        assert_eq!(rx.recv().unwrap(), vec![2; 100]);
+        assert_eq!(rx.recv().unwrap(), vec![3; 1000]);
+        // The sender's private buffer was never used (one copy, not two); the receiver's
+        // holds the largest message it copied out.
+        assert!(format!("{tx:?}").contains("Scratch(0 bytes)"), "{tx:?}");
+        assert!(format!("{rx:?}").contains("Scratch(3000 bytes)"), "{rx:?}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::{Arc, Condvar, Mutex};
 
 use super::layout::{Header, RECORD_HEADER};
-use super::ring::{Consumer, Memory, Peer, Producer};
+use super::ring::{Consumer, Memory, Messages, Peer, Producer};
 use crate::error::Result;
 use crate::sync::{AtomicU32, Ordering};
 
@@ -135,29 +135,14 @@ impl ModelSender {
     /// Sends one message (blocking while full).
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.prod
-            .send(
-                &self.mem,
-                &self.peer,
-                &[msg.len()],
-                &mut |_, b| b.copy_from_slice(msg),
-                None,
-                false,
-            )
+            .send(&self.mem, &self.peer, Messages::Copy(&[msg]), None, false)
             .map(drop)
     }
 
     /// Sends several messages with one publication.
     pub fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
-        let lens: Vec<usize> = msgs.iter().map(|m| m.len()).collect();
         self.prod
-            .send(
-                &self.mem,
-                &self.peer,
-                &lens,
-                &mut |i, b| b.copy_from_slice(msgs[i]),
-                None,
-                true,
-            )
+            .send(&self.mem, &self.peer, Messages::Copy(msgs), None, true)
             .map(drop)
     }
 

@@ -293,6 +293,12 @@ impl Memory for Copying<'_> {
         self.region.store(off, src);
     }
 
+    /// Straight from the caller's slice into the ring with atomic word stores, as `fill`
+    /// copies its private buffer: one copy instead of two.
+    fn copy_in(&self, off: usize, src: &[u8]) {
+        self.region.store(off, src);
+    }
+
     fn fill<R>(&self, off: usize, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
         let mut buf = self.buf.take();
         if buf.len() < len {
