@@ -256,7 +256,7 @@ pub fn channel_pingpong(dir: &BenchDir, n: u64, size: usize) -> Result<Vec<Durat
     let (a_tx, a_rx) = queue::channel(&pa, QueueConfig::new())?;
     let (b_tx, b_rx) = queue::channel(&pb, QueueConfig::new())?;
     // Round trips take tens of microseconds here: fewer warm-up rounds.
-    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, 20)
+    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, 20, recv_one)
 }
 
 /// Ours, pushes only, with the queue opened with `config`: `n` messages of `size` bytes,
