@@ -97,9 +97,10 @@ impl Drop for Scratch {
     }
 }
 
-fn ours(dir: &BenchDir, durability: Durability) -> Result<(FileQueue, Scratch)> {
+/// Our queue in a new file of `dir`, opened with `config`, and the guard that removes it.
+fn ours(dir: &BenchDir, config: QueueConfig) -> Result<(FileQueue, Scratch)> {
     let path = dir.file("ipcprop");
-    let q = FileQueue::open(&path, QueueConfig::new().with_durability(durability))?;
+    let q = FileQueue::open(&path, config)?;
     Ok((q, Scratch(path)))
 }
 
@@ -128,9 +129,7 @@ pub fn push_pop_with(
     batch: usize,
     config: QueueConfig,
 ) -> Result<Duration> {
-    let path = dir.file("ipcprop");
-    let q = FileQueue::open(&path, config.with_durability(Durability::None))?;
-    let _scratch = Scratch(path);
+    let (q, _scratch) = ours(dir, config.with_durability(Durability::None))?;
     let msg = payload(size);
     let msgs = vec![&msg[..]; batch.max(1)];
     let mut got = (0u64, 0u64);
@@ -185,30 +184,13 @@ pub fn queue_file_push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) ->
 /// Ours, [`Durability::Sync`]: `n` durable pushes (one `fdatasync` per push or per batch of
 /// `batch`). Only the pushes are timed; the queue is drained and checked afterwards.
 pub fn durable_push(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result<Duration> {
-    let (q, _scratch) = ours(dir, Durability::Sync)?;
-    let msg = payload(size);
-    let msgs = vec![&msg[..]; batch.max(1)];
-    let start = Instant::now();
-    in_batches(n, batch, |k| {
-        if batch <= 1 {
-            q.push(&msg)
-        } else {
-            q.push_batch(&msgs[..k])
-        }
-    })?;
-    let t = start.elapsed();
-    let mut got = (0u64, 0u64);
-    loop {
-        let ms = q.pop_batch(4096)?;
-        if ms.is_empty() {
-            break;
-        }
-        for m in ms {
-            got = (got.0 + 1, got.1 + m.len() as u64);
-        }
-    }
-    expect_count(got, n, size).map_err(failed)?;
-    Ok(t)
+    push_with(
+        dir,
+        n,
+        size,
+        batch,
+        QueueConfig::new().with_durability(Durability::Sync),
+    )
 }
 
 /// `queue-file` with sync writes: `add` per message or `add_n` per batch.
@@ -285,9 +267,7 @@ fn push_sending(
     batch: usize,
     config: QueueConfig,
 ) -> Result<Duration> {
-    let path = dir.file("ipcprop");
-    let q = FileQueue::open(&path, config)?;
-    let _scratch = Scratch(path);
+    let (q, _scratch) = ours(dir, config)?;
     let msg = payload(size);
     let msgs = vec![&msg[..]; batch.max(1)];
     let start = Instant::now();
@@ -472,6 +452,24 @@ impl Marks<'_> {
     }
 }
 
+/// Forks one process of [`producer_consumer`], `name`, running `body` with `mine`, its end
+/// of the "ready" pipe; it closes its copy of `other`, the other process's end, first.
+fn spawn_role(
+    group: &mut ChildGroup,
+    name: &str,
+    body: impl FnOnce(&mut Marks<'_>) -> std::result::Result<(), String>,
+    mine: &mut Option<OwnedFd>,
+    other: &mut Option<OwnedFd>,
+) -> Result<()> {
+    group.spawn(name, |reporter| {
+        drop(other.take());
+        body(&mut Marks {
+            reporter,
+            ready: mine.take(),
+        })
+    })
+}
+
 /// Two processes forked from this one: `producer` and `consumer`, each opening its own
 /// end of whatever they share after the fork (nothing is open across it but a pipe). The
 /// consumer calls [`Marks::ready`] once its end is open, the producer [`Marks::start`]
@@ -489,21 +487,9 @@ pub(crate) fn producer_consumer(
     // by these forks.
     let _serial = crate::check::case::lock_cases();
     let mut group = ChildGroup::new();
-    group.spawn("consumer", |reporter| {
-        drop(r.take());
-        consumer(&mut Marks {
-            reporter,
-            ready: w.take(),
-        })
-    })?;
-    group.spawn("producer", |reporter| {
-        // Without this copy of the write end, a consumer that dies early ends the wait.
-        drop(w.take());
-        producer(&mut Marks {
-            reporter,
-            ready: r.take(),
-        })
-    })?;
+    spawn_role(&mut group, "consumer", consumer, &mut w, &mut r)?;
+    // Without its copy of the write end, a consumer that dies early ends the producer's wait.
+    spawn_role(&mut group, "producer", producer, &mut r, &mut w)?;
     drop((r, w));
     let reports = group.wait(Duration::from_secs(120));
     for r in &reports {
