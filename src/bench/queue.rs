@@ -340,29 +340,55 @@ fn pair_sending(
         |marks| {
             let q = FileQueue::open(&path, config).map_err(|e| e.to_string())?;
             marks.ready()?;
-            let mut got = (0u64, 0u64);
-            let mut idle = Stall::new(n);
-            while got.0 < n {
-                match q.pop_timeout(STALL_POLL).map_err(|e| e.to_string())? {
-                    Some(m) => {
-                        consume(&m);
-                        got = (got.0 + 1, got.1 + m.len() as u64);
-                        idle.reset();
-                    }
-                    None => idle.check(got.0)?,
-                }
-            }
-            marks.done();
-            expect_count(got, n, size)
+            take_n(marks, n, size, || {
+                let m = q.pop_timeout(STALL_POLL).map_err(|e| e.to_string())?;
+                Ok(m.map(|m| {
+                    consume(&m);
+                    m.len()
+                }))
+            })
         },
     )?;
     let left = FileQueue::open(&path, config)?.len()?;
+    expect_none_left(left, "queue", n)?;
+    Ok(t)
+}
+
+/// The consumer's loop of a pair ([`producer_consumer`]): `take` until `n` messages are
+/// taken, then [`Marks::done`] and the count check (exactly `n` messages of `size` bytes).
+/// `take` returns the length of the next message, having read every byte of it
+/// ([`consume`]), or `None` when there is none yet (after waiting for one as long as its
+/// queue lets it); after [`STALL`] with none, the run fails.
+pub(crate) fn take_n(
+    marks: &mut Marks<'_>,
+    n: u64,
+    size: usize,
+    mut take: impl FnMut() -> std::result::Result<Option<usize>, String>,
+) -> std::result::Result<(), String> {
+    let mut got = (0u64, 0u64);
+    let mut idle = Stall::new(n);
+    while got.0 < n {
+        match take()? {
+            Some(len) => {
+                got = (got.0 + 1, got.1 + len as u64);
+                idle.reset();
+            }
+            None => idle.check(got.0)?,
+        }
+    }
+    marks.done();
+    expect_count(got, n, size)
+}
+
+/// Fails unless `left`, the messages still in the pair's `queue` (the queue, the table...)
+/// after its consumer took the `n` it expected, is zero: the producer sent too many.
+pub(crate) fn expect_none_left(left: u64, queue: &str, n: u64) -> Result<()> {
     if left != 0 {
         return Err(failed(format!(
-            "{left} messages left in the queue after the consumer took {n}"
+            "{left} messages left in the {queue} after the consumer took {n}"
         )));
     }
-    Ok(t)
+    Ok(())
 }
 
 /// How long a consumer of [`producer_consumer`] waits without a message before it fails
@@ -374,24 +400,24 @@ const STALL_POLL: Duration = Duration::from_millis(200);
 
 /// A consumer's [`STALL`] clock: running while it finds nothing, reset by a message.
 #[derive(Debug)]
-pub(crate) struct Stall {
+struct Stall {
     n: u64,
     since: Option<Instant>,
 }
 
 impl Stall {
     /// The clock of a consumer that expects `n` messages.
-    pub(crate) fn new(n: u64) -> Stall {
+    fn new(n: u64) -> Stall {
         Stall { n, since: None }
     }
 
     /// A message arrived.
-    pub(crate) fn reset(&mut self) {
+    fn reset(&mut self) {
         self.since = None;
     }
 
     /// Nothing arrived, `got` messages so far: fails once nothing has arrived for [`STALL`].
-    pub(crate) fn check(&mut self, got: u64) -> std::result::Result<(), String> {
+    fn check(&mut self, got: u64) -> std::result::Result<(), String> {
         let since = *self.since.get_or_insert_with(Instant::now);
         if since.elapsed() > STALL {
             return Err(format!(
@@ -583,6 +609,34 @@ mod tests {
         // One too many: the consumer stops at ten and the eleventh is found left over.
         let e = pair_sending(&dir, 11, 10, 64, config).unwrap_err();
         assert!(e.to_string().contains("left in the queue"), "{e}");
+    }
+
+    /// The consumer's loop every pair shares: it takes exactly `n`, then fails unless they
+    /// were `n * size` bytes, or as soon as `take` fails.
+    #[test]
+    fn take_n_checks_what_it_took() {
+        let consumer = |lens: Vec<std::result::Result<Option<usize>, String>>| {
+            let mut lens = lens.into_iter();
+            producer_consumer(
+                |marks| marks.start(),
+                |marks| {
+                    marks.ready()?;
+                    take_n(marks, 3, 64, || lens.next().ok_or("took a fourth")?)
+                },
+            )
+        };
+        // An empty look in between is waited out.
+        assert!(consumer(vec![Ok(Some(64)), Ok(None), Ok(Some(64)), Ok(Some(64))]).is_ok());
+        let e = consumer(vec![Ok(Some(64)), Ok(Some(63)), Ok(Some(64))]).unwrap_err();
+        assert!(e.to_string().contains("3 messages / 191 bytes"), "{e}");
+        let e = consumer(vec![Ok(Some(64)), Err("gone".into())]).unwrap_err();
+        assert!(e.to_string().contains("consumer failed: gone"), "{e}");
+        assert!(expect_none_left(0, "queue", 3).is_ok());
+        let e = expect_none_left(2, "table", 3).unwrap_err();
+        assert!(
+            e.to_string().contains("2 messages left in the table"),
+            "{e}"
+        );
     }
 
     #[test]
