@@ -240,18 +240,7 @@ fn pair_sending(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Held by every test here: SQLite's global mutexes, locked by a test inside SQLite in
-    /// another thread when a `pair` forks, would stay locked forever in its children.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn bench_dir() -> BenchDir {
-        BenchDir::new(&std::env::temp_dir()).expect("bench dir")
-    }
+    use crate::bench::peers::testing::{bench_dir, serial};
 
     /// FULL syncs at every commit: fewer messages.
     fn n_for(sync: Synchronous) -> u64 {

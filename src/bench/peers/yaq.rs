@@ -149,19 +149,7 @@ fn pair_sending(dir: &BenchDir, sent: u64, n: u64, size: usize) -> Result<Durati
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Held by the tests that use yaque: its process-wide state (a lazily made token, the
-    /// watcher threads of `notify`), set up by a test in another thread while a `pair`
-    /// forks, could be left half made in the children.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn bench_dir() -> BenchDir {
-        BenchDir::new(&std::env::temp_dir()).expect("bench dir")
-    }
+    use crate::bench::peers::testing::{bench_dir, serial};
 
     #[test]
     fn push_checks_out_at_every_size() {
