@@ -9,19 +9,39 @@ cd "$(dirname "$0")/.."
 # No debug info in this check's optimized builds: they compile and link faster.
 export CARGO_PROFILE_BENCH_DEBUG=0
 
-echo "== cargo bench --no-run --features peers (every bench, the peers' too)"
-cargo bench --no-run --features peers
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "== cargo bench --no-run --features peers (every bench, the peers' too, and ipcprop)"
+# Cargo builds the crate's binaries too when it builds benches (as for integration tests),
+# with the benches' features and profile: the smoke run below uses that ipcprop, where
+# `cargo run --profile bench` would compile the crate a second time (without the
+# dev-dependencies some crates get other features). Its path comes from cargo's JSON
+# messages (diagnostics still print as usual), whatever the target directory.
+cargo bench --no-run --features peers --message-format=json-render-diagnostics >"$out/build.json"
+ipcprop=$(python3 - "$out/build.json" <<'PY'
+import json, sys
+
+exes = set()
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or m["profile"]["test"]:
+        continue
+    if m["target"]["name"] == "ipcprop" and "bin" in m["target"]["kind"] and m.get("executable"):
+        exes.add(m["executable"])
+if len(exes) != 1:
+    sys.exit(f"cargo bench --no-run built {len(exes)} ipcprop executables: {sorted(exes)}")
+print(exes.pop())
+PY
+)
+echo "ipcprop: $ipcprop"
 
 echo "== cargo clippy --all-targets --features peers -- -D warnings"
 cargo clippy --all-targets --features peers -- -D warnings
 
 echo "== ipcprop bench --peers (smoke: 5 ms per measurement)"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-# The bench profile (release settings). It is a second build all the same: without the
-# dev-dependencies, some crates get other features than under `cargo bench`.
-cargo run --profile bench --features peers -- bench --peers --budget-ms 5 --plot "$out/bench.svg" |
-  tee "$out/table.txt"
+# The binary `cargo bench --no-run` built above (bench profile, the peers' features).
+"$ipcprop" bench --peers --budget-ms 5 --plot "$out/bench.svg" | tee "$out/table.txt"
 grep -q "^targets (design targets" "$out/table.txt"
 for peer in "iceoryx2 + event" "interprocess + length prefix" "ipc-channel bytes" \
   "SQLite WAL FULL, 2 processes" "yaque, 2 processes"; do

@@ -165,51 +165,88 @@ pub(crate) fn recv_one<R: Receiver>(rx: &mut R, f: &mut dyn FnMut(&[u8])) -> Res
 /// Ping-pong between this process and a child over two channels of one kind: `there`
 /// carries each message to the child, which copies it out and sends it back on `back`.
 /// `ours` are this process's ends (sender of `there`, receiver of `back`), `theirs` the
-/// child's. Returns the time of each of `n` round trips, after `warmup` untimed ones.
+/// child's; both sides receive with `receive` (as in [`one_way`]: it lends the message to
+/// its callback, and returns [`Error::Disconnected`] once the other side is gone). Returns
+/// the time of each of `n` round trips, after `warmup` untimed ones.
 pub(crate) fn ping_pong<S: Sender, R: Receiver>(
     ours: (S, R),
     theirs: (R, S),
     n: u64,
     size: usize,
     warmup: u64,
+    receive: impl Fn(&mut R, &mut dyn FnMut(&[u8])) -> Result<()>,
 ) -> Result<Vec<Duration>> {
-    let (mut ours, mut theirs) = (Some(ours), Some(theirs));
     // A property case running in another thread must not have its descriptors inherited
     // by this fork (its receiver would wait for an end of stream this child holds up).
     let _serial = crate::check::case::lock_cases();
+    echo_rounds(
+        (ours, theirs),
+        n,
+        size,
+        warmup,
+        |(mut rx, mut tx)| {
+            let mut buf = Vec::with_capacity(size);
+            loop {
+                let mut keep = |m: &[u8]| {
+                    buf.clear();
+                    buf.extend_from_slice(m)
+                };
+                match receive(&mut rx, &mut keep) {
+                    Ok(()) => tx.send(&buf).map_err(|e| e.to_string())?,
+                    Err(e) if e.is_disconnected() => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        },
+        |(tx, rx), msg| {
+            tx.send(msg)?;
+            let mut len = 0;
+            let mut read = |m: &[u8]| {
+                consume(m);
+                len = m.len();
+            };
+            match receive(rx, &mut read) {
+                Ok(()) => Ok(Some(len)),
+                Err(Error::Disconnected) => Ok(None),
+                Err(e) => Err(e),
+            }
+        },
+    )
+}
+
+/// The frame of every ping-pong between this process and a forked echo child, whatever
+/// its ends are. The child takes `theirs` of `ends` and runs `echo` on them: it sends back
+/// every message it receives, until this process's ends are gone. This process keeps
+/// `ours` and runs `warmup + n` rounds of `round`, which sends the message it is given,
+/// receives the echo, reads every byte of it ([`consume`]) and returns its length, or
+/// `None` once the child is gone. A round whose echo is not `size` bytes, or finds the
+/// child gone, fails the run; so does a child that does not end cleanly after this
+/// process has dropped its ends. Returns the time of each of the last `n` rounds.
+///
+/// The caller holds [`lock_cases`](crate::check::case::lock_cases) from before the ends
+/// exist, so that no other thread's fork inherits them.
+pub(crate) fn echo_rounds<O, T>(
+    ends: (O, T),
+    n: u64,
+    size: usize,
+    warmup: u64,
+    echo: impl FnOnce(T) -> std::result::Result<(), String>,
+    mut round: impl FnMut(&mut O, &[u8]) -> Result<Option<usize>>,
+) -> Result<Vec<Duration>> {
+    let (mut ours, mut theirs) = (Some(ends.0), Some(ends.1));
     let mut group = ChildGroup::new();
     group.spawn("echo", |_| {
         // Our copies of the parent's ends would keep it from ever seeing a disconnect.
         drop(ours.take());
-        let (mut rx, mut tx) = theirs.take().ok_or("no ends")?;
-        let mut buf = Vec::with_capacity(size);
-        loop {
-            match rx.recv_with(Wait::Forever, |m| {
-                buf.clear();
-                buf.extend_from_slice(m)
-            }) {
-                Ok(()) => tx.send(&buf).map_err(|e| e.to_string())?,
-                Err(e) if e.is_disconnected() => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        echo(theirs.take().ok_or("no ends")?)
     })?;
     drop(theirs.take());
-    let (mut tx, mut rx) = ours.take().ok_or_else(|| failed("no ends"))?;
+    let mut ours = ours.take().ok_or_else(|| failed("no ends"))?;
     let msg = payload(size);
     let mut rtts = Vec::with_capacity(n as usize);
     for i in 0..warmup + n {
         let t = Instant::now();
-        tx.send(&msg)?;
-        let len = rx
-            .recv_with(Wait::Forever, |m| {
-                consume(m);
-                m.len()
-            })
-            .map_err(|e| match e {
-                Error::Disconnected => failed("the echo child is gone"),
-                e => e,
-            })?;
+        let len = round(&mut ours, &msg)?.ok_or_else(|| failed("the echo child is gone"))?;
         if len != size {
             return Err(failed(format!("echo of {size} bytes came back as {len}")));
         }
@@ -217,7 +254,8 @@ pub(crate) fn ping_pong<S: Sender, R: Receiver>(
             rtts.push(t.elapsed());
         }
     }
-    drop(tx);
+    // The child sees our ends close and returns.
+    drop(ours);
     wait_ok(group)?;
     Ok(rtts)
 }
@@ -249,6 +287,28 @@ mod tests {
         assert!(expect_count((9, 576), 10, 64).is_err());
         assert!(expect_count((10, 639), 10, 64).is_err());
         assert!(expect_count((11, 704), 10, 64).is_err());
+    }
+
+    /// Every ping-pong's rounds run through `echo_rounds`: `warmup + n` rounds, `n` timed;
+    /// an echo of another length, a child gone, or a child that fails, fails the run.
+    #[test]
+    fn echo_rounds_times_n_rounds_and_fails_on_a_wrong_or_missing_echo() {
+        let _serial = crate::check::case::lock_cases();
+        let fine = |(): ()| Ok(());
+        let mut rounds = 0;
+        let rtts = echo_rounds(((), ()), 5, 64, 2, fine, |_, m| {
+            rounds += 1;
+            Ok(Some(m.len()))
+        });
+        assert_eq!(rtts.map(|r| r.len()).ok(), Some(5));
+        assert_eq!(rounds, 7);
+        let e = echo_rounds(((), ()), 5, 64, 2, fine, |_, _| Ok(Some(63))).unwrap_err();
+        assert!(e.to_string().contains("64 bytes came back as 63"), "{e}");
+        let e = echo_rounds(((), ()), 5, 64, 2, fine, |_, _| Ok(None)).unwrap_err();
+        assert!(e.to_string().contains("the echo child is gone"), "{e}");
+        let broken = |(): ()| Err("broken".to_string());
+        let e = echo_rounds(((), ()), 5, 0, 2, broken, |_, m| Ok(Some(m.len()))).unwrap_err();
+        assert!(e.to_string().contains("echo"), "{e}");
     }
 
     #[test]

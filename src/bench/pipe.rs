@@ -96,7 +96,7 @@ pub(crate) const WARMUP: u64 = 200;
 pub fn channel_pingpong(n: u64, size: usize, config: PipeConfig) -> Result<Vec<Duration>> {
     let (a_tx, a_rx) = pipe::channel_with(config)?;
     let (b_tx, b_rx) = pipe::channel_with(config)?;
-    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, WARMUP)
+    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, WARMUP, recv_one)
 }
 
 /// Ping-pong of `size` bytes (`size > 0`) with plain `write`/`read_exact`: the parent

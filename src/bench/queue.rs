@@ -97,9 +97,10 @@ impl Drop for Scratch {
     }
 }
 
-fn ours(dir: &BenchDir, durability: Durability) -> Result<(FileQueue, Scratch)> {
+/// Our queue in a new file of `dir`, opened with `config`, and the guard that removes it.
+fn ours(dir: &BenchDir, config: QueueConfig) -> Result<(FileQueue, Scratch)> {
     let path = dir.file("ipcprop");
-    let q = FileQueue::open(&path, QueueConfig::new().with_durability(durability))?;
+    let q = FileQueue::open(&path, config)?;
     Ok((q, Scratch(path)))
 }
 
@@ -128,9 +129,7 @@ pub fn push_pop_with(
     batch: usize,
     config: QueueConfig,
 ) -> Result<Duration> {
-    let path = dir.file("ipcprop");
-    let q = FileQueue::open(&path, config.with_durability(Durability::None))?;
-    let _scratch = Scratch(path);
+    let (q, _scratch) = ours(dir, config.with_durability(Durability::None))?;
     let msg = payload(size);
     let msgs = vec![&msg[..]; batch.max(1)];
     let mut got = (0u64, 0u64);
@@ -185,30 +184,13 @@ pub fn queue_file_push_pop(dir: &BenchDir, n: u64, size: usize, batch: usize) ->
 /// Ours, [`Durability::Sync`]: `n` durable pushes (one `fdatasync` per push or per batch of
 /// `batch`). Only the pushes are timed; the queue is drained and checked afterwards.
 pub fn durable_push(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result<Duration> {
-    let (q, _scratch) = ours(dir, Durability::Sync)?;
-    let msg = payload(size);
-    let msgs = vec![&msg[..]; batch.max(1)];
-    let start = Instant::now();
-    in_batches(n, batch, |k| {
-        if batch <= 1 {
-            q.push(&msg)
-        } else {
-            q.push_batch(&msgs[..k])
-        }
-    })?;
-    let t = start.elapsed();
-    let mut got = (0u64, 0u64);
-    loop {
-        let ms = q.pop_batch(4096)?;
-        if ms.is_empty() {
-            break;
-        }
-        for m in ms {
-            got = (got.0 + 1, got.1 + m.len() as u64);
-        }
-    }
-    expect_count(got, n, size).map_err(failed)?;
-    Ok(t)
+    push_with(
+        dir,
+        n,
+        size,
+        batch,
+        QueueConfig::new().with_durability(Durability::Sync),
+    )
 }
 
 /// `queue-file` with sync writes: `add` per message or `add_n` per batch.
@@ -256,7 +238,7 @@ pub fn channel_pingpong(dir: &BenchDir, n: u64, size: usize) -> Result<Vec<Durat
     let (a_tx, a_rx) = queue::channel(&pa, QueueConfig::new())?;
     let (b_tx, b_rx) = queue::channel(&pb, QueueConfig::new())?;
     // Round trips take tens of microseconds here: fewer warm-up rounds.
-    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, 20)
+    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, 20, recv_one)
 }
 
 /// Ours, pushes only, with the queue opened with `config`: `n` messages of `size` bytes,
@@ -285,9 +267,7 @@ fn push_sending(
     batch: usize,
     config: QueueConfig,
 ) -> Result<Duration> {
-    let path = dir.file("ipcprop");
-    let q = FileQueue::open(&path, config)?;
-    let _scratch = Scratch(path);
+    let (q, _scratch) = ours(dir, config)?;
     let msg = payload(size);
     let msgs = vec![&msg[..]; batch.max(1)];
     let start = Instant::now();
@@ -360,29 +340,55 @@ fn pair_sending(
         |marks| {
             let q = FileQueue::open(&path, config).map_err(|e| e.to_string())?;
             marks.ready()?;
-            let mut got = (0u64, 0u64);
-            let mut idle = Stall::new(n);
-            while got.0 < n {
-                match q.pop_timeout(STALL_POLL).map_err(|e| e.to_string())? {
-                    Some(m) => {
-                        consume(&m);
-                        got = (got.0 + 1, got.1 + m.len() as u64);
-                        idle.reset();
-                    }
-                    None => idle.check(got.0)?,
-                }
-            }
-            marks.done();
-            expect_count(got, n, size)
+            take_n(marks, n, size, || {
+                let m = q.pop_timeout(STALL_POLL).map_err(|e| e.to_string())?;
+                Ok(m.map(|m| {
+                    consume(&m);
+                    m.len()
+                }))
+            })
         },
     )?;
     let left = FileQueue::open(&path, config)?.len()?;
+    expect_none_left(left, "queue", n)?;
+    Ok(t)
+}
+
+/// The consumer's loop of a pair ([`producer_consumer`]): `take` until `n` messages are
+/// taken, then [`Marks::done`] and the count check (exactly `n` messages of `size` bytes).
+/// `take` returns the length of the next message, having read every byte of it
+/// ([`consume`]), or `None` when there is none yet (after waiting for one as long as its
+/// queue lets it); after [`STALL`] with none, the run fails.
+pub(crate) fn take_n(
+    marks: &mut Marks<'_>,
+    n: u64,
+    size: usize,
+    mut take: impl FnMut() -> std::result::Result<Option<usize>, String>,
+) -> std::result::Result<(), String> {
+    let mut got = (0u64, 0u64);
+    let mut idle = Stall::new(n);
+    while got.0 < n {
+        match take()? {
+            Some(len) => {
+                got = (got.0 + 1, got.1 + len as u64);
+                idle.reset();
+            }
+            None => idle.check(got.0)?,
+        }
+    }
+    marks.done();
+    expect_count(got, n, size)
+}
+
+/// Fails unless `left`, the messages still in the pair's `queue` (the queue, the table...)
+/// after its consumer took the `n` it expected, is zero: the producer sent too many.
+pub(crate) fn expect_none_left(left: u64, queue: &str, n: u64) -> Result<()> {
     if left != 0 {
         return Err(failed(format!(
-            "{left} messages left in the queue after the consumer took {n}"
+            "{left} messages left in the {queue} after the consumer took {n}"
         )));
     }
-    Ok(t)
+    Ok(())
 }
 
 /// How long a consumer of [`producer_consumer`] waits without a message before it fails
@@ -394,24 +400,24 @@ const STALL_POLL: Duration = Duration::from_millis(200);
 
 /// A consumer's [`STALL`] clock: running while it finds nothing, reset by a message.
 #[derive(Debug)]
-pub(crate) struct Stall {
+struct Stall {
     n: u64,
     since: Option<Instant>,
 }
 
 impl Stall {
     /// The clock of a consumer that expects `n` messages.
-    pub(crate) fn new(n: u64) -> Stall {
+    fn new(n: u64) -> Stall {
         Stall { n, since: None }
     }
 
     /// A message arrived.
-    pub(crate) fn reset(&mut self) {
+    fn reset(&mut self) {
         self.since = None;
     }
 
     /// Nothing arrived, `got` messages so far: fails once nothing has arrived for [`STALL`].
-    pub(crate) fn check(&mut self, got: u64) -> std::result::Result<(), String> {
+    fn check(&mut self, got: u64) -> std::result::Result<(), String> {
         let since = *self.since.get_or_insert_with(Instant::now);
         if since.elapsed() > STALL {
             return Err(format!(
@@ -472,6 +478,24 @@ impl Marks<'_> {
     }
 }
 
+/// Forks one process of [`producer_consumer`], `name`, running `body` with `mine`, its end
+/// of the "ready" pipe; it closes its copy of `other`, the other process's end, first.
+fn spawn_role(
+    group: &mut ChildGroup,
+    name: &str,
+    body: impl FnOnce(&mut Marks<'_>) -> std::result::Result<(), String>,
+    mine: &mut Option<OwnedFd>,
+    other: &mut Option<OwnedFd>,
+) -> Result<()> {
+    group.spawn(name, |reporter| {
+        drop(other.take());
+        body(&mut Marks {
+            reporter,
+            ready: mine.take(),
+        })
+    })
+}
+
 /// Two processes forked from this one: `producer` and `consumer`, each opening its own
 /// end of whatever they share after the fork (nothing is open across it but a pipe). The
 /// consumer calls [`Marks::ready`] once its end is open, the producer [`Marks::start`]
@@ -489,21 +513,9 @@ pub(crate) fn producer_consumer(
     // by these forks.
     let _serial = crate::check::case::lock_cases();
     let mut group = ChildGroup::new();
-    group.spawn("consumer", |reporter| {
-        drop(r.take());
-        consumer(&mut Marks {
-            reporter,
-            ready: w.take(),
-        })
-    })?;
-    group.spawn("producer", |reporter| {
-        // Without this copy of the write end, a consumer that dies early ends the wait.
-        drop(w.take());
-        producer(&mut Marks {
-            reporter,
-            ready: r.take(),
-        })
-    })?;
+    spawn_role(&mut group, "consumer", consumer, &mut w, &mut r)?;
+    // Without its copy of the write end, a consumer that dies early ends the producer's wait.
+    spawn_role(&mut group, "producer", producer, &mut r, &mut w)?;
     drop((r, w));
     let reports = group.wait(Duration::from_secs(120));
     for r in &reports {
@@ -597,6 +609,34 @@ mod tests {
         // One too many: the consumer stops at ten and the eleventh is found left over.
         let e = pair_sending(&dir, 11, 10, 64, config).unwrap_err();
         assert!(e.to_string().contains("left in the queue"), "{e}");
+    }
+
+    /// The consumer's loop every pair shares: it takes exactly `n`, then fails unless they
+    /// were `n * size` bytes, or as soon as `take` fails.
+    #[test]
+    fn take_n_checks_what_it_took() {
+        let consumer = |lens: Vec<std::result::Result<Option<usize>, String>>| {
+            let mut lens = lens.into_iter();
+            producer_consumer(
+                |marks| marks.start(),
+                |marks| {
+                    marks.ready()?;
+                    take_n(marks, 3, 64, || lens.next().ok_or("took a fourth")?)
+                },
+            )
+        };
+        // An empty look in between is waited out.
+        assert!(consumer(vec![Ok(Some(64)), Ok(None), Ok(Some(64)), Ok(Some(64))]).is_ok());
+        let e = consumer(vec![Ok(Some(64)), Ok(Some(63)), Ok(Some(64))]).unwrap_err();
+        assert!(e.to_string().contains("3 messages / 191 bytes"), "{e}");
+        let e = consumer(vec![Ok(Some(64)), Err("gone".into())]).unwrap_err();
+        assert!(e.to_string().contains("consumer failed: gone"), "{e}");
+        assert!(expect_none_left(0, "queue", 3).is_ok());
+        let e = expect_none_left(2, "table", 3).unwrap_err();
+        assert!(
+            e.to_string().contains("2 messages left in the table"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::pipe::WARMUP;
 use super::{consume, expect_count, failed, one_way, payload, ping_pong, recv_one, wait_ok};
 use crate::check::fork::ChildGroup;
 use crate::shm::{self, RingConfig, RingReceiver, RingSender};
-use crate::{Error, Receiver, Result, Sender, Wait};
+use crate::{Error, Receiver, Result, Wait};
 
 /// Bytes of data in every ring of these benchmarks (ours and `rtrb`'s).
 pub const RING_BYTES: usize = 256 * 1024;
@@ -196,7 +196,7 @@ pub fn crossbeam_threads(n: u64, size: usize) -> Result<Duration> {
 pub fn channel_pingpong(n: u64, size: usize, trusted: bool) -> Result<Vec<Duration>> {
     let (a_tx, a_rx) = ring_with(trusted)?;
     let (b_tx, b_rx) = ring_with(trusted)?;
-    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, WARMUP)
+    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, WARMUP, recv_one)
 }
 
 /// Ping-pong over two of our rings to an echoing child process, both sides polling
@@ -205,52 +205,9 @@ pub fn channel_pingpong(n: u64, size: usize, trusted: bool) -> Result<Vec<Durati
 pub fn pingpong_polling(n: u64, size: usize, trusted: bool) -> Result<Vec<Duration>> {
     let (a_tx, a_rx) = ring_with(trusted)?;
     let (b_tx, b_rx) = ring_with(trusted)?;
-    let (mut ours, mut theirs) = (Some((a_tx, b_rx)), Some((a_rx, b_tx)));
-    // A property case running in another thread must not have its descriptors inherited
-    // by this fork (its receiver would wait for an end of stream this child holds up).
-    let _serial = crate::check::case::lock_cases();
-    let mut group = ChildGroup::new();
-    group.spawn("polling echo", |_| {
-        // Our copies of the parent's ends would keep it from ever seeing a disconnect.
-        drop(ours.take());
-        let (mut rx, mut tx) = theirs.take().ok_or("no ends")?;
-        let mut buf = Vec::with_capacity(size);
-        loop {
-            match poll_one(&mut rx, |m| {
-                buf.clear();
-                buf.extend_from_slice(m)
-            }) {
-                Ok(()) => tx.send(&buf).map_err(|e| e.to_string())?,
-                Err(e) if e.is_disconnected() => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })?;
-    drop(theirs.take());
-    let (mut tx, mut rx) = ours.take().ok_or_else(|| failed("no ends"))?;
-    let msg = payload(size);
-    let mut rtts = Vec::with_capacity(n as usize);
-    for i in 0..WARMUP + n {
-        let t = Instant::now();
-        tx.send(&msg)?;
-        let len = poll_one(&mut rx, |m| {
-            consume(m);
-            m.len()
-        })
-        .map_err(|e| match e {
-            Error::Disconnected => failed("the echo child is gone"),
-            e => e,
-        })?;
-        if len != size {
-            return Err(failed(format!("echo of {size} bytes came back as {len}")));
-        }
-        if i >= WARMUP {
-            rtts.push(t.elapsed());
-        }
-    }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(rtts)
+    ping_pong((a_tx, b_rx), (a_rx, b_tx), n, size, WARMUP, |rx, f| {
+        poll_one(rx, f)
+    })
 }
 
 /// `rtrb` ping-pong between two threads over two byte rings.
@@ -406,6 +363,7 @@ pub fn spin_pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Sender;
 
     /// Not the warm-up's 200 rounds: a ping-pong that timed the warm-up instead shows.
     const N: u64 = 150;

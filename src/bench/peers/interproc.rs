@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use interprocess::unnamed_pipe::{Recver, Sender};
 
 use crate::bench::pipe::WARMUP;
-use crate::bench::{consume, expect_count, failed, payload, wait_ok};
+use crate::bench::{consume, echo_rounds, expect_count, failed, payload, wait_ok};
 use crate::check::fork::ChildGroup;
 use crate::{Error, Result};
 
@@ -108,46 +108,31 @@ pub fn pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
     let _serial = crate::check::case::lock_cases();
     let (there_tx, there_rx) = pipe()?;
     let (back_tx, back_rx) = pipe()?;
-    let (mut ours, mut theirs) = (Some((there_tx, back_rx)), Some((there_rx, back_tx)));
-    let mut group = ChildGroup::new();
-    group.spawn("echo", |_| {
-        // Our copies of the parent's ends would keep it from ever seeing end of stream.
-        drop(ours.take());
-        let (mut rx, mut tx) = theirs.take().ok_or("no ends")?;
-        let (mut buf, mut out) = (Vec::with_capacity(size), Vec::with_capacity(4 + size));
-        while read_frame(&mut rx, &mut buf).map_err(|e| e.to_string())? {
-            frame(&mut out, &buf).map_err(|e| e.to_string())?;
-            tx.write_all(&out).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    })?;
-    drop(theirs.take());
-    let (mut tx, mut rx) = ours.take().ok_or_else(|| failed("no ends"))?;
-    let msg = payload(size);
     let (mut buf, mut out) = (Vec::with_capacity(size), Vec::with_capacity(4 + size));
     let io = |e| Error::io("interprocess ping-pong", e);
-    let mut rtts = Vec::with_capacity(n as usize);
-    for i in 0..WARMUP + n {
-        let t = Instant::now();
-        frame(&mut out, &msg).map_err(io)?;
-        tx.write_all(&out).map_err(io)?;
-        if !read_frame(&mut rx, &mut buf).map_err(io)? {
-            return Err(failed("the echo child is gone"));
-        }
-        consume(&buf);
-        if buf.len() != size {
-            return Err(failed(format!(
-                "echo of {size} bytes came back as {}",
-                buf.len()
-            )));
-        }
-        if i >= WARMUP {
-            rtts.push(t.elapsed());
-        }
-    }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(rtts)
+    echo_rounds(
+        ((there_tx, back_rx), (there_rx, back_tx)),
+        n,
+        size,
+        WARMUP,
+        |(mut rx, mut tx)| {
+            let (mut buf, mut out) = (Vec::with_capacity(size), Vec::with_capacity(4 + size));
+            while read_frame(&mut rx, &mut buf).map_err(|e| e.to_string())? {
+                frame(&mut out, &buf).map_err(|e| e.to_string())?;
+                tx.write_all(&out).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+        |(tx, rx), msg| {
+            frame(&mut out, msg).map_err(io)?;
+            tx.write_all(&out).map_err(io)?;
+            if !read_frame(rx, &mut buf).map_err(io)? {
+                return Ok(None);
+            }
+            consume(&buf);
+            Ok(Some(buf.len()))
+        },
+    )
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcReceiver, IpcS
 use ipc_channel::IpcError;
 
 use crate::bench::pipe::WARMUP;
-use crate::bench::{consume, expect_count, failed, wait_ok};
+use crate::bench::{consume, echo_rounds, expect_count, failed, wait_ok};
 use crate::check::fork::ChildGroup;
 use crate::{Error, Result};
 
@@ -150,43 +150,26 @@ pub fn pingpong(n: u64, size: usize, payload: Payload) -> Result<Vec<Duration>> 
     let _serial = crate::check::case::lock_cases();
     let (there_tx, there_rx) = channel(payload)?;
     let (back_tx, back_rx) = channel(payload)?;
-    let (mut ours, mut theirs) = (Some((there_tx, back_rx)), Some((there_rx, back_tx)));
-    let mut group = ChildGroup::new();
-    group.spawn("echo", |_| {
-        // Our copies of the parent's ends would keep it from ever seeing a disconnect.
-        drop(ours.take());
-        let (rx, tx) = theirs.take().ok_or("no ends")?;
-        while let Some(m) = rx.recv().map_err(|e| e.to_string())? {
-            tx.send_owned(m).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    })?;
-    drop(theirs.take());
-    let (tx, rx) = ours.take().ok_or_else(|| failed("no ends"))?;
-    let msg = crate::bench::payload(size);
-    let mut rtts = Vec::with_capacity(n as usize);
-    for i in 0..WARMUP + n {
-        let t = Instant::now();
-        tx.send(&msg)
-            .map_err(|e| ipc_error("ipc-channel send", e))?;
-        let m = rx
-            .recv()
-            .map_err(|e| ipc_error("ipc-channel recv", e))?
-            .ok_or_else(|| failed("the echo child is gone"))?;
-        consume(&m);
-        if m.len() != size {
-            return Err(failed(format!(
-                "echo of {size} bytes came back as {}",
+    echo_rounds(
+        ((there_tx, back_rx), (there_rx, back_tx)),
+        n,
+        size,
+        WARMUP,
+        |(rx, tx)| {
+            while let Some(m) = rx.recv().map_err(|e| e.to_string())? {
+                tx.send_owned(m).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+        |(tx, rx), msg| {
+            tx.send(msg).map_err(|e| ipc_error("ipc-channel send", e))?;
+            let m = rx.recv().map_err(|e| ipc_error("ipc-channel recv", e))?;
+            Ok(m.map(|m| {
+                consume(&m);
                 m.len()
-            )));
-        }
-        if i >= WARMUP {
-            rtts.push(t.elapsed());
-        }
-    }
-    drop(tx);
-    wait_ok(group)?;
-    Ok(rtts)
+            }))
+        },
+    )
 }
 
 #[cfg(test)]

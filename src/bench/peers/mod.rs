@@ -22,3 +22,27 @@ pub enum Wake {
     /// It sleeps until the sender wakes it (an event, a futex, a blocking read).
     Block,
 }
+
+/// What the tests of the peers share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{Mutex, MutexGuard};
+
+    use crate::bench::queue::BenchDir;
+
+    /// Held by the tests of the peers with process-wide state that a `pair`'s fork could
+    /// catch half made by a test in another thread: SQLite's global mutexes (locked inside
+    /// SQLite there, they would stay locked forever in the children), yaque's lazily made
+    /// token and the watcher threads of `notify`.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    pub(crate) fn serial() -> MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Under the system's temporary directory: these tests check what the runs deliver,
+    /// not their speed, so the disk does not matter.
+    pub(crate) fn bench_dir() -> BenchDir {
+        BenchDir::new(&std::env::temp_dir()).expect("bench dir")
+    }
+}

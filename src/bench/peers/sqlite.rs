@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use crate::bench::queue::{producer_consumer, BenchDir, Stall};
+use crate::bench::queue::{expect_none_left, producer_consumer, take_n, BenchDir};
 use crate::bench::{consume, expect_count, failed, in_batches, payload};
 use crate::Result;
 
@@ -216,9 +216,7 @@ fn pair_sending(
             let c = open(&path, sync)?;
             let mut take = c.prepare_cached(TAKE).map_err(sql_err)?;
             marks.ready()?;
-            let mut got = (0u64, 0u64);
-            let mut idle = Stall::new(n);
-            while got.0 < n {
+            take_n(marks, n, size, || {
                 let len = take
                     .query_row([], |r| {
                         let b = blob(r.get_ref(0)?)?;
@@ -227,45 +225,22 @@ fn pair_sending(
                     })
                     .optional()
                     .map_err(sql_err)?;
-                match len {
-                    Some(len) => {
-                        got = (got.0 + 1, got.1 + len as u64);
-                        idle.reset();
-                    }
-                    None => {
-                        idle.check(got.0)?;
-                        std::thread::sleep(POLL);
-                    }
+                if len.is_none() {
+                    std::thread::sleep(POLL);
                 }
-            }
-            marks.done();
-            expect_count(got, n, size)
+                Ok(len)
+            })
         },
     )?;
     let left = open(&path, sync).and_then(|c| rows(&c)).map_err(failed)?;
-    if left != 0 {
-        return Err(failed(format!(
-            "{left} messages left in the table after the consumer took {n}"
-        )));
-    }
+    expect_none_left(left, "table", n)?;
     Ok(t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Held by every test here: SQLite's global mutexes, locked by a test inside SQLite in
-    /// another thread when a `pair` forks, would stay locked forever in its children.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn bench_dir() -> BenchDir {
-        BenchDir::new(&std::env::temp_dir()).expect("bench dir")
-    }
+    use crate::bench::peers::testing::{bench_dir, serial};
 
     /// FULL syncs at every commit: fewer messages.
     fn n_for(sync: Synchronous) -> u64 {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use yaque::{Receiver, Sender, TryRecvError};
 
-use crate::bench::queue::{producer_consumer, BenchDir};
+use crate::bench::queue::{expect_none_left, producer_consumer, take_n, BenchDir};
 use crate::bench::{consume, expect_count, failed, payload};
 use crate::Result;
 
@@ -131,42 +131,25 @@ fn pair_sending(dir: &BenchDir, sent: u64, n: u64, size: usize) -> Result<Durati
         |marks| {
             let mut rx = Receiver::open(base).map_err(|e| io_err("open receiver", e))?;
             marks.ready()?;
-            let mut got = (0u64, 0u64);
-            while got.0 < n {
+            // `recv` waits as long as it takes: it never comes back empty.
+            take_n(marks, n, size, || {
                 let m = block_on(rx.recv()).map_err(|e| io_err("receive", e))?;
                 consume(&m);
-                got = (got.0 + 1, got.1 + m.len() as u64);
+                let len = m.len();
                 m.commit().map_err(|e| io_err("commit", e))?;
-            }
-            marks.done();
-            expect_count(got, n, size)
+                Ok(Some(len))
+            })
         },
     )?;
     let (left, _) = drain(base).map_err(failed)?;
-    if left != 0 {
-        return Err(failed(format!(
-            "{left} messages left in the queue after the consumer took {n}"
-        )));
-    }
+    expect_none_left(left, "queue", n)?;
     Ok(t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Held by the tests that use yaque: its process-wide state (a lazily made token, the
-    /// watcher threads of `notify`), set up by a test in another thread while a `pair`
-    /// forks, could be left half made in the children.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn bench_dir() -> BenchDir {
-        BenchDir::new(&std::env::temp_dir()).expect("bench dir")
-    }
+    use crate::bench::peers::testing::{bench_dir, serial};
 
     #[test]
     fn push_checks_out_at_every_size() {
