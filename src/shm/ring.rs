@@ -45,12 +45,23 @@ const SPIN_TIME: Duration = Duration::from_micros(50);
 #[cfg(not(ipcprop_loom))]
 const PREEMPTION_LOOK_EVERY: Duration = Duration::from_millis(1);
 
-/// How long a [`Spin`] policy sleeps at once after it saw its thread preempted.
+/// How long a [`Spin`] policy sleeps at once after it saw its thread preempted often.
 #[cfg(not(ipcprop_loom))]
 const PREEMPTED_HOLD: Duration = Duration::from_millis(100);
 
+/// "Often": this many preemptions within [`PREEMPTION_WINDOW`]. Measured on 2 cores (a
+/// thread spinning without pause): about 20 a second from the kernel's own work on an
+/// otherwise idle machine, about 100 a second with one more spinning process than cores.
+/// Three in 50 ms (60 a second) lies between: one preemption is not contention.
+#[cfg(not(ipcprop_loom))]
+const PREEMPTIONS_OFTEN: usize = 3;
+
+/// See [`PREEMPTIONS_OFTEN`].
+#[cfg(not(ipcprop_loom))]
+const PREEMPTION_WINDOW: Duration = Duration::from_millis(50);
+
 /// Whether a waiting side spins before it sleeps: it does, unless its thread was preempted
-/// lately.
+/// often lately.
 ///
 /// Spinning pays only while the peer runs on another core. When there are more runnable
 /// threads than cores (a busy neighbour on a 2-core machine), a spinning waiter keeps the
@@ -59,12 +70,13 @@ const PREEMPTED_HOLD: Duration = Duration::from_millis(100);
 /// once) to 108 us (spinning 50 us). A thread cannot see whether its peer is on a core,
 /// but it can see that the cores are oversubscribed: the kernel then preempts it, which
 /// `getrusage(RUSAGE_THREAD)` counts as involuntary context switches. The policy reads that
-/// count at most every [`PREEMPTION_LOOK_EVERY`] (one system call) and, after it grew,
-/// sleeps at once for [`PREEMPTED_HOLD`] before it tries spinning again.
+/// count at most every [`PREEMPTION_LOOK_EVERY`] (one system call) and, once it saw
+/// [`PREEMPTIONS_OFTEN`] preemptions within [`PREEMPTION_WINDOW`], sleeps at once for
+/// [`PREEMPTED_HOLD`] before it tries spinning again.
 ///
 /// Only speed depends on it: every wait re-checks its condition before it sleeps, spinning
-/// or not. An end moved to another thread compares counts of two threads, and may pause
-/// spinning once for nothing.
+/// or not. An end moved to another thread compares counts of two threads: a count that
+/// went down starts afresh.
 #[derive(Debug, Default)]
 pub(crate) struct Spin {
     /// When the count was read last.
@@ -73,6 +85,9 @@ pub(crate) struct Spin {
     /// The count read then.
     #[cfg(not(ipcprop_loom))]
     switches: nix::libc::c_long,
+    /// When the latest preemptions were seen (at most [`PREEMPTIONS_OFTEN`], oldest first).
+    #[cfg(not(ipcprop_loom))]
+    preempted: std::collections::VecDeque<Instant>,
     /// No spinning before this.
     #[cfg(not(ipcprop_loom))]
     hold_until: Option<Instant>,
@@ -92,8 +107,22 @@ impl Spin {
             .is_none_or(|t| now.saturating_duration_since(t) >= PREEMPTION_LOOK_EVERY);
         if due {
             if let Some(count) = switches() {
-                if self.looked.is_some() && count != self.switches {
-                    self.hold_until = Some(now + PREEMPTED_HOLD);
+                if self.looked.is_some() && count > self.switches {
+                    let new = usize::try_from(count - self.switches).unwrap_or(usize::MAX);
+                    for _ in 0..new.min(PREEMPTIONS_OFTEN) {
+                        if self.preempted.len() == PREEMPTIONS_OFTEN {
+                            self.preempted.pop_front();
+                        }
+                        self.preempted.push_back(now);
+                    }
+                    let often = self.preempted.len() == PREEMPTIONS_OFTEN
+                        && self.preempted.front().is_some_and(|&first| {
+                            now.saturating_duration_since(first) < PREEMPTION_WINDOW
+                        });
+                    if often {
+                        self.hold_until = Some(now + PREEMPTED_HOLD);
+                        self.preempted.clear();
+                    }
                 }
                 self.switches = count;
                 self.looked = Some(now);
@@ -905,32 +934,66 @@ mod tests {
     }
 
     #[test]
-    fn the_spin_policy_spins_until_its_thread_is_preempted_then_sleeps_at_once_for_a_while() {
+    fn the_spin_policy_sleeps_at_once_for_a_while_after_its_thread_is_preempted_often() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut spin = Spin::default();
-        let mut read = counts(&[Some(3), Some(3), Some(4), Some(4), Some(4)]);
+        let mut read = counts(&[Some(3), Some(4), Some(5), Some(5), Some(6), Some(6)]);
         assert!(
             spin.allowed(ms(0), &mut read),
             "first look: 3 switches so far"
         );
-        assert!(spin.allowed(ms(1), &mut read), "second look: still 3");
-        // Within a millisecond of the last look: the count is not read again.
-        assert!(spin.allowed(ms(1) + Duration::from_micros(900), &mut read));
         assert!(
-            !spin.allowed(ms(2), &mut read),
-            "third look: preempted once since"
+            spin.allowed(ms(1), &mut read),
+            "one preemption is not contention"
+        );
+        assert!(spin.allowed(ms(2), &mut read), "nor two");
+        // Within a millisecond of the last look: the count is not read again.
+        assert!(spin.allowed(ms(2) + Duration::from_micros(900), &mut read));
+        assert!(spin.allowed(ms(3), &mut read), "still 5");
+        assert!(
+            !spin.allowed(ms(4), &mut read),
+            "the third within 50 ms: held"
         );
         let hold = PREEMPTED_HOLD.as_millis() as u64;
         assert!(
-            !spin.allowed(ms(2 + hold / 2), &mut read),
+            !spin.allowed(ms(4 + hold / 2), &mut read),
             "within the hold"
         );
         assert!(
-            spin.allowed(ms(3 + hold), &mut read),
+            spin.allowed(ms(5 + hold), &mut read),
             "after the hold, with no new preemption"
         );
-        assert_eq!(read(), None, "exactly five reads: {:?}", spin);
+        assert_eq!(read(), None, "exactly six reads: {spin:?}");
+    }
+
+    #[test]
+    fn preemptions_further_apart_than_the_window_are_not_contention() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let window = PREEMPTION_WINDOW.as_millis() as u64;
+        let mut spin = Spin::default();
+        let mut read = counts(&[Some(0), Some(1), Some(2), Some(3), Some(4), Some(7)]);
+        assert!(spin.allowed(ms(0), &mut read));
+        // One every window/2 + 1 ms: never three within the window.
+        let step = window / 2 + 1;
+        for k in 1..=4 {
+            assert!(spin.allowed(ms(k * step), &mut read), "preemption {k}");
+        }
+        // Three at once (seen in one look) are three within the window.
+        assert!(!spin.allowed(ms(5 * step), &mut read));
+    }
+
+    #[test]
+    fn a_count_that_goes_down_starts_afresh() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut spin = Spin::default();
+        // Moved to a thread preempted less: not a preemption, and not a hold.
+        let mut read = counts(&[Some(50), Some(2), Some(3), Some(4)]);
+        for k in 0..4 {
+            assert!(spin.allowed(ms(k), &mut read), "look {k}");
+        }
     }
 
     #[test]
@@ -961,12 +1024,12 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut spin = Spin::default();
-        let mut read = counts(&[None, Some(5), None, Some(5), Some(6)]);
+        let mut read = counts(&[None, Some(5), None, Some(5), Some(8)]);
         assert!(spin.allowed(ms(0), &mut read));
         assert!(spin.allowed(ms(1), &mut read), "5 is the first count read");
         assert!(spin.allowed(ms(2), &mut read));
         assert!(spin.allowed(ms(3), &mut read), "still 5");
-        assert!(!spin.allowed(ms(4), &mut read), "6: preempted");
+        assert!(!spin.allowed(ms(4), &mut read), "8: preempted three times");
     }
 
     #[test]
