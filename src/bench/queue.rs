@@ -193,6 +193,65 @@ pub fn durable_push(dir: &BenchDir, n: u64, size: usize, batch: usize) -> Result
     )
 }
 
+/// The floor under a durable push, with no queue around it: `n` writes of the bytes one
+/// record of `size` bytes takes in our file (its 24-byte header and the payload, padded to
+/// 8), each followed by `fdatasync`. Either appended at the end of the file (each sync then
+/// also commits the file's new size to the filesystem's journal, as a push to our queue
+/// does), or, with `overwrite`, over blocks written and synced before (the sync writes the
+/// data alone, as SQLite's write-ahead log does once it starts over). Only the writes and
+/// syncs are timed; the file must then hold exactly what was written.
+pub fn raw_sync_writes(dir: &BenchDir, n: u64, size: usize, overwrite: bool) -> Result<Duration> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.file("raw-sync");
+    let _scratch = Scratch(path.clone());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io("create raw sync file", e))?;
+    let record = (24 + size + 7) & !7;
+    let total = n * record as u64;
+    let sync = |f: &std::fs::File| f.sync_data().map_err(|e| Error::io("fdatasync", e));
+    if overwrite {
+        // Written and synced beforehand, untimed: the timed writes land on blocks the file
+        // already has.
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < total {
+            let k = (total - at).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..k], at)
+                .map_err(|e| Error::io("pre-write raw sync file", e))?;
+            at += k as u64;
+        }
+        sync(&file)?;
+    }
+    let bytes = payload(record);
+    let start = Instant::now();
+    for i in 0..n {
+        file.write_all_at(&bytes, i * record as u64)
+            .map_err(|e| Error::io("write raw sync file", e))?;
+        sync(&file)?;
+    }
+    let t = start.elapsed();
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat raw sync file", e))?
+        .len();
+    let mut last = vec![0u8; record];
+    if n > 0 {
+        file.read_exact_at(&mut last, total - record as u64)
+            .map_err(|e| Error::io("read raw sync file", e))?;
+    }
+    if len != total || (n > 0 && last != bytes) {
+        return Err(failed(format!(
+            "the raw sync file holds {len} bytes, not the {total} written (or not what was \
+             written last)"
+        )));
+    }
+    Ok(t)
+}
+
 /// `queue-file` with sync writes: `add` per message or `add_n` per batch.
 pub fn queue_file_durable_push(
     dir: &BenchDir,
@@ -596,6 +655,23 @@ mod tests {
             pair_with(&dir, 10, 8, config),
             Err(Error::InvalidConfig { .. })
         ));
+    }
+
+    #[test]
+    fn raw_sync_writes_write_and_sync_every_record_and_leave_nothing() {
+        let dir = bench_dir();
+        for overwrite in [false, true] {
+            for size in [0, 64, 4096] {
+                let t = raw_sync_writes(&dir, 5, size, overwrite).unwrap();
+                assert!(
+                    t > Duration::ZERO,
+                    "{size} bytes, overwrite {overwrite}: {t:?}"
+                );
+            }
+            assert!(raw_sync_writes(&dir, 0, 64, overwrite).is_ok());
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "left behind {left:?}");
     }
 
     #[test]

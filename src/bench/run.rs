@@ -128,6 +128,10 @@ mod names {
     pub const Q_PUSH_EXCLUSIVE: &str = "ipcprop push, exclusive";
     #[cfg(feature = "peers")]
     pub const Q_SYNC_PAIR: &str = "ipcprop queue, fsync, 2 processes";
+    #[cfg(feature = "peers")]
+    pub const RAW_SYNC_APPEND: &str = "pwrite + fdatasync, appending";
+    #[cfg(feature = "peers")]
+    pub const RAW_SYNC_OVERWRITE: &str = "pwrite + fdatasync, over synced blocks";
     pub const SQL_FULL: &str = "SQLite WAL FULL";
     pub const SQL_FULL_TX: &str = "SQLite WAL FULL, 64 per transaction";
     pub const SQL_FULL_PAIR: &str = "SQLite WAL FULL, 2 processes";
@@ -840,6 +844,19 @@ fn peer_specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                 Queue => {
                     let sync = QueueConfig::new().with_durability(crate::queue::Durability::Sync);
                     let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        // What stands under a durable push: one flushed write, appending
+                        // (what our queue does) or over synced blocks (what SQLite's WAL
+                        // does once it starts over).
+                        (
+                            RAW_SYNC_APPEND,
+                            b(Q_DURABLE),
+                            Box::new(move |n| queue::raw_sync_writes(dir, n, s, false)),
+                        ),
+                        (
+                            RAW_SYNC_OVERWRITE,
+                            b(Q_DURABLE),
+                            Box::new(move |n| queue::raw_sync_writes(dir, n, s, true)),
+                        ),
                         (
                             SQL_FULL,
                             b(Q_DURABLE),
