@@ -119,6 +119,8 @@ mod names {
     pub const IOX_POLL: &str = "iceoryx2, busy-poll";
     pub const IOX_EVENT: &str = "iceoryx2 + event";
     pub const IOX_EVENT_NEIGHBOUR: &str = "iceoryx2 + event, busy neighbour";
+    #[cfg(feature = "peers")]
+    pub const PIPE_PROMISED: &str = "ipcprop send, SIGPIPE promised ignored";
     pub const INTERPROCESS: &str = "interprocess + length prefix";
     pub const IPC_TYPED: &str = "ipc-channel Vec<u8>";
     pub const IPC_BYTES: &str = "ipc-channel bytes";
@@ -744,6 +746,18 @@ fn peer_specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
             match family {
                 Pipe => {
                     let rows: Vec<(_, _, Thr<'a>)> = vec![
+                        // The default send without its SIGPIPE guard (two rt_sigprocmask
+                        // per write): what the guard costs, beside the peers, which have
+                        // none (a Rust program ignores SIGPIPE from the start).
+                        (
+                            PIPE_PROMISED,
+                            b(PIPE_SEND),
+                            Box::new(move |n| {
+                                let config =
+                                    crate::pipe::PipeConfig::new().with_sigpipe_ignored(true);
+                                super::pipe::channel(n, s, 1, config)
+                            }),
+                        ),
                         (
                             INTERPROCESS,
                             b(PIPE_SEND),
