@@ -985,6 +985,26 @@ mod tests {
     }
 
     #[test]
+    fn three_preemptions_exactly_a_window_apart_are_not_contention() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let window = PREEMPTION_WINDOW.as_millis() as u64;
+        let mut spin = Spin::default();
+        let mut read = counts(&[Some(0), Some(1), Some(2), Some(3), Some(4)]);
+        assert!(spin.allowed(ms(0), &mut read));
+        assert!(spin.allowed(ms(1), &mut read));
+        assert!(spin.allowed(ms(1 + window / 2), &mut read));
+        assert!(
+            spin.allowed(ms(1 + window), &mut read),
+            "first to third: the window"
+        );
+        assert!(
+            !spin.allowed(ms(window + window / 2), &mut read),
+            "within it"
+        );
+    }
+
+    #[test]
     fn a_count_that_goes_down_starts_afresh() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
