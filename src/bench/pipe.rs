@@ -32,9 +32,46 @@ pub fn channel(n: u64, size: usize, batch: usize, config: PipeConfig) -> Result<
     one_way(pipe::channel_with(config)?, n, size, batch, recv_one)
 }
 
+/// How the child of [`stream`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Drains the stream with 64 KiB reads (it sleeps whenever the stream is empty).
+    Drain,
+    /// Each message as interprocess's reader takes it: `read` until 4 bytes (a length
+    /// prefix), then until the rest; the messages written are then 4 bytes longer.
+    PrefixThenPayload,
+}
+
 /// One `write` of `size` bytes per message on `w`; a child reads until end of stream and
 /// checks it got `n * size` bytes.
 fn stream<W: Write, R: Read>(n: u64, size: usize, w: W, r: R) -> Result<Duration> {
+    stream_read(n, size, w, r, Reading::Drain)
+}
+
+fn stream_read<W: Write, R: Read>(
+    n: u64,
+    size: usize,
+    w: W,
+    r: R,
+    reading: Reading,
+) -> Result<Duration> {
+    stream_check(n, n, size, w, r, reading)
+}
+
+/// [`stream_read`], writing `sent` messages where the reader expects `n` (a test shows the
+/// count check fails).
+fn stream_check<W: Write, R: Read>(
+    sent: u64,
+    n: u64,
+    size: usize,
+    w: W,
+    r: R,
+    reading: Reading,
+) -> Result<Duration> {
+    let size = match reading {
+        Reading::Drain => size,
+        Reading::PrefixThenPayload => size + 4,
+    };
     let (mut w, mut r) = (Some(w), Some(r));
     let total = n * size as u64;
     // A property case running in another thread must not have its descriptors inherited
@@ -45,17 +82,31 @@ fn stream<W: Write, R: Read>(n: u64, size: usize, w: W, r: R) -> Result<Duration
         // This process's copy of the writing end would keep the stream open forever.
         drop(w.take());
         let mut r = r.take().ok_or("no reader")?;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; size.max(64 * 1024)];
         let mut got = 0u64;
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => {
-                    consume(&buf[..k]);
-                    got += k as u64;
+        if reading == Reading::PrefixThenPayload {
+            let (prefix, rest) = buf[..size].split_at_mut(4);
+            loop {
+                match r.read_exact(prefix) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e.to_string()),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.to_string()),
+                r.read_exact(rest).map_err(|e| e.to_string())?;
+                consume(rest);
+                got += size as u64;
+            }
+        } else {
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        consume(&buf[..k]);
+                        got += k as u64;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.to_string()),
+                }
             }
         }
         if got != total {
@@ -67,7 +118,7 @@ fn stream<W: Write, R: Read>(n: u64, size: usize, w: W, r: R) -> Result<Duration
     let mut w = w.take().ok_or_else(|| failed("no writer"))?;
     let msg = payload(size);
     let start = Instant::now();
-    for _ in 0..n {
+    for _ in 0..sent {
         w.write_all(&msg)
             .map_err(|e| Error::io("benchmark write", e))?;
     }
@@ -80,6 +131,16 @@ fn stream<W: Write, R: Read>(n: u64, size: usize, w: W, r: R) -> Result<Duration
 pub fn raw_write(n: u64, size: usize) -> Result<Duration> {
     let (r, w) = raw_pair()?;
     stream(n, size, w, r)
+}
+
+/// [`raw_write`] of `size + 4` bytes per message, to a reader that takes each message as
+/// interprocess's reader does: a `read` until the 4-byte prefix, then until the payload
+/// (two or more `read`s per message, where the draining reader of [`raw_write`] takes many
+/// messages per `read` and sleeps whenever the pipe is empty). Same writer, other reader:
+/// what the reader's pattern alone does to the writer's speed.
+pub fn raw_write_prefix_reader(n: u64, size: usize) -> Result<Duration> {
+    let (r, w) = raw_pair()?;
+    stream_read(n, size, w, r, Reading::PrefixThenPayload)
 }
 
 /// One `write(2)` per message on a `UnixStream` socketpair (`size > 0`).
@@ -160,4 +221,27 @@ pub fn unix_stream_pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
     let io = |e| Error::io("socket clone", e);
     let (a2, b2) = (a.try_clone().map_err(io)?, b.try_clone().map_err(io)?);
     stream_pingpong(n, size, (a, a2), (b, b2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_reader_takes_every_message_whole_at_every_size() {
+        for size in [0, 64, 4096, 65536] {
+            let t = raw_write_prefix_reader(50, size).unwrap();
+            assert!(t > Duration::ZERO, "{size} bytes");
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_short_fails_the_run_whatever_the_reader() {
+        for reading in [Reading::Drain, Reading::PrefixThenPayload] {
+            // The writer sends 10 messages where the reader is told to expect 11.
+            let (r, w) = raw_pair().unwrap();
+            let short = stream_check(10, 11, 64, w, r, reading);
+            assert!(short.is_err(), "{reading:?}");
+        }
+    }
 }

@@ -121,6 +121,8 @@ mod names {
     pub const IOX_EVENT_NEIGHBOUR: &str = "iceoryx2 + event, busy neighbour";
     #[cfg(feature = "peers")]
     pub const PIPE_PROMISED: &str = "ipcprop send, SIGPIPE promised ignored";
+    #[cfg(feature = "peers")]
+    pub const RAW_PREFIX_READER: &str = "raw write, reader takes prefix then payload";
     pub const INTERPROCESS: &str = "interprocess + length prefix";
     pub const IPC_TYPED: &str = "ipc-channel Vec<u8>";
     pub const IPC_BYTES: &str = "ipc-channel bytes";
@@ -757,6 +759,13 @@ fn peer_specs<'a>(opts: &Options, dir: &'a BenchDir) -> Vec<Spec<'a>> {
                                     crate::pipe::PipeConfig::new().with_sigpipe_ignored(true);
                                 super::pipe::channel(n, s, 1, config)
                             }),
+                        ),
+                        // The floor with interprocess's reader: one raw write per
+                        // message, read as a prefix then the payload.
+                        (
+                            RAW_PREFIX_READER,
+                            b(PIPE_SEND),
+                            Box::new(move |n| super::pipe::raw_write_prefix_reader(n, s)),
                         ),
                         (
                             INTERPROCESS,
