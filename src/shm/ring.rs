@@ -49,6 +49,11 @@ const PREEMPTION_LOOK_EVERY: Duration = Duration::from_millis(1);
 #[cfg(not(ipcprop_loom))]
 const PREEMPTED_HOLD: Duration = Duration::from_millis(100);
 
+/// The longest hold: a hold doubles, up to this, each time the contention is seen again
+/// within one hold's length of the last hold's end (it is still there).
+#[cfg(not(ipcprop_loom))]
+const PREEMPTED_HOLD_MAX: Duration = Duration::from_millis(3200);
+
 /// "Often": this many preemptions within [`PREEMPTION_WINDOW`]. Measured on 2 cores (a
 /// thread spinning without pause): about 20 a second from the kernel's own work on an
 /// otherwise idle machine, about 100 a second with one more spinning process than cores.
@@ -72,7 +77,8 @@ const PREEMPTION_WINDOW: Duration = Duration::from_millis(50);
 /// `getrusage(RUSAGE_THREAD)` counts as involuntary context switches. The policy reads that
 /// count at most every [`PREEMPTION_LOOK_EVERY`] (one system call) and, once it saw
 /// [`PREEMPTIONS_OFTEN`] preemptions within [`PREEMPTION_WINDOW`], sleeps at once for
-/// [`PREEMPTED_HOLD`] before it tries spinning again.
+/// [`PREEMPTED_HOLD`] before it tries spinning again; twice as long each time the contention
+/// is seen again soon after a hold, up to [`PREEMPTED_HOLD_MAX`].
 ///
 /// Only speed depends on it: every wait re-checks its condition before it sleeps, spinning
 /// or not. An end moved to another thread compares counts of two threads: a count that
@@ -91,6 +97,9 @@ pub(crate) struct Spin {
     /// No spinning before this.
     #[cfg(not(ipcprop_loom))]
     hold_until: Option<Instant>,
+    /// The length of the latest hold.
+    #[cfg(not(ipcprop_loom))]
+    hold: Duration,
 }
 
 impl Spin {
@@ -120,7 +129,18 @@ impl Spin {
                             now.saturating_duration_since(first) < PREEMPTION_WINDOW
                         });
                     if often {
-                        self.hold_until = Some(now + PREEMPTED_HOLD);
+                        // Still there soon after the last hold ended: hold twice as long
+                        // (each spell of spinning beside a busy neighbour costs slow hops
+                        // until the contention is seen again). Otherwise start over.
+                        let again = self
+                            .hold_until
+                            .is_some_and(|end| now.saturating_duration_since(end) < self.hold);
+                        self.hold = if again {
+                            (self.hold * 2).min(PREEMPTED_HOLD_MAX)
+                        } else {
+                            PREEMPTED_HOLD
+                        };
+                        self.hold_until = Some(now + self.hold);
                         self.preempted.clear();
                     }
                 }
@@ -1001,6 +1021,53 @@ mod tests {
         assert!(
             !spin.allowed(ms(window + window / 2), &mut read),
             "within it"
+        );
+    }
+
+    #[test]
+    fn a_hold_doubles_while_the_contention_lasts_and_starts_over_once_it_is_gone() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let base = PREEMPTED_HOLD.as_millis() as u64;
+        let mut spin = Spin::default();
+        let mut count = 0;
+        let mut read_at = |spin: &mut Spin, at: u64, preempted: i64| {
+            count += preempted as nix::libc::c_long;
+            spin.allowed(ms(at), || Some(count))
+        };
+        // Contended from the start: three preemptions seen at once hold for the base.
+        assert!(read_at(&mut spin, 0, 0));
+        assert!(!read_at(&mut spin, 1, 3));
+        assert!(!read_at(&mut spin, base, 0), "held for {base} ms");
+        // Seen again right after the hold ended: twice as long, then four times.
+        let mut end = 1 + base;
+        let mut hold = base;
+        for _ in 0..2 {
+            assert!(
+                read_at(&mut spin, end + 1, 0),
+                "spins once the hold is over"
+            );
+            assert!(!read_at(&mut spin, end + 2, 3));
+            hold *= 2;
+            assert!(!read_at(&mut spin, end + 2 + hold - 1, 0), "held {hold} ms");
+            end += 2 + hold;
+        }
+        // The hold is capped.
+        for _ in 0..10 {
+            assert!(read_at(&mut spin, end + 1, 0));
+            assert!(!read_at(&mut spin, end + 2, 3));
+            hold = (hold * 2).min(PREEMPTED_HOLD_MAX.as_millis() as u64);
+            end += 2 + hold;
+        }
+        assert_eq!(hold, PREEMPTED_HOLD_MAX.as_millis() as u64);
+        assert!(read_at(&mut spin, end, 0), "the capped hold ended");
+        // Gone for longer than a hold: the next contention holds for the base again.
+        let later = end + hold + 1;
+        assert!(read_at(&mut spin, later, 0));
+        assert!(!read_at(&mut spin, later + 1, 3));
+        assert!(
+            read_at(&mut spin, later + 1 + base, 0),
+            "the base hold, not double"
         );
     }
 
