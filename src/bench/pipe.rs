@@ -228,10 +228,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_prefix_reader_takes_every_message_whole_at_every_size() {
+    fn both_readers_take_every_message_whole_at_every_size() {
         for size in [0, 64, 4096, 65536] {
             let t = raw_write_prefix_reader(50, size).unwrap();
             assert!(t > Duration::ZERO, "{size} bytes");
+            if size > 0 {
+                // The draining reader (a raw stream cannot carry an empty message).
+                let t = raw_write(50, size).unwrap();
+                assert!(t > Duration::ZERO, "{size} bytes");
+            }
         }
     }
 

@@ -210,7 +210,8 @@ pub fn raw_sync_writes(dir: &BenchDir, n: u64, size: usize, overwrite: bool) -> 
         .create_new(true)
         .open(&path)
         .map_err(|e| Error::io("create raw sync file", e))?;
-    let record = (24 + size + 7) & !7;
+    let record = usize::try_from(queue::record_size(size))
+        .map_err(|_| failed(format!("a record of {size} bytes does not fit in memory")))?;
     let total = n * record as u64;
     let sync = |f: &std::fs::File| f.sync_data().map_err(|e| Error::io("fdatasync", e));
     if overwrite {
@@ -225,6 +226,16 @@ pub fn raw_sync_writes(dir: &BenchDir, n: u64, size: usize, overwrite: bool) -> 
             at += k as u64;
         }
         sync(&file)?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat raw sync file", e))?
+            .len();
+        if len != total {
+            return Err(failed(format!(
+                "the raw sync file was pre-written to {len} bytes, not the {total} the \
+                 writes will go over"
+            )));
+        }
     }
     let bytes = payload(record);
     let start = Instant::now();
@@ -234,22 +245,34 @@ pub fn raw_sync_writes(dir: &BenchDir, n: u64, size: usize, overwrite: bool) -> 
         sync(&file)?;
     }
     let t = start.elapsed();
+    check_raw_file(&file, n, &bytes)?;
+    Ok(t)
+}
+
+/// Fails unless `file` holds exactly `n` records and the last is `record`.
+fn check_raw_file(file: &std::fs::File, n: u64, record: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let total = n * record.len() as u64;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat raw sync file", e))?
         .len();
-    let mut last = vec![0u8; record];
-    if n > 0 {
-        file.read_exact_at(&mut last, total - record as u64)
-            .map_err(|e| Error::io("read raw sync file", e))?;
-    }
-    if len != total || (n > 0 && last != bytes) {
+    if len != total {
         return Err(failed(format!(
-            "the raw sync file holds {len} bytes, not the {total} written (or not what was \
-             written last)"
+            "the raw sync file holds {len} bytes, not the {total} written"
         )));
     }
-    Ok(t)
+    if n > 0 {
+        let mut last = vec![0u8; record.len()];
+        file.read_exact_at(&mut last, total - record.len() as u64)
+            .map_err(|e| Error::io("read raw sync file", e))?;
+        if last != record {
+            return Err(failed(
+                "the raw sync file's last record is not what was written",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `queue-file` with sync writes: `add` per message or `add_n` per batch.
@@ -661,7 +684,8 @@ mod tests {
     fn raw_sync_writes_write_and_sync_every_record_and_leave_nothing() {
         let dir = bench_dir();
         for overwrite in [false, true] {
-            for size in [0, 64, 4096] {
+            // 300 000 bytes: five records pre-written in two 1 MiB chunks, the second short.
+            for size in [0, 64, 4096, 300_000] {
                 let t = raw_sync_writes(&dir, 5, size, overwrite).unwrap();
                 assert!(
                     t > Duration::ZERO,
@@ -672,6 +696,30 @@ mod tests {
         }
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert!(left.is_empty(), "left behind {left:?}");
+    }
+
+    #[test]
+    fn the_raw_sync_file_check_fails_on_a_short_file_or_a_wrong_last_record() {
+        use std::io::Write;
+        let record = [7u8; 16];
+        let file = |bytes: &[u8]| {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(bytes).unwrap();
+            f
+        };
+        let good = [record, record].concat();
+        assert!(check_raw_file(&file(&good), 2, &record).is_ok());
+        assert!(check_raw_file(&file(&[]), 0, &record).is_ok());
+        let e = check_raw_file(&file(&good[..31]), 2, &record).unwrap_err();
+        assert!(e.to_string().contains("holds 31 bytes, not the 32"), "{e}");
+        let mut wrong = good.clone();
+        wrong[31] = 8;
+        let e = check_raw_file(&file(&wrong), 2, &record).unwrap_err();
+        assert!(e.to_string().contains("last record"), "{e}");
+        assert!(
+            check_raw_file(&file(&good), 1, &record).is_err(),
+            "one record too many"
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ mod channel;
 mod core;
 mod exclusive;
 mod format;
+/// The bytes a record with a payload of `len` bytes takes in the file (for the benchmarks'
+/// raw-write floor).
+#[cfg(feature = "bench")]
+pub(crate) use format::record_size;
 mod salvage;
 pub mod storage;
 
