@@ -246,6 +246,18 @@ pub fn raw_sync_writes(dir: &BenchDir, n: u64, size: usize, overwrite: bool) -> 
     }
     let t = start.elapsed();
     check_raw_file(&file, n, &bytes)?;
+    if overwrite {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat raw sync file", e))?
+            .len();
+        if len != total {
+            return Err(failed(format!(
+                "the timed writes grew the pre-written file from {total} to {len} bytes: \
+                 they were not all over synced blocks"
+            )));
+        }
+    }
     Ok(t)
 }
 
