@@ -45,21 +45,11 @@ enum Reading {
 /// One `write` of `size` bytes per message on `w`; a child reads until end of stream and
 /// checks it got `n * size` bytes.
 fn stream<W: Write, R: Read>(n: u64, size: usize, w: W, r: R) -> Result<Duration> {
-    stream_read(n, size, w, r, Reading::Drain)
+    stream_check(n, n, size, w, r, Reading::Drain)
 }
 
-fn stream_read<W: Write, R: Read>(
-    n: u64,
-    size: usize,
-    w: W,
-    r: R,
-    reading: Reading,
-) -> Result<Duration> {
-    stream_check(n, n, size, w, r, reading)
-}
-
-/// [`stream_read`], writing `sent` messages where the reader expects `n` (a test shows the
-/// count check fails).
+/// [`stream`] with the reader `reading`, writing `sent` messages where the reader expects
+/// `n` (a test shows the count check fails when they differ).
 fn stream_check<W: Write, R: Read>(
     sent: u64,
     n: u64,
@@ -140,7 +130,7 @@ pub fn raw_write(n: u64, size: usize) -> Result<Duration> {
 /// what the reader's pattern alone does to the writer's speed.
 pub fn raw_write_prefix_reader(n: u64, size: usize) -> Result<Duration> {
     let (r, w) = raw_pair()?;
-    stream_read(n, size, w, r, Reading::PrefixThenPayload)
+    stream_check(n, n, size, w, r, Reading::PrefixThenPayload)
 }
 
 /// One `write(2)` per message on a `UnixStream` socketpair (`size > 0`).

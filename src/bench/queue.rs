@@ -226,17 +226,8 @@ pub fn raw_sync_writes(dir: &BenchDir, n: u64, size: usize, overwrite: bool) -> 
             at += k as u64;
         }
         sync(&file)?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat raw sync file", e))?
-            .len();
-        if len != total {
-            return Err(failed(format!(
-                "the raw sync file was pre-written to {len} bytes, not the {total} the \
-                 writes will go over"
-            )));
-        }
     }
+    let pre_written = file_len(&file)?;
     let bytes = payload(record);
     let start = Instant::now();
     for i in 0..n {
@@ -246,29 +237,30 @@ pub fn raw_sync_writes(dir: &BenchDir, n: u64, size: usize, overwrite: bool) -> 
     }
     let t = start.elapsed();
     check_raw_file(&file, n, &bytes)?;
-    if overwrite {
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat raw sync file", e))?
-            .len();
-        if len != total {
-            return Err(failed(format!(
-                "the timed writes grew the pre-written file from {total} to {len} bytes: \
-                 they were not all over synced blocks"
-            )));
-        }
+    // Over synced blocks means the timed writes did not grow the file: it held before them
+    // what it holds now (checked above).
+    let written = n * bytes.len() as u64;
+    if overwrite && pre_written != written {
+        return Err(failed(format!(
+            "the raw sync file was pre-written to {pre_written} bytes, not the {written} the \
+             timed writes went over"
+        )));
     }
     Ok(t)
+}
+
+fn file_len(file: &std::fs::File) -> Result<u64> {
+    Ok(file
+        .metadata()
+        .map_err(|e| Error::io("stat raw sync file", e))?
+        .len())
 }
 
 /// Fails unless `file` holds exactly `n` records and the last is `record`.
 fn check_raw_file(file: &std::fs::File, n: u64, record: &[u8]) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let total = n * record.len() as u64;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat raw sync file", e))?
-        .len();
+    let len = file_len(file)?;
     if len != total {
         return Err(failed(format!(
             "the raw sync file holds {len} bytes, not the {total} written"
