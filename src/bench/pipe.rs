@@ -231,6 +231,20 @@ mod tests {
     }
 
     #[test]
+    fn every_pipe_workload_runs_and_times_what_it_says() {
+        let config = tuned();
+        assert!(config.sigpipe_ignored());
+        assert_eq!(config.capacity(), Some(1 << 20));
+        for config in [PipeConfig::new(), tuned()] {
+            assert!(channel(50, 64, 1, config).unwrap() > Duration::ZERO);
+            assert!(channel(50, 64, 8, config).unwrap() > Duration::ZERO);
+            // 150 rounds timed, not the warm-up's.
+            assert_eq!(channel_pingpong(150, 64, config).unwrap().len(), 150);
+        }
+        assert!(unix_stream(50, 64).unwrap() > Duration::ZERO);
+    }
+
+    #[test]
     fn a_stream_cut_short_fails_the_run_whatever_the_reader() {
         for reading in [Reading::Drain, Reading::PrefixThenPayload] {
             // The writer sends 10 messages where the reader is told to expect 11.
