@@ -242,6 +242,8 @@ mod tests {
             assert_eq!(channel_pingpong(150, 64, config).unwrap().len(), 150);
         }
         assert!(unix_stream(50, 64).unwrap() > Duration::ZERO);
+        assert_eq!(raw_pingpong(150, 64).unwrap().len(), 150);
+        assert_eq!(unix_stream_pingpong(150, 64).unwrap().len(), 150);
     }
 
     #[test]
