@@ -117,12 +117,23 @@ struct Rec {
     seq: u64,
 }
 
+/// Whether `b[from..]` is free space (FORMAT.md: the word `ipcpfree` at every multiple of 8
+/// to the end of the file).
+fn is_free(b: &[u8], from: usize) -> bool {
+    from.is_multiple_of(8)
+        && (b.len() - from).is_multiple_of(8)
+        && b[from..].chunks(8).all(|w| w == FREE)
+}
+
+const FREE: &[u8; 8] = b"ipcpfree";
+
 /// Every record from the start of the data area, back to back (the crate never leaves
-/// anything else between 8192 and the end of a file it wrote).
+/// anything else between 8192 and the end of a file it wrote, except free space after the
+/// last record).
 fn records(b: &[u8]) -> Vec<Rec> {
     let mut out = Vec::new();
     let mut o = DATA;
-    while o + HEADER <= b.len() {
+    while o + HEADER <= b.len() && !is_free(b, o) {
         let len = u32_at(b, o + 4) as usize;
         assert!(
             o + HEADER + len <= b.len(),
@@ -136,7 +147,7 @@ fn records(b: &[u8]) -> Vec<Rec> {
         o += record_size(len);
     }
     assert!(
-        o == b.len() || b.len() <= DATA,
+        o == b.len() || b.len() <= DATA || is_free(b, o),
         "records end at {o}, file at {}",
         b.len()
     );
@@ -641,6 +652,53 @@ fn damages(base: &Base) -> Vec<Case> {
         cat(b, &noise(333, len as u64)),
     );
     add("append 5 bytes".into(), cat(b, &[1, 2, 3, 4, 5]));
+    // Free space (what a synced push writes ahead), whole and damaged.
+    let free = |words: usize| FREE.repeat(words);
+    add("append 2 words of free space".into(), cat(b, &free(2)));
+    add("append a page of free space".into(), cat(b, &free(512)));
+    add("append free space cut mid-word".into(), {
+        cat(b, &free(3)[..20])
+    });
+    add("append free space with one byte changed".into(), {
+        let mut t = free(64);
+        t[333] ^= 0x20;
+        cat(b, &t)
+    });
+    add("append free space with a zero word".into(), {
+        let mut t = free(16);
+        t[64..72].fill(0);
+        cat(b, &t)
+    });
+    add("append free space then a torn record".into(), {
+        let mut t = free(8);
+        t.extend(&record(next_seq, 0, gap, &payload(98, 100))[..HEADER + 10]);
+        cat(b, &t)
+    });
+    add(
+        "append a valid record then free space (a push writing ahead)".into(),
+        {
+            let mut t = record(next_seq, 0, gap, b"ahead");
+            t.extend(free(40));
+            cat(b, &t)
+        },
+    );
+    add(
+        "append a torn record then free space (a power loss mid-push)".into(),
+        {
+            let mut t = record(next_seq, 0, gap, &payload(97, 64));
+            t[HEADER + 3] ^= 1;
+            t.extend(free(40));
+            cat(b, &t)
+        },
+    );
+    add(
+        "append free space then a valid record of a later write".into(),
+        {
+            let mut t = free(24);
+            t.extend(record(next_seq + 1, 0, gap + 1, b"later"));
+            cat(b, &t)
+        },
+    );
     if let Some(r) = recs.first() {
         let first = b[r.offset..r.offset + record_size(r.len)].to_vec();
         add(

@@ -1147,3 +1147,194 @@ fn a_record_replaced_under_a_handle_is_refused_not_delivered() {
         assert!(why.contains("message 7"), "{why}");
     })
 }
+
+// ---- Free space (FORMAT.md section 3, "Reading the queue", case 1) -------------------------
+
+const FREE: &[u8; 8] = b"ipcpfree";
+
+fn synced(path: &Path) -> FileQueue {
+    FileQueue::open(
+        path,
+        QueueConfig::new().with_durability(ipcprop::queue::Durability::Sync),
+    )
+    .unwrap()
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+fn all_free(b: &[u8]) -> bool {
+    b.len().is_multiple_of(8) && b.chunks(8).all(|w| w == FREE)
+}
+
+#[test]
+fn a_synced_push_that_grows_the_file_writes_free_space_ahead_and_later_pushes_overwrite_it() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("ahead");
+        let path = dir.file("q");
+        let q = synced(&path);
+        q.push(b"first").unwrap();
+        let tail = DATA + size(5);
+        let len = file_len(&path);
+        // Free space to the first page boundary at least 32 KiB past the record.
+        assert_eq!(len, (tail + 32 * 1024).next_multiple_of(PAGE));
+        assert!(all_free(&read_at(&path, tail, (len - tail) as usize)));
+        // The pushes that fit in it leave the file's length alone.
+        let mut end = tail;
+        let mut pushed = 1u32;
+        while end + size(40) <= len {
+            q.push(&[pushed as u8; 40]).unwrap();
+            end += size(40);
+            pushed += 1;
+            assert_eq!(file_len(&path), len, "push {pushed} grew the file");
+        }
+        assert!(all_free(&read_at(&path, end, (len - end) as usize)));
+        // The next one grows it, by its record and free space ahead again.
+        q.push(&[0xee; 40]).unwrap();
+        pushed += 1;
+        assert_eq!(
+            file_len(&path),
+            (end + size(40) + 32 * 1024).next_multiple_of(PAGE)
+        );
+        drop(q);
+        // Another handle (not syncing) finds every message and nothing to repair.
+        let q = open(&path);
+        assert_eq!(q.recoveries(), vec![]);
+        assert_eq!(q.len().unwrap(), u64::from(pushed));
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(q.pop().unwrap(), Some(vec![1u8; 40]));
+        assert_eq!(q.recoveries(), vec![]);
+    })
+}
+
+#[test]
+fn a_push_without_sync_writes_no_free_space() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("noahead");
+        let path = dir.file("q");
+        let q = open(&path);
+        q.push_batch(&[b"a", b"bc"]).unwrap();
+        assert_eq!(file_len(&path), DATA + size(1) + size(2));
+    })
+}
+
+#[test]
+fn damaged_free_space_is_torn_remains_cut_and_reported_also_by_a_handle_that_looked_before() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("freedamage");
+        let path = dir.file("q");
+        // A handle that opens the file afresh.
+        let q = synced(&path);
+        q.push(b"kept").unwrap();
+        let tail = DATA + size(4);
+        let len = file_len(&path);
+        drop(q);
+        write_at(&path, len - 8, b"ipcpfreX");
+        let q = open(&path);
+        assert_eq!(
+            q.recoveries(),
+            vec![Recovery::TornTail {
+                offset: tail,
+                bytes: len - tail,
+                next_seq: 1
+            }]
+        );
+        assert_eq!(file_len(&path), tail, "cut at the tail");
+        drop(q);
+
+        // A handle that read the file before, resuming at its tail: a writer killed
+        // mid-push left a record's first bytes over the free space.
+        let q = synced(&path);
+        q.push(b"again").unwrap();
+        let tail = tail + size(5);
+        let len = file_len(&path);
+        assert_eq!(q.len().unwrap(), 2);
+        write_at(&path, tail, &[7u8; 20]);
+        assert_eq!(q.len().unwrap(), 2);
+        assert_eq!(
+            q.recoveries(),
+            vec![Recovery::TornTail {
+                offset: tail,
+                bytes: len - tail,
+                next_seq: 2
+            }]
+        );
+        assert_eq!(file_len(&path), tail);
+        q.push(b"over").unwrap();
+        assert_eq!(
+            q.pop_batch(5).unwrap(),
+            vec![b"kept".to_vec(), b"again".to_vec(), b"over".to_vec()]
+        );
+    })
+}
+
+#[test]
+fn free_space_not_in_whole_words_to_the_end_is_torn_remains() {
+    common::within(LIMIT, move || {
+        for (what, extra) in [
+            ("cut mid-word", &b"ipcpf"[..]),
+            ("a zero word", &[0u8; 8][..]),
+        ] {
+            let dir = TempDir::new("freeshape");
+            let path = dir.file("q");
+            let q = synced(&path);
+            q.push(b"x").unwrap();
+            drop(q);
+            let tail = DATA + size(1);
+            let len = file_len(&path);
+            write_at(&path, len, extra);
+            let q = open(&path);
+            assert_eq!(
+                q.recoveries(),
+                vec![Recovery::TornTail {
+                    offset: tail,
+                    bytes: len + extra.len() as u64 - tail,
+                    next_seq: 1
+                }],
+                "{what}"
+            );
+            assert_eq!(q.pop().unwrap().as_deref(), Some(&b"x"[..]), "{what}");
+        }
+    })
+}
+
+#[test]
+fn a_later_write_behind_free_space_is_still_damage() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("freelater");
+        let path = dir.file("q");
+        let q = synced(&path);
+        q.push(b"m0").unwrap();
+        q.push(b"m1").unwrap();
+        drop(q);
+        // Message 1's record is damaged into free space, and message 2 of a later write
+        // follows: message 1 was committed and is lost.
+        let at = DATA + size(2);
+        write_at(&path, at, &FREE.repeat(size(2) as usize / 8));
+        write_at(&path, at + 64, &record(2, 0, 2, b"m2"));
+        let why = corrupt(FileQueue::open(&path, QueueConfig::new()));
+        assert!(why.contains("message 2 of a later write"), "{why}");
+    })
+}
+
+#[test]
+fn salvage_does_not_list_free_space_as_skipped() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("freesalvage");
+        let path = dir.file("q");
+        let q = synced(&path);
+        q.push_batch(&[b"s0", b"s1"]).unwrap();
+        drop(q);
+        let saved = dir.file("saved");
+        let report = FileQueue::salvage(&path, &saved).unwrap();
+        assert_eq!(report.copied, 2);
+        assert_eq!(report.skipped, vec![]);
+        // Free space with damage in it is still listed.
+        write_at(&path, file_len(&path) - 8, &[0; 8]);
+        let again = dir.file("saved-again");
+        let report = FileQueue::salvage(&path, &again).unwrap();
+        assert_eq!(report.copied, 2);
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
+    })
+}

@@ -14,8 +14,8 @@
 //!   written. Otherwise it is the torn remains of the last write: cut off (a [`Recovery`]).
 
 use super::format::{
-    encode_record, Lease, LeaseState, RecordHeader, RecordMeta, Slot, SlotError, DATA_START,
-    GAP_UNKNOWN, MAX_LEASES, PAGE, RECORD_HEADER, SLOT_FIXED, VERSION,
+    encode_record, fill_free, is_free, Lease, LeaseState, RecordHeader, RecordMeta, Slot,
+    SlotError, DATA_START, GAP_UNKNOWN, MAX_LEASES, PAGE, RECORD_HEADER, SLOT_FIXED, VERSION,
 };
 use super::storage::Storage;
 use super::{Durability, QueueConfig, Recovery, SlotName};
@@ -23,6 +23,14 @@ use crate::error::{Error, Result};
 
 /// Records are read in chunks of this size.
 const CHUNK: usize = 64 * 1024;
+/// A synced push that would grow the file writes this much free space after its records
+/// (then up to the next page boundary), so the pushes after it overwrite blocks already on
+/// the disk: on ext4 an `fdatasync` after an append must also commit the new size to the
+/// journal, one after an overwrite need not (`ipcprop bench --peers` measures both).
+const WRITE_AHEAD: u64 = 32 * 1024;
+// Free space past the tail is at most WRITE_AHEAD plus a page: one chunk read at the tail
+// sees all of it, so checking it costs a refresh no extra system call.
+const _: () = assert!(WRITE_AHEAD + PAGE <= CHUNK as u64);
 /// A handle keeps this many of its latest recoveries.
 const RECOVERIES_KEPT: usize = 16;
 
@@ -37,6 +45,8 @@ struct State {
     tail_offset: u64,
     /// Sequence number the next record gets.
     tail_seq: u64,
+    /// Where the file ends (at least `tail_offset`): past the tail is free space.
+    file_end: u64,
 }
 
 /// How a consuming operation treats the messages it reads.
@@ -75,6 +85,8 @@ struct ScanEnd {
     torn: Option<(u64, u64)>,
     /// The furthest head any scanned record proves (`seq - head_gap`).
     head_proof: Option<u64>,
+    /// The file's length (or the tail, if the last record's padding lies past it).
+    file_end: u64,
 }
 
 /// A header slot found unusable: its index (0 = A, 1 = B) and why.
@@ -175,6 +187,32 @@ pub(crate) fn payload_matches<S: Storage + ?Sized>(
         at += n as u64;
     }
     Ok(crc == h.crc)
+}
+
+/// Whether the bytes from `from` to `len` (the end of the file) are all free space
+/// ([`FREE_WORD`](super::format::FREE_WORD)s at multiples of 8), reading them in pieces of
+/// at most 64 KiB into `chunk` (at least 64 KiB long).
+pub(crate) fn free_to_end<S: Storage + ?Sized>(
+    storage: &mut S,
+    from: u64,
+    len: u64,
+    chunk: &mut [u8],
+) -> Result<bool> {
+    if !from.is_multiple_of(8) || from > len || !(len - from).is_multiple_of(8) {
+        return Ok(false);
+    }
+    let mut off = from;
+    while off < len {
+        let want = ((len - off) as usize).min(CHUNK);
+        let got = storage
+            .read_at(&mut chunk[..want], off)
+            .map_err(|e| io("read queue file", e))?;
+        if got == 0 || !is_free(&chunk[..got]) {
+            return Ok(false);
+        }
+        off += got as u64;
+    }
+    Ok(true)
 }
 
 /// The first record after `bad` (at a multiple of 8 past it) that `accept(offset,
@@ -334,6 +372,8 @@ impl<S: Storage> Core<S> {
             slot_index,
             tail_offset: end.tail_offset,
             tail_seq: end.tail_seq,
+            // Torn remains are cut off just below.
+            file_end: end.torn.map_or(end.file_end, |(offset, _)| offset),
         });
         if let Some((offset, bytes)) = end.torn {
             // Nothing after the tail is a record: cut it off, so the next write lands at
@@ -503,6 +543,9 @@ impl<S: Storage> Core<S> {
     ) -> Result<ScanEnd> {
         let mut head_proof: Option<u64> = None;
         let mut scratch = Vec::new();
+        // The last chunk read: its offset, how many bytes it got, and whether that was
+        // everything up to the end of the file.
+        let mut seen: (u64, usize, bool);
         // The first invalid record: where, and what was wrong.
         let (bad_at, bad_why): (u64, String) = 'records: loop {
             let valid = self
@@ -515,8 +558,10 @@ impl<S: Storage> Core<S> {
                     tail_seq: seq,
                     torn: None,
                     head_proof,
+                    file_end: off,
                 });
             }
+            seen = (off, valid, valid < CHUNK);
             let mut at = 0usize;
             loop {
                 if at + RECORD_HEADER > valid {
@@ -560,10 +605,21 @@ impl<S: Storage> Core<S> {
             }
             off += at as u64;
         };
-        let len = match file_len {
-            Some(len) => len,
-            None => self.storage.len().map_err(|e| io("stat queue file", e))?,
+        let len = match (file_len, seen) {
+            (Some(len), _) => len,
+            // A short read ended at the end of the file (we hold the lock: it stays there).
+            (None, (at, n, true)) => at + n as u64,
+            (None, _) => self.storage.len().map_err(|e| io("stat queue file", e))?,
         };
+        if self.free_to_end(bad_at, len, chunk, seen)? {
+            return Ok(ScanEnd {
+                tail_offset: bad_at,
+                tail_seq: seq,
+                torn: None,
+                head_proof,
+                file_end: len,
+            });
+        }
         if let Some((later_at, later)) = self.later_write(bad_at, seq, len, chunk)? {
             return Err(Error::Corrupt(format!(
                 "damaged records in the middle of the queue: the record expected at offset \
@@ -580,7 +636,28 @@ impl<S: Storage> Core<S> {
             tail_seq: seq,
             torn: (len > bad_at).then(|| (bad_at, len - bad_at)),
             head_proof,
+            file_end: len.max(bad_at),
         })
+    }
+
+    /// Whether the bytes from the tail `from` to the end of the file (`len`) are free space
+    /// ([`FREE_WORD`]s), using the chunk read last (`seen`: its offset and length) when it
+    /// holds them all, as it does for what a push writes ahead.
+    fn free_to_end(
+        &mut self,
+        from: u64,
+        len: u64,
+        chunk: &mut [u8],
+        seen: (u64, usize, bool),
+    ) -> Result<bool> {
+        if !from.is_multiple_of(8) || from >= len || !(len - from).is_multiple_of(8) {
+            return Ok(from >= len);
+        }
+        let (at, n, _) = seen;
+        if from >= at && len <= at + n as u64 {
+            return Ok(is_free(&chunk[(from - at) as usize..(len - at) as usize]));
+        }
+        free_to_end(&mut self.storage, from, len, chunk)
     }
 
     /// Looks past an invalid record at `bad_at`, where message `seq` was expected, for a
@@ -644,14 +721,23 @@ impl<S: Storage> Core<S> {
             };
             encode_record(meta, m, &mut out);
         }
-        let r = self.storage.write_at(&out, st.tail_offset);
         let written = out.len() as u64;
+        let records_end = st.tail_offset + written;
+        if self.durability == Durability::Sync && records_end > st.file_end {
+            // This write grows the file (and its fdatasync commits the new size): let it
+            // write free space ahead, so the next pushes are overwrites.
+            let ahead_end = (records_end + WRITE_AHEAD).next_multiple_of(PAGE);
+            fill_free(&mut out, (ahead_end - st.tail_offset) as usize);
+        }
+        let r = self.storage.write_at(&out, st.tail_offset);
+        let write_end = st.tail_offset + out.len() as u64;
         self.buf = out;
         self.guarded("write queue records", r)?;
         self.sync()?;
         if let Some(s) = self.state.as_mut() {
-            s.tail_offset += written;
+            s.tail_offset = records_end;
             s.tail_seq += msgs.len() as u64;
+            s.file_end = s.file_end.max(write_end);
         }
         Ok(())
     }
@@ -937,6 +1023,7 @@ impl<S: Storage> Core<S> {
         self.guarded("truncate queue file", r)?;
         if let Some(s) = self.state.as_mut() {
             s.tail_offset = DATA_START;
+            s.file_end = DATA_START;
         }
         Ok(())
     }
@@ -969,6 +1056,7 @@ impl<S: Storage> Core<S> {
         self.guarded("truncate queue file", r)?;
         if let Some(s) = self.state.as_mut() {
             s.tail_offset = DATA_START + live;
+            s.file_end = DATA_START + live;
         }
         Ok(())
     }

@@ -188,6 +188,31 @@ pub(crate) fn record_size(len: usize) -> u64 {
     ((RECORD_HEADER + len + 7) & !7) as u64
 }
 
+/// The 8-byte word that fills **free space**: bytes from the tail to the end of the file
+/// that a writer wrote ahead (so a later synced push overwrites blocks already on the disk
+/// instead of growing the file). Free space is whole words of it, at multiples of 8, up to
+/// the end of the file; a record header never starts with it unless its payload is 1.7 GB
+/// long, and free space is only ever looked for past the last valid record.
+pub(crate) const FREE_WORD: [u8; 8] = *b"ipcpfree";
+
+/// Whether `bytes` (starting at a multiple of 8) are all free space: whole [`FREE_WORD`]s.
+/// Empty is free.
+pub(crate) fn is_free(bytes: &[u8]) -> bool {
+    let word = u64::from_ne_bytes(FREE_WORD);
+    bytes.len().is_multiple_of(8)
+        && bytes
+            .chunks_exact(8)
+            .all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])) == word)
+}
+
+/// Appends free space to `out` until it is `len` bytes long (`len - out.len()` must be a
+/// multiple of 8: it is when `out` holds whole records and `len` is a multiple of 8).
+pub(crate) fn fill_free(out: &mut Vec<u8>, len: usize) {
+    while out.len() + 8 <= len {
+        out.extend_from_slice(&FREE_WORD);
+    }
+}
+
 /// Where a record's fields come from when it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordMeta {

@@ -6,7 +6,7 @@
 //! writes it, and hands every valid unconsumed record, in order, to the caller, with a
 //! report of every stretch it could not read.
 
-use super::core::{find_record_after, payload_matches};
+use super::core::{find_record_after, free_to_end, payload_matches};
 use super::format::{
     LeaseState, RecordHeader, Slot, SlotError, DATA_START, PAGE, RECORD_HEADER, VERSION,
 };
@@ -111,6 +111,9 @@ pub(crate) fn salvage<S: Storage>(
             Some(h) => h,
             None => {
                 let next = next_record(src, off, len, expected)?;
+                if next.is_none() && free_to_end(src, off, len, &mut vec![0u8; CHUNK])? {
+                    break; // free space a synced push wrote ahead: nothing was lost
+                }
                 report.skipped.push(Skipped {
                     offset: off,
                     bytes: next.map_or(len, |(p, _)| p) - off,

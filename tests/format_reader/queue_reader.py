@@ -232,6 +232,18 @@ def walk(data, head_offset, head_seq):
     return records, offset, expected
 
 
+FREE_WORD = b"ipcpfree"
+
+
+def is_free_space(data, tail):
+    """FORMAT 3, "Reading the queue", case 1: from the tail to the end of the file, the word
+    "ipcpfree" at every multiple of 8, the file's length a multiple of 8."""
+    rest = len(data) - tail
+    if tail % 8 != 0 or rest % 8 != 0:
+        return False
+    return bytes(data[tail:]) == FREE_WORD * (rest // 8)
+
+
 def later_write(data, tail, s):
     """The first valid record of a later write after the tail (FORMAT 3, "Reading the queue",
     case 3), as (offset, seq, batch_index), or None."""
@@ -313,7 +325,7 @@ def read_queue(data):
 
     records, tail, s = walk(data, current.head_offset, current.head_seq)
 
-    if tail < file_len:
+    if tail < file_len and not is_free_space(data, tail):
         later = later_write(data, tail, s)
         if later is not None:
             p, seq, batch_index = later
