@@ -1338,3 +1338,73 @@ fn salvage_does_not_list_free_space_as_skipped() {
         assert_eq!(report.skipped.len(), 1, "{report:?}");
     })
 }
+
+// ---- One read per pop: the refresh before a pop reads from the head ----------------------
+
+/// The I/O calls `op` makes on `disk`.
+fn calls(disk: &SimDisk, op: impl FnOnce()) -> u64 {
+    let before = disk.ops();
+    op();
+    disk.ops() - before
+}
+
+#[test]
+fn a_pop_after_another_handles_push_reads_the_file_twice_and_writes_once() {
+    let disk = SimDisk::new();
+    let mut producer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    let mut consumer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    for round in 0..5u8 {
+        producer.push(&[round; 100]).unwrap();
+        producer.push(&[round; 7]).unwrap();
+        // The header slots, then one read from the head that finds the new records and
+        // holds the one popped; then the header write.
+        let mut got = None;
+        assert_eq!(calls(&disk, || got = consumer.pop().unwrap()), 3);
+        assert_eq!(got, Some(vec![round; 100]));
+        // The records from the head to the tail were read before: one read again.
+        assert_eq!(calls(&disk, || got = consumer.pop().unwrap()), 3);
+        assert_eq!(got, Some(vec![round; 7]));
+        // Nothing there: the slots and the read at the head.
+        assert_eq!(calls(&disk, || got = consumer.pop().unwrap()), 2);
+        assert_eq!(got, None);
+        // A push still reads at the tail only (2 reads) and writes once.
+        assert_eq!(calls(&disk, || producer.push(b"p").unwrap()), 3);
+        assert_eq!(consumer.pop().unwrap().as_deref(), Some(&b"p"[..]));
+    }
+}
+
+#[test]
+fn what_a_refresh_read_ahead_is_never_delivered_after_a_write_changed_it() {
+    // One handle pushes and pops in turns: each pop must see the records the pushes
+    // before it wrote, never the bytes the refresh read before them.
+    let disk = SimDisk::new();
+    let mut q = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    let mut other = StorageQueue::open(disk, QueueConfig::new()).unwrap();
+    for i in 0..40u8 {
+        q.push(&[i; 3]).unwrap();
+        assert_eq!(q.peek().unwrap(), Some(vec![i; 3]));
+        other.push(&[i, i]).unwrap();
+        assert_eq!(q.pop().unwrap(), Some(vec![i; 3]));
+        assert_eq!(q.pop().unwrap(), Some(vec![i, i]));
+        assert_eq!(q.pop().unwrap(), None);
+    }
+    // An exclusive handle refreshes once, at open, and that read saw free space past the
+    // tail: its pops after its own pushes must read what the pushes wrote over it.
+    let dir = TempDir::new("prefetch");
+    let path = dir.file("q");
+    let q = synced(&path);
+    q.push(b"gone").unwrap();
+    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"gone"[..]));
+    drop(q);
+    let q = FileQueue::open(
+        &path,
+        QueueConfig::new()
+            .with_exclusive(true)
+            .with_durability(ipcprop::queue::Durability::Sync),
+    )
+    .unwrap();
+    for i in 0..40u8 {
+        q.push(&[i; 9]).unwrap();
+        assert_eq!(q.pop().unwrap(), Some(vec![i; 9]));
+    }
+}

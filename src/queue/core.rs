@@ -31,6 +31,10 @@ const WRITE_AHEAD: u64 = 32 * 1024;
 // Free space past the tail is at most WRITE_AHEAD plus a page: one chunk read at the tail
 // sees all of it, so checking it costs a refresh no extra system call.
 const _: () = assert!(WRITE_AHEAD + PAGE <= CHUNK as u64);
+/// A refresh before a read starts its one read at the head instead of the tail when the
+/// records between them are at most this long: that read then shows the records a pop
+/// takes, the new ones and any free space (at most `WRITE_AHEAD + PAGE`) at once.
+const READ_FROM_HEAD_MAX: u64 = CHUNK as u64 - WRITE_AHEAD - PAGE;
 /// A handle keeps this many of its latest recoveries.
 const RECOVERIES_KEPT: usize = 16;
 
@@ -112,6 +116,10 @@ pub(crate) struct Core<S: Storage> {
     buf: Vec<u8>,
     /// Reused for reading records (kept at least CHUNK long, so it is zeroed only once).
     read_buf: Vec<u8>,
+    /// `read_buf[..n]` holds the file's bytes from offset `o`, read while this handle held
+    /// the lock and not written since: `Some((o, n))`. Set by a scan, used once by the next
+    /// walk, cleared by every write.
+    prefetched: Option<(u64, usize)>,
 }
 
 impl<S: Storage + std::fmt::Debug> std::fmt::Debug for Core<S> {
@@ -269,6 +277,7 @@ impl<S: Storage> Core<S> {
             recoveries: Vec::new(),
             buf: Vec::new(),
             read_buf: Vec::new(),
+            prefetched: None,
         }
     }
 
@@ -333,6 +342,18 @@ impl<S: Storage> Core<S> {
     /// crash left (a lost header slot, the torn remains of a write). Called at every lock
     /// acquisition: a holder may have died mid-update, others may have pushed or popped.
     pub(crate) fn refresh(&mut self) -> Result<()> {
+        self.refresh_with(false)
+    }
+
+    /// [`Core::refresh`] before reading messages: when the live records are short, the one
+    /// read that finds new records starts at the head, so the pop or peek that follows reads
+    /// nothing more (one system call less per pop).
+    pub(crate) fn refresh_reading(&mut self) -> Result<()> {
+        self.refresh_with(true)
+    }
+
+    fn refresh_with(&mut self, reading: bool) -> Result<()> {
+        self.prefetched = None;
         self.check_poison()?;
         let (slot, slot_index, lost) = self.read_slots()?;
         // Records have not moved since we last looked (same epoch) and the head is within
@@ -352,7 +373,16 @@ impl<S: Storage> Core<S> {
         };
         self.state = None;
         let end = match resume {
-            Some((from, seq)) => self.scan(from, seq, None)?,
+            Some((from, seq)) => {
+                // Known valid (same epoch, head within what we scanned): the records from
+                // the head to our tail, read again only to have them at hand.
+                let read_from = if reading && from - slot.head_offset <= READ_FROM_HEAD_MAX {
+                    slot.head_offset
+                } else {
+                    from
+                };
+                self.scan_from(read_from, from, seq, None)?
+            }
             None => {
                 let len = self.storage.len().map_err(|e| io("stat queue file", e))?;
                 // A head at the start of the data area is fine in a file that ends before
@@ -525,22 +555,38 @@ impl<S: Storage> Core<S> {
     /// that end is: the end of the file, the torn remains of the last write, or damage
     /// followed by later records ([`Error::Corrupt`]). `file_len` if known.
     fn scan(&mut self, off: u64, seq: u64, file_len: Option<u64>) -> Result<ScanEnd> {
+        self.scan_from(off, off, seq, file_len)
+    }
+
+    /// [`Core::scan`] from `start`, its first read starting at `read_from` (at most
+    /// `start`: the bytes between are taken as read, not checked).
+    fn scan_from(
+        &mut self,
+        read_from: u64,
+        start: u64,
+        seq: u64,
+        file_len: Option<u64>,
+    ) -> Result<ScanEnd> {
         let mut chunk = std::mem::take(&mut self.read_buf);
         if chunk.len() < CHUNK {
             chunk.resize(CHUNK, 0); // once: later reads reuse it without zeroing
         }
-        let result = self.scan_with(off, seq, file_len, &mut chunk);
+        let result = self.scan_with(read_from, start, seq, file_len, &mut chunk);
         self.read_buf = chunk;
         result
     }
 
     fn scan_with(
         &mut self,
-        mut off: u64,
+        read_from: u64,
+        start: u64,
         mut seq: u64,
         file_len: Option<u64>,
         chunk: &mut [u8],
     ) -> Result<ScanEnd> {
+        // Reads start at `off`; the first one's bytes before `start` are skipped.
+        let mut off = read_from.min(start);
+        let mut skip = (start - off) as usize;
         let mut head_proof: Option<u64> = None;
         let mut scratch = Vec::new();
         // The last chunk read: its offset, how many bytes it got, and whether that was
@@ -552,26 +598,36 @@ impl<S: Storage> Core<S> {
                 .storage
                 .read_at(&mut chunk[..CHUNK], off)
                 .map_err(|e| io("read queue file", e))?;
-            if valid == 0 {
+            let mut at = std::mem::take(&mut skip);
+            if valid <= at {
+                // The file ends at the tail (or up to 7 bytes before it, when the last
+                // record's padding is missing).
+                self.prefetched = Some((off, valid));
                 return Ok(ScanEnd {
-                    tail_offset: off,
+                    tail_offset: off + at as u64,
                     tail_seq: seq,
                     torn: None,
                     head_proof,
-                    file_end: off,
+                    file_end: off + at as u64,
                 });
             }
             seen = (off, valid, valid < CHUNK);
-            let mut at = 0usize;
             loop {
                 if at + RECORD_HEADER > valid {
                     if valid < CHUNK {
                         if at < valid {
                             break 'records (off + at as u64, "a record header cut short".into());
                         }
-                        // Exactly at the end of what the file holds (padding may be missing).
-                        off += at as u64;
-                        continue 'records;
+                        // Exactly at the end of what the file holds (padding may be
+                        // missing): the short read found the end of the file.
+                        self.prefetched = Some((off, valid));
+                        return Ok(ScanEnd {
+                            tail_offset: off + at as u64,
+                            tail_seq: seq,
+                            torn: None,
+                            head_proof,
+                            file_end: off + at as u64,
+                        });
                     }
                     break; // the next chunk starts here
                 }
@@ -599,9 +655,6 @@ impl<S: Storage> Core<S> {
                 }
                 at += h.size() as usize;
                 seq += 1;
-                if at >= valid {
-                    break;
-                }
             }
             off += at as u64;
         };
@@ -612,6 +665,10 @@ impl<S: Storage> Core<S> {
             (None, _) => self.storage.len().map_err(|e| io("stat queue file", e))?,
         };
         if self.free_to_end(bad_at, len, chunk, seen)? {
+            // Unless free_to_end had to read more, the chunk still holds the last read.
+            if bad_at >= seen.0 && len <= seen.0 + seen.1 as u64 {
+                self.prefetched = Some((seen.0, seen.1));
+            }
             return Ok(ScanEnd {
                 tail_offset: bad_at,
                 tail_seq: seq,
@@ -729,6 +786,7 @@ impl<S: Storage> Core<S> {
             let ahead_end = (records_end + WRITE_AHEAD).next_multiple_of(PAGE);
             fill_free(&mut out, (ahead_end - st.tail_offset) as usize);
         }
+        self.prefetched = None;
         let r = self.storage.write_at(&out, st.tail_offset);
         let write_end = st.tail_offset + out.len() as u64;
         self.buf = out;
@@ -767,12 +825,19 @@ impl<S: Storage> Core<S> {
         let mut walked = Vec::new();
         let mut off = st.slot.head_offset;
         let mut seq = st.slot.head_seq;
+        let mut prefetched = self.prefetched.take();
         while seq < st.tail_seq {
             let want = ((st.tail_offset - off).min(CHUNK as u64) as usize).max(RECORD_HEADER);
             if chunk.len() < want {
                 chunk.resize(want, 0);
             }
-            self.read_exact(&mut chunk[..want], off)?;
+            // The refresh under this lock may have read these bytes already.
+            if !prefetched
+                .take()
+                .is_some_and(|(at, n)| at == off && n >= want && chunk.len() >= n)
+            {
+                self.read_exact(&mut chunk[..want], off)?;
+            }
             let mut at = 0usize;
             while seq < st.tail_seq && at + RECORD_HEADER <= want {
                 let h = RecordHeader::decode(&chunk[at..at + RECORD_HEADER]);
@@ -997,6 +1062,7 @@ impl<S: Storage> Core<S> {
     /// Writes `slot` into the slot not holding the current header, then syncs.
     fn write_slot(&mut self, st: &State, slot: Slot) -> Result<()> {
         let index = 1 - st.slot_index;
+        self.prefetched = None;
         let r = self.storage.write_at(&slot.encode(), index * PAGE);
         self.guarded("write queue header", r)?;
         self.sync()?;

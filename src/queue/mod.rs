@@ -672,7 +672,17 @@ impl FileQueue {
 
     /// Runs `f` with the exclusive lock held and the state re-validated.
     fn with_lock<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
-        match self.with_lock_until(None, f)? {
+        self.locked(false, f)
+    }
+
+    /// [`FileQueue::with_lock`] for an operation that reads messages from the head: the
+    /// state is re-validated with [`Core::refresh_reading`].
+    fn with_lock_reading<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
+        self.locked(true, f)
+    }
+
+    fn locked<T>(&self, reading: bool, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
+        match self.with_lock_until(None, reading, f)? {
             Some(v) => Ok(v),
             // Without a deadline the wait for the lock only ends with the lock.
             None => Err(Error::Empty),
@@ -685,6 +695,7 @@ impl FileQueue {
     fn with_lock_until<T>(
         &self,
         deadline: Option<Instant>,
+        reading: bool,
         f: impl FnOnce(&mut Inner) -> Result<T>,
     ) -> Result<Option<T>> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -715,7 +726,12 @@ impl FileQueue {
         if !locked {
             return Ok(None);
         }
-        let result = inner.core.refresh().and_then(|()| f(&mut inner));
+        let refreshed = if reading {
+            inner.core.refresh_reading()
+        } else {
+            inner.core.refresh()
+        };
+        let result = refreshed.and_then(|()| f(&mut inner));
         let unlock = inner.core.storage.file().unlock();
         let value = result?;
         unlock.map_err(|e| io("flock(LOCK_UN)", e))?;
@@ -736,7 +752,7 @@ impl FileQueue {
     /// `deadline`: `Ok(false)` then, and nothing was written.
     pub(crate) fn push_before(&self, msg: &[u8], deadline: Instant) -> Result<bool> {
         Ok(self
-            .with_lock_until(Some(deadline), |i| i.core.push(&[msg]))?
+            .with_lock_until(Some(deadline), false, |i| i.core.push(&[msg]))?
             .is_some())
     }
 
@@ -755,18 +771,18 @@ impl FileQueue {
     /// `deadline`: `Ok(None)` then, as for an empty queue (the caller's deadline has
     /// passed either way).
     pub(crate) fn pop_before(&self, deadline: Instant) -> Result<Option<Vec<u8>>> {
-        let popped = self.with_lock_until(Some(deadline), |i| pop_locked(i, 1))?;
+        let popped = self.with_lock_until(Some(deadline), true, |i| pop_locked(i, 1))?;
         Ok(popped.and_then(|mut v| v.pop()))
     }
 
     /// Removes and returns up to `max` of the oldest messages, in order.
     pub fn pop_batch(&self, max: usize) -> Result<Vec<Vec<u8>>> {
-        self.with_lock(|i| pop_locked(i, max))
+        self.with_lock_reading(|i| pop_locked(i, max))
     }
 
     /// Returns the oldest message without removing it.
     pub fn peek(&self) -> Result<Option<Vec<u8>>> {
-        self.with_lock(|i| {
+        self.with_lock_reading(|i| {
             let (fd, me) = (i.core.storage.file().as_raw_fd(), i.holder);
             let alive = |h| holder_alive(fd, me, h);
             Ok(i.core
@@ -832,7 +848,7 @@ impl FileQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn take(&self) -> Result<Option<Leased>> {
-        self.with_lock(|i| {
+        self.with_lock_reading(|i| {
             let me = match i.holder {
                 Some(h) => h,
                 None => {
@@ -986,7 +1002,7 @@ impl<S: Storage> StorageQueue<S> {
 
     /// Removes and returns up to `max` of the oldest messages.
     pub fn pop_batch(&mut self, max: usize) -> Result<Vec<Vec<u8>>> {
-        self.core.refresh()?;
+        self.core.refresh_reading()?;
         let me = self.holder;
         let got = self.core.consume(max, Consume::Pop, &|h| h == me)?;
         Ok(got.into_iter().map(|(_, m)| m).collect())
@@ -995,7 +1011,7 @@ impl<S: Storage> StorageQueue<S> {
     /// Takes the oldest available message under a lease (see [`FileQueue::take`]). Leases
     /// of any other handle (an earlier one, now gone) count as expired.
     pub fn take(&mut self) -> Result<Option<Leased>> {
-        self.core.refresh()?;
+        self.core.refresh_reading()?;
         let me = self.holder;
         let mut got = self.core.consume(1, Consume::Take(me), &|h| h == me)?;
         Ok(got.pop().map(|(seq, msg)| Leased { seq, msg }))
@@ -1009,7 +1025,7 @@ impl<S: Storage> StorageQueue<S> {
 
     /// Returns the oldest message without removing it.
     pub fn peek(&mut self) -> Result<Option<Vec<u8>>> {
-        self.core.refresh()?;
+        self.core.refresh_reading()?;
         let me = self.holder;
         Ok(self
             .core
