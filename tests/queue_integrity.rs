@@ -1408,3 +1408,35 @@ fn what_a_refresh_read_ahead_is_never_delivered_after_a_write_changed_it() {
         assert_eq!(q.pop().unwrap(), Some(vec![i; 9]));
     }
 }
+
+#[test]
+fn free_space_past_the_first_read_is_checked_to_the_end_of_the_file() {
+    common::within(LIMIT, move || {
+        for damaged in [false, true] {
+            let dir = TempDir::new("freefar");
+            let path = dir.file("q");
+            let q = synced(&path);
+            // 60 KiB of records: the 64 KiB read at the head ends inside the free space.
+            q.push(&vec![3u8; 60 * 1024]).unwrap();
+            drop(q);
+            let tail = DATA + size(60 * 1024);
+            let len = file_len(&path);
+            assert!(len > DATA + 64 * 1024 + 8, "free space beyond the first read");
+            if damaged {
+                write_at(&path, len - 16, &[0; 8]);
+            }
+            let q = open(&path);
+            let want = if damaged {
+                vec![Recovery::TornTail {
+                    offset: tail,
+                    bytes: len - tail,
+                    next_seq: 1,
+                }]
+            } else {
+                vec![]
+            };
+            assert_eq!(q.recoveries(), want, "damaged: {damaged}");
+            assert_eq!(q.pop().unwrap(), Some(vec![3u8; 60 * 1024]));
+        }
+    })
+}

@@ -197,7 +197,8 @@ pub(crate) fn payload_matches<S: Storage + ?Sized>(
     Ok(crc == h.crc)
 }
 
-/// Whether the bytes from `from` to `len` (the end of the file) are all free space
+/// Whether the bytes from `from` (where a record would start: a multiple of 8) to `len`
+/// (the end of the file) are all free space
 /// ([`FREE_WORD`](super::format::FREE_WORD)s at multiples of 8), reading them in pieces of
 /// at most 64 KiB into `chunk` (at least 64 KiB long).
 pub(crate) fn free_to_end<S: Storage + ?Sized>(
@@ -206,9 +207,6 @@ pub(crate) fn free_to_end<S: Storage + ?Sized>(
     len: u64,
     chunk: &mut [u8],
 ) -> Result<bool> {
-    if !from.is_multiple_of(8) || from > len || !(len - from).is_multiple_of(8) {
-        return Ok(false);
-    }
     let mut off = from;
     while off < len {
         let want = ((len - off) as usize).min(CHUNK);
@@ -707,12 +705,10 @@ impl<S: Storage> Core<S> {
         chunk: &mut [u8],
         seen: (u64, usize, bool),
     ) -> Result<bool> {
-        if !from.is_multiple_of(8) || from >= len || !(len - from).is_multiple_of(8) {
-            return Ok(from >= len);
-        }
         let (at, n, _) = seen;
         if from >= at && len <= at + n as u64 {
-            return Ok(is_free(&chunk[(from - at) as usize..(len - at) as usize]));
+            let held = chunk.get((from - at) as usize..(len - at) as usize);
+            return Ok(held.is_some_and(is_free));
         }
         free_to_end(&mut self.storage, from, len, chunk)
     }
