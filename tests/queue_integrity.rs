@@ -1421,7 +1421,10 @@ fn free_space_past_the_first_read_is_checked_to_the_end_of_the_file() {
             drop(q);
             let tail = DATA + size(60 * 1024);
             let len = file_len(&path);
-            assert!(len > DATA + 64 * 1024 + 8, "free space beyond the first read");
+            assert!(
+                len > DATA + 64 * 1024 + 8,
+                "free space beyond the first read"
+            );
             if damaged {
                 write_at(&path, len - 16, &[0; 8]);
             }
@@ -1439,4 +1442,31 @@ fn free_space_past_the_first_read_is_checked_to_the_end_of_the_file() {
             assert_eq!(q.pop().unwrap(), Some(vec![3u8; 60 * 1024]));
         }
     })
+}
+
+#[test]
+fn a_pop_reads_from_the_head_only_while_the_records_there_and_the_free_space_fit_one_read() {
+    // A synced queue has up to 36 KiB of free space past the tail; one 64 KiB read from the
+    // head holds it and 28 KiB of records. Past that, the pop reads at the tail and then
+    // the record: one call more, but never a read that misses the end of the file.
+    for (record, calls_per_pop) in [(28 * 1024, 4), (28 * 1024 + 8, 5)] {
+        let disk = SimDisk::new();
+        let config = QueueConfig::new().with_durability(ipcprop::queue::Durability::Sync);
+        let mut producer = StorageQueue::open(disk.clone(), config).unwrap();
+        let mut consumer = StorageQueue::open(disk.clone(), config).unwrap();
+        // A head off the page grid, so the free space does not end exactly 64 KiB past it.
+        producer.push(b"x").unwrap();
+        assert_eq!(consumer.pop().unwrap().as_deref(), Some(&b"x"[..]));
+        let msg = vec![5u8; record - 24];
+        producer.push(&msg).unwrap();
+        assert_eq!(consumer.peek().unwrap().as_ref(), Some(&msg));
+        // The header slots, the records (one read or two), the header write, its sync.
+        let mut got = None;
+        assert_eq!(
+            calls(&disk, || got = consumer.pop().unwrap()),
+            calls_per_pop,
+            "a record of {record} bytes"
+        );
+        assert_eq!(got, Some(msg));
+    }
 }
