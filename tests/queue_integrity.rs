@@ -1470,3 +1470,128 @@ fn a_pop_reads_from_the_head_only_while_the_records_there_and_the_free_space_fit
         assert_eq!(got, Some(msg));
     }
 }
+
+#[test]
+fn a_handle_that_looked_before_checks_free_space_past_its_first_read_to_the_end() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("freefarlive");
+        let path = dir.file("q");
+        let watcher = open(&path);
+        assert_eq!(watcher.len().unwrap(), 0);
+        let q = synced(&path);
+        q.push(&vec![4u8; 60 * 1024]).unwrap();
+        let tail = DATA + size(60 * 1024);
+        let len = file_len(&path);
+        assert!(
+            len > DATA + 64 * 1024 + 8,
+            "free space beyond the first read"
+        );
+        // Damage past the first 64 KiB the watcher reads when it resumes at its old tail.
+        write_at(&path, len - 16, &[0; 8]);
+        assert_eq!(watcher.len().unwrap(), 1);
+        assert_eq!(
+            watcher.recoveries(),
+            vec![Recovery::TornTail {
+                offset: tail,
+                bytes: len - tail,
+                next_seq: 1
+            }]
+        );
+    })
+}
+
+#[test]
+fn free_space_longer_than_a_read_is_checked_in_every_piece() {
+    common::within(LIMIT, move || {
+        for damaged in [false, true] {
+            let dir = TempDir::new("freelong");
+            let path = dir.file("q");
+            let q = open(&path);
+            q.push(b"m").unwrap();
+            drop(q);
+            let tail = DATA + size(1);
+            // 200 KiB of free space (more than the crate writes, as another writer may),
+            // its last word damaged or not.
+            let mut free = FREE.repeat(200 * 1024 / 8);
+            if damaged {
+                let n = free.len();
+                free[n - 3] = b'!';
+            }
+            write_at(&path, tail, &free);
+            let q = open(&path);
+            let want = if damaged {
+                vec![Recovery::TornTail {
+                    offset: tail,
+                    bytes: free.len() as u64,
+                    next_seq: 1,
+                }]
+            } else {
+                vec![]
+            };
+            assert_eq!(q.recoveries(), want, "damaged: {damaged}");
+            assert_eq!(q.pop().unwrap().as_deref(), Some(&b"m"[..]));
+        }
+    })
+}
+
+#[test]
+fn a_synced_push_onto_records_pushed_without_sync_writes_free_space() {
+    let disk = SimDisk::new();
+    let config = QueueConfig::new().with_durability(ipcprop::queue::Durability::Sync);
+    let mut synced = StorageQueue::open(disk.clone(), config).unwrap();
+    // Pushed without sync: no free space, the file ends at the tail.
+    let mut plain = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    plain.push_batch(&[b"a", b"b"]).unwrap();
+    let tail = DATA + 2 * size(1);
+    assert_eq!(disk.snapshot().len() as u64, tail);
+    assert_eq!(synced.peek().unwrap().as_deref(), Some(&b"a"[..]));
+    synced.push(b"c").unwrap();
+    let end = tail + size(1);
+    assert_eq!(
+        disk.snapshot().len() as u64,
+        (end + 32 * 1024).next_multiple_of(PAGE),
+        "the push grew the file: it writes free space ahead"
+    );
+}
+
+/// Storage that records where each read starts.
+#[derive(Clone)]
+struct Reads(SimDisk, std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl ipcprop::queue::storage::Storage for Reads {
+    fn read_at(&mut self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        self.1.lock().unwrap().push(off);
+        self.0.read_at(buf, off)
+    }
+    fn write_at(&mut self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        self.0.write_at(buf, off)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn len(&mut self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+#[test]
+fn a_push_reads_the_header_and_from_its_tail_on_never_the_records_before() {
+    let reads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let disk = SimDisk::new();
+    let mut q = StorageQueue::open(Reads(disk.clone(), reads.clone()), QueueConfig::new()).unwrap();
+    let mut other = StorageQueue::open(disk, QueueConfig::new()).unwrap();
+    q.push_batch(&[b"one", b"two", b"three"]).unwrap();
+    other.push(b"four").unwrap();
+    // Where q's last look ended: "four" is past it.
+    let seen_tail = DATA + 3 * size(3);
+    reads.lock().unwrap().clear();
+    q.push(b"five").unwrap();
+    assert_eq!(*reads.lock().unwrap(), vec![0, seen_tail]);
+    // A pop reads from the head.
+    reads.lock().unwrap().clear();
+    assert_eq!(q.pop().unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(*reads.lock().unwrap(), vec![0, DATA]);
+}
