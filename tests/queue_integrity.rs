@@ -1190,6 +1190,13 @@ fn a_synced_push_that_grows_the_file_writes_free_space_ahead_and_later_pushes_ov
             assert_eq!(file_len(&path), len, "push {pushed} grew the file");
         }
         assert!(all_free(&read_at(&path, end, (len - end) as usize)));
+        // One that fills it to the last byte still does not grow the file.
+        let rest = (len - end) as usize;
+        assert!(rest >= 24, "room for a record: {rest}");
+        q.push(&vec![0xdd; rest - 24]).unwrap();
+        pushed += 1;
+        end = len;
+        assert_eq!(file_len(&path), len, "a push that fills the free space");
         // The next one grows it, by its record and free space ahead again.
         q.push(&[0xee; 40]).unwrap();
         pushed += 1;
@@ -1594,4 +1601,21 @@ fn a_push_reads_the_header_and_from_its_tail_on_never_the_records_before() {
     reads.lock().unwrap().clear();
     assert_eq!(q.pop().unwrap().as_deref(), Some(&b"one"[..]));
     assert_eq!(*reads.lock().unwrap(), vec![0, DATA]);
+}
+
+#[test]
+fn a_pop_whose_look_read_free_space_past_its_first_read_delivers_the_record() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("freefarpop");
+        let path = dir.file("q");
+        let consumer = open(&path);
+        assert_eq!(consumer.pop().unwrap(), None);
+        let q = synced(&path);
+        // 60 KiB: the consumer's 64 KiB read from the head ends inside the free space
+        // past it, which is then read on its own.
+        let msg: Vec<u8> = (0..60 * 1024).map(|i| (i % 251) as u8).collect();
+        q.push(&msg).unwrap();
+        assert_eq!(consumer.pop().unwrap(), Some(msg));
+        assert_eq!(consumer.recoveries(), vec![]);
+    })
 }
