@@ -1619,3 +1619,50 @@ fn a_pop_whose_look_read_free_space_past_its_first_read_delivers_the_record() {
         assert_eq!(consumer.recoveries(), vec![]);
     })
 }
+
+#[test]
+fn an_exclusive_synced_handle_writes_free_space_ahead_as_it_grows_and_after_a_compaction() {
+    common::within(LIMIT, move || {
+        let dir = TempDir::new("freeexcl");
+        let path = dir.file("q");
+        let config = QueueConfig::new()
+            .with_exclusive(true)
+            .with_durability(ipcprop::queue::Durability::Sync)
+            .with_reclaim_over(4096);
+        // An exclusive handle never re-reads the file: what it knows of the file's end
+        // comes from its own writes.
+        let q = FileQueue::open(&path, config).unwrap();
+        q.push(&[1; 1000]).unwrap();
+        let mut len = file_len(&path);
+        let mut end = DATA + size(1000);
+        assert_eq!(len, (end + 32 * 1024).next_multiple_of(PAGE));
+        let mut grew = 0;
+        for i in 0..100u8 {
+            q.push(&[i; 1000]).unwrap();
+            end += size(1000);
+            if end > len {
+                grew += 1;
+                len = (end + 32 * 1024).next_multiple_of(PAGE);
+            }
+            assert_eq!(file_len(&path), len, "push {i}");
+        }
+        assert!(grew >= 2, "the pushes grew the file {grew} times");
+        // Pop all but three: the consumed records dwarf the live ones and move to the
+        // front; the file is cut just past them.
+        for _ in 0..98 {
+            q.pop().unwrap().unwrap();
+        }
+        let live = 3 * size(1000);
+        assert_eq!(file_len(&path), DATA + live, "compacted");
+        q.push(b"after").unwrap();
+        assert_eq!(
+            file_len(&path),
+            (DATA + live + size(5) + 32 * 1024).next_multiple_of(PAGE),
+            "the first push after the compaction grows the file: it writes free space ahead"
+        );
+        for i in 98..101u8 {
+            assert_eq!(q.pop().unwrap(), Some(vec![i.wrapping_sub(1); 1000]));
+        }
+        assert_eq!(q.pop().unwrap().as_deref(), Some(&b"after"[..]));
+    })
+}
