@@ -596,19 +596,8 @@ impl<S: Storage> Core<S> {
                 .storage
                 .read_at(&mut chunk[..CHUNK], off)
                 .map_err(|e| io("read queue file", e))?;
+            // Past the bytes read again from the head, if any (fewer than a chunk).
             let mut at = std::mem::take(&mut skip);
-            if valid <= at {
-                // The file ends at the tail (or up to 7 bytes before it, when the last
-                // record's padding is missing).
-                self.prefetched = Some((off, valid));
-                return Ok(ScanEnd {
-                    tail_offset: off + at as u64,
-                    tail_seq: seq,
-                    torn: None,
-                    head_proof,
-                    file_end: off + at as u64,
-                });
-            }
             seen = (off, valid, valid < CHUNK);
             loop {
                 if at + RECORD_HEADER > valid {
@@ -616,8 +605,9 @@ impl<S: Storage> Core<S> {
                         if at < valid {
                             break 'records (off + at as u64, "a record header cut short".into());
                         }
-                        // Exactly at the end of what the file holds (padding may be
-                        // missing): the short read found the end of the file.
+                        // At or past the end of what the file holds (the last record's
+                        // padding may be missing): the short read found the end of the
+                        // file, at the tail.
                         self.prefetched = Some((off, valid));
                         return Ok(ScanEnd {
                             tail_offset: off + at as u64,
