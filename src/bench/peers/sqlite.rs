@@ -258,8 +258,9 @@ mod tests {
         for sync in [Synchronous::Full, Synchronous::Normal, Synchronous::Off] {
             for size in [0, 64, 4096] {
                 for per_tx in [1, 64] {
-                    push(&dir, n_for(sync), size, sync, per_tx)
+                    let took = push(&dir, n_for(sync), size, sync, per_tx)
                         .unwrap_or_else(|e| panic!("{sync:?} size {size} per_tx {per_tx}: {e}"));
+                    assert!(took > Duration::ZERO, "{sync:?} size {size}: nothing timed");
                 }
             }
         }
@@ -271,8 +272,9 @@ mod tests {
         let dir = bench_dir();
         for sync in [Synchronous::Full, Synchronous::Normal, Synchronous::Off] {
             for size in [0, 64, 4096] {
-                pair(&dir, n_for(sync), size, sync)
+                let took = pair(&dir, n_for(sync), size, sync)
                     .unwrap_or_else(|e| panic!("{sync:?} size {size}: {e}"));
+                assert!(took > Duration::ZERO, "{sync:?} size {size}: nothing timed");
             }
         }
     }
@@ -296,15 +298,31 @@ mod tests {
         let _serial = serial();
         let dir = bench_dir();
         let sub = dir.subdir("sqlite").expect("subdir");
-        let c = open(&db_path(sub.path()), Synchronous::Normal).expect("open");
-        let mode: String = c
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .expect("journal_mode");
-        assert_eq!(mode, "wal");
-        // NORMAL is 1 (FULL 2, OFF 0).
-        let sync: i64 = c
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .expect("synchronous");
-        assert_eq!(sync, 1);
+        // SQLite numbers them OFF 0, NORMAL 1, FULL 2; each is asked for in turn (NORMAL
+        // alone would pass with the pragma not set: the bundled build's WAL default).
+        for (want, number) in [
+            (Synchronous::Full, 2),
+            (Synchronous::Normal, 1),
+            (Synchronous::Off, 0),
+        ] {
+            let c = open(&db_path(sub.path()), want).expect("open");
+            let mode: String = c
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .expect("journal_mode");
+            assert_eq!(mode, "wal");
+            let sync: i64 = c
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .expect("synchronous");
+            assert_eq!(sync, number, "{want:?}");
+        }
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_opened_is_an_error_naming_sqlite() {
+        let dir = bench_dir();
+        let missing = dir.path().join("no such directory").join("queue.db");
+        let e = open(&missing, Synchronous::Full).expect_err("opened in a missing directory");
+        assert!(e.starts_with("sqlite: "), "{e}");
+        assert!(e.contains("unable to open"), "{e}");
     }
 }

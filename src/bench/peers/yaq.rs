@@ -156,7 +156,8 @@ mod tests {
         let _serial = serial();
         let dir = bench_dir();
         for size in [0, 64, 4096] {
-            push(&dir, 100, size).unwrap_or_else(|e| panic!("size {size}: {e}"));
+            let took = push(&dir, 100, size).unwrap_or_else(|e| panic!("size {size}: {e}"));
+            assert!(took > Duration::ZERO, "size {size}: nothing timed");
         }
     }
 
@@ -165,7 +166,8 @@ mod tests {
         let _serial = serial();
         let dir = bench_dir();
         for size in [0, 64, 4096] {
-            pair(&dir, 100, size).unwrap_or_else(|e| panic!("size {size}: {e}"));
+            let took = pair(&dir, 100, size).unwrap_or_else(|e| panic!("size {size}: {e}"));
+            assert!(took > Duration::ZERO, "size {size}: nothing timed");
         }
     }
 
@@ -197,17 +199,30 @@ mod tests {
                 }
             }
         }
-        let shared = Arc::new(std::sync::Mutex::new((false, None::<Waker>)));
-        let other = shared.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            let mut s = other.lock().unwrap();
-            s.0 = true;
-            if let Some(w) = s.1.take() {
-                w.wake();
-            }
-        });
-        assert_eq!(block_on(Flag(shared)), 7);
-        t.join().unwrap();
+        // Wakers are woken by value or by reference: both must unpark the thread.
+        for by_ref in [false, true] {
+            let shared = Arc::new(std::sync::Mutex::new((false, None::<Waker>)));
+            let other = shared.clone();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                let mut s = other.lock().unwrap();
+                s.0 = true;
+                if let Some(w) = s.1.take() {
+                    if by_ref {
+                        w.wake_by_ref();
+                    } else {
+                        w.wake();
+                    }
+                }
+            });
+            assert_eq!(block_on(Flag(shared)), 7, "by_ref: {by_ref}");
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn io_errors_name_yaque_and_the_step() {
+        let e = io_err("open sender", std::io::Error::other("no space"));
+        assert_eq!(e, "yaque open sender: no space");
     }
 }
