@@ -190,17 +190,18 @@ impl Drop for Domain {
     }
 }
 
-/// Calls `open` until it succeeds, for at most [`PATIENCE`]: both processes open or create
+/// Calls `open` until it succeeds, for at most `patience`: both processes open or create
 /// the same service at about the same time, and one may find it half created.
 fn retry<T, E: std::fmt::Debug>(
     what: &str,
+    patience: Duration,
     mut open: impl FnMut() -> std::result::Result<T, E>,
 ) -> std::result::Result<T, String> {
     let start = Instant::now();
     loop {
         match open() {
             Ok(v) => return Ok(v),
-            Err(e) if start.elapsed() > PATIENCE => {
+            Err(e) if start.elapsed() > patience => {
                 return Err(format!("iceoryx2 {what}: {e:?}"));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(1)),
@@ -212,20 +213,34 @@ fn retry<T, E: std::fmt::Debug>(
 struct Services {
     data: publish_subscribe::PortFactory<Ipc, [u8], ()>,
     event: Option<event::PortFactory<Ipc>>,
+    /// How long the ports wait for the peer ([`PATIENCE`] in a run).
+    patience: Duration,
 }
 
 impl Services {
     /// Opens (or creates) the publish-subscribe service `name` for messages of up to `size`
-    /// bytes, queues of `depth`, and with [`Wake::Block`] its event service.
+    /// bytes, queues of `depth`, and with [`Wake::Block`] its event service. Its ports wait
+    /// for the peer for at most [`PATIENCE`].
     fn open(
         node: &Node<Ipc>,
         name: &str,
         depth: usize,
         wake: Wake,
     ) -> std::result::Result<Services, String> {
+        Self::open_with(node, name, depth, wake, PATIENCE)
+    }
+
+    /// [`Services::open`], the ports waiting for the peer for at most `patience`.
+    fn open_with(
+        node: &Node<Ipc>,
+        name: &str,
+        depth: usize,
+        wake: Wake,
+        patience: Duration,
+    ) -> std::result::Result<Services, String> {
         let data_name =
             ServiceName::new(&format!("{name}/data")).map_err(|e| format!("{name}: {e:?}"))?;
-        let data = retry("publish-subscribe service", || {
+        let data = retry("publish-subscribe service", patience, || {
             node.service_builder(&data_name)
                 .publish_subscribe::<[u8]>()
                 .enable_safe_overflow(false)
@@ -240,7 +255,7 @@ impl Services {
             Wake::Block => {
                 let event_name = ServiceName::new(&format!("{name}/event"))
                     .map_err(|e| format!("{name}: {e:?}"))?;
-                Some(retry("event service", || {
+                Some(retry("event service", patience, || {
                     node.service_builder(&event_name)
                         .event()
                         .notifier_dropped_event(DROPPED)
@@ -248,15 +263,20 @@ impl Services {
                 })?)
             }
         };
-        Ok(Services { data, event })
+        Ok(Services {
+            data,
+            event,
+            patience,
+        })
     }
 
     /// The sending end: a publisher of slices up to `size` bytes (at least 1: iceoryx2's
     /// maximum, not the message's length), and a notifier with [`Wake::Block`].
     fn sender(self, size: usize) -> std::result::Result<Out, String> {
-        // Retry while the subscriber's queue is full, for at most PATIENCE.
-        let patience = |info: &BackpressureInfo| {
-            if info.elapsed_time < PATIENCE {
+        // Retry while the subscriber's queue is full, for at most `patience`.
+        let patience = self.patience;
+        let patience = move |info: &BackpressureInfo| {
+            if info.elapsed_time < patience {
                 BackpressureAction::Retry
             } else {
                 BackpressureAction::DiscardDataAndFail
@@ -326,7 +346,7 @@ impl Out {
     fn wait_for_subscriber(&self) -> std::result::Result<(), String> {
         let start = Instant::now();
         while self.services.data.dynamic_config().number_of_subscribers() == 0 {
-            if start.elapsed() > PATIENCE {
+            if start.elapsed() > self.services.patience {
                 return Err("the iceoryx2 subscriber never appeared".into());
             }
             std::thread::sleep(Duration::from_micros(100));
@@ -340,7 +360,7 @@ impl Out {
     /// A send can reach no subscriber: until the subscriber has attached to the connection
     /// the publisher made for it (at its next `receive`), a full queue does not make the
     /// publisher wait but drops the sample. Then it sends the message again, for at most
-    /// [`PATIENCE`].
+    /// the services' patience.
     fn send(&self, msg: &[u8]) -> std::result::Result<(), String> {
         let mut since: Option<Instant> = None;
         loop {
@@ -355,7 +375,7 @@ impl Out {
             if delivered > 0 {
                 break;
             }
-            if since.get_or_insert_with(Instant::now).elapsed() > PATIENCE {
+            if since.get_or_insert_with(Instant::now).elapsed() > self.services.patience {
                 return Err("iceoryx2 delivered a message to no subscriber".into());
             }
             std::thread::yield_now();
@@ -380,7 +400,7 @@ struct In {
 impl In {
     /// Lends the next message to `f`, waiting for it by polling (no listener) or on the
     /// listener; `Ok(None)` once the publisher is gone and everything it sent has been
-    /// taken. Fails if nothing arrives and the publisher does not leave for [`PATIENCE`].
+    /// taken. Fails if nothing arrives and the publisher does not leave for the services' patience.
     fn next<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> std::result::Result<Option<T>, String> {
         let mut idle = 0u32;
         let mut since: Option<Instant> = None;
@@ -405,7 +425,7 @@ impl In {
             idle = idle.wrapping_add(1);
             if self.listener.is_some() || idle.is_multiple_of(4096) {
                 let t = since.get_or_insert_with(Instant::now);
-                if t.elapsed() > PATIENCE {
+                if t.elapsed() > self.services.patience {
                     return Err("no iceoryx2 message and no end for too long".into());
                 }
             }
@@ -419,7 +439,7 @@ impl In {
     fn attach(&mut self) -> std::result::Result<(), String> {
         let start = Instant::now();
         while self.services.data.dynamic_config().number_of_publishers() == 0 {
-            if start.elapsed() > PATIENCE {
+            if start.elapsed() > self.services.patience {
                 return Err("the iceoryx2 publisher never appeared".into());
             }
             std::thread::sleep(Duration::from_micros(100));
@@ -682,6 +702,109 @@ mod tests {
         assert!(!left.contains(&dead), "{left:?}");
         assert!(left.contains(&alive), "{left:?}");
         assert!(!dead_root.exists());
+    }
+
+    /// A patience short enough for a test to wait out.
+    const SHORT: Duration = Duration::from_millis(30);
+
+    #[test]
+    fn retry_tries_again_until_the_open_succeeds_and_gives_up_after_its_patience() {
+        let mut failures = 3;
+        let opened = retry("thing", Duration::from_secs(5), || {
+            if failures == 0 {
+                Ok(7)
+            } else {
+                failures -= 1;
+                Err("half created")
+            }
+        });
+        assert_eq!(opened, Ok(7));
+        let start = Instant::now();
+        let never = retry("thing", SHORT, || Err::<(), _>("half created"));
+        assert_eq!(never, Err("iceoryx2 thing: \"half created\"".to_string()));
+        assert!(start.elapsed() >= SHORT);
+    }
+
+    /// A private domain and a node in it, for ports whose peer comes only where a test
+    /// makes it (in this process).
+    fn domain_and_node() -> (Domain, Node<Ipc>) {
+        let domain = Domain::new().expect("domain");
+        let node = domain.node().expect("node");
+        (domain, node)
+    }
+
+    #[test]
+    fn a_publisher_without_subscriber_waits_its_patience_then_fails() {
+        for wake in [Wake::Poll, Wake::Block] {
+            let (_domain, node) = domain_and_node();
+            let tx = Services::open_with(&node, "alone", 4, wake, SHORT)
+                .and_then(|s| s.sender(64))
+                .expect("sender");
+            let start = Instant::now();
+            assert_eq!(
+                tx.wait_for_subscriber(),
+                Err("the iceoryx2 subscriber never appeared".to_string()),
+                "{wake:?}"
+            );
+            assert_eq!(
+                tx.send(&payload(64)),
+                Err("iceoryx2 delivered a message to no subscriber".to_string()),
+                "{wake:?}"
+            );
+            assert!(start.elapsed() >= 2 * SHORT, "{wake:?}");
+            // Once a subscriber exists, neither waits.
+            let _rx = Services::open_with(&node, "alone", 4, wake, SHORT)
+                .and_then(|s| s.receiver(4))
+                .expect("receiver");
+            assert_eq!(tx.wait_for_subscriber(), Ok(()), "{wake:?}");
+        }
+    }
+
+    #[test]
+    fn a_subscriber_without_publisher_waits_its_patience_then_fails() {
+        for wake in [Wake::Poll, Wake::Block] {
+            let (_domain, node) = domain_and_node();
+            let mut rx = Services::open_with(&node, "alone", 4, wake, SHORT)
+                .and_then(|s| s.receiver(4))
+                .expect("receiver");
+            let start = Instant::now();
+            assert_eq!(
+                rx.attach(),
+                Err("the iceoryx2 publisher never appeared".to_string()),
+                "{wake:?}"
+            );
+            // Never seen, so its absence is no end: an error, not `Ok(None)`.
+            assert_eq!(
+                rx.next(|m| m.len()),
+                Err("no iceoryx2 message and no end for too long".to_string()),
+                "{wake:?}"
+            );
+            assert!(start.elapsed() >= 2 * SHORT, "{wake:?}");
+        }
+    }
+
+    #[test]
+    fn a_silent_publisher_fails_the_receive_after_its_patience_and_a_gone_one_ends_it() {
+        for wake in [Wake::Poll, Wake::Block] {
+            let (_domain, node) = domain_and_node();
+            let mut rx = Services::open_with(&node, "quiet", 4, wake, SHORT)
+                .and_then(|s| s.receiver(4))
+                .expect("receiver");
+            let tx = Services::open_with(&node, "quiet", 4, wake, SHORT)
+                .and_then(|s| s.sender(64))
+                .expect("sender");
+            assert_eq!(rx.attach(), Ok(()), "{wake:?}");
+            assert_eq!(
+                rx.next(|m| m.len()),
+                Err("no iceoryx2 message and no end for too long".to_string()),
+                "{wake:?}"
+            );
+            tx.send(&payload(64)).expect("send");
+            drop(tx);
+            // What it sent before it went is still taken; then the end.
+            assert_eq!(rx.next(|m| m.len()), Ok(Some(64)), "{wake:?}");
+            assert_eq!(rx.next(|m| m.len()), Ok(None), "{wake:?}");
+        }
     }
 
     #[test]
