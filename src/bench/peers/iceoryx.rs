@@ -664,6 +664,8 @@ mod tests {
 
     #[test]
     fn a_domain_leaves_nothing_behind_even_what_a_killed_process_left() {
+        // See domain_and_node: no fork while this thread is inside iceoryx2.
+        let _runs = RUNS.lock().unwrap_or_else(PoisonError::into_inner);
         let domain = Domain::new().expect("domain");
         let (prefix, root) = (domain.prefix.clone(), domain._root.path().to_path_buf());
         let node = domain.node().expect("node");
@@ -726,17 +728,19 @@ mod tests {
     }
 
     /// A private domain and a node in it, for ports whose peer comes only where a test
-    /// makes it (in this process).
-    fn domain_and_node() -> (Domain, Node<Ipc>) {
+    /// makes it (in this process). Holds [`RUNS`] while they live: another test's fork
+    /// while this thread is inside iceoryx2 could leave the child a lock held for good.
+    fn domain_and_node() -> (std::sync::MutexGuard<'static, ()>, Domain, Node<Ipc>) {
+        let runs = RUNS.lock().unwrap_or_else(PoisonError::into_inner);
         let domain = Domain::new().expect("domain");
         let node = domain.node().expect("node");
-        (domain, node)
+        (runs, domain, node)
     }
 
     #[test]
     fn a_publisher_without_subscriber_waits_its_patience_then_fails() {
         for wake in [Wake::Poll, Wake::Block] {
-            let (_domain, node) = domain_and_node();
+            let (_runs, _domain, node) = domain_and_node();
             let tx = Services::open_with(&node, "alone", 4, wake, SHORT)
                 .and_then(|s| s.sender(64))
                 .expect("sender");
@@ -763,7 +767,7 @@ mod tests {
     #[test]
     fn a_subscriber_without_publisher_waits_its_patience_then_fails() {
         for wake in [Wake::Poll, Wake::Block] {
-            let (_domain, node) = domain_and_node();
+            let (_runs, _domain, node) = domain_and_node();
             let mut rx = Services::open_with(&node, "alone", 4, wake, SHORT)
                 .and_then(|s| s.receiver(4))
                 .expect("receiver");
@@ -786,7 +790,7 @@ mod tests {
     #[test]
     fn a_silent_publisher_fails_the_receive_after_its_patience_and_a_gone_one_ends_it() {
         for wake in [Wake::Poll, Wake::Block] {
-            let (_domain, node) = domain_and_node();
+            let (_runs, _domain, node) = domain_and_node();
             let mut rx = Services::open_with(&node, "quiet", 4, wake, SHORT)
                 .and_then(|s| s.receiver(4))
                 .expect("receiver");
