@@ -587,9 +587,9 @@ impl<S: Storage> Core<S> {
         let mut skip = (start - off) as usize;
         let mut head_proof: Option<u64> = None;
         let mut scratch = Vec::new();
-        // The last chunk read: its offset, how many bytes it got, and whether that was
-        // everything up to the end of the file.
-        let mut seen: (u64, usize, bool);
+        // The last chunk read: its offset and how many bytes it got (fewer than a chunk:
+        // everything up to the end of the file).
+        let mut seen: (u64, usize);
         // The first invalid record: where, and what was wrong.
         let (bad_at, bad_why): (u64, String) = 'records: loop {
             let valid = self
@@ -598,7 +598,7 @@ impl<S: Storage> Core<S> {
                 .map_err(|e| io("read queue file", e))?;
             // Past the bytes read again from the head, if any (fewer than a chunk).
             let mut at = std::mem::take(&mut skip);
-            seen = (off, valid, valid < CHUNK);
+            seen = (off, valid);
             loop {
                 if at + RECORD_HEADER > valid {
                     if valid < CHUNK {
@@ -649,7 +649,7 @@ impl<S: Storage> Core<S> {
         let len = match (file_len, seen) {
             (Some(len), _) => len,
             // A short read ended at the end of the file (we hold the lock: it stays there).
-            (None, (at, n, true)) => at + n as u64,
+            (None, (at, n)) if n < CHUNK => at + n as u64,
             (None, _) => self.storage.len().map_err(|e| io("stat queue file", e))?,
         };
         if self.free_to_end(bad_at, len, chunk, seen)? {
@@ -693,9 +693,9 @@ impl<S: Storage> Core<S> {
         from: u64,
         len: u64,
         chunk: &mut [u8],
-        seen: (u64, usize, bool),
+        seen: (u64, usize),
     ) -> Result<bool> {
-        let (at, n, _) = seen;
+        let (at, n) = seen;
         if from >= at && len <= at + n as u64 {
             let held = chunk.get((from - at) as usize..(len - at) as usize);
             return Ok(held.is_some_and(is_free));
