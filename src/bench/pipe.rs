@@ -246,6 +246,65 @@ mod tests {
         assert_eq!(unix_stream_pingpong(150, 64).unwrap().len(), 150);
     }
 
+    /// A read end that refuses reads of more than `max` bytes at once and, with
+    /// `fail_at_end`, reports an error where the stream ends.
+    struct Picky {
+        inner: std::fs::File,
+        max: usize,
+        fail_at_end: bool,
+    }
+
+    impl Read for Picky {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if buf.len() > self.max {
+                return Err(std::io::Error::other(format!(
+                    "a read of {} bytes",
+                    buf.len()
+                )));
+            }
+            match self.inner.read(buf)? {
+                0 if self.fail_at_end => Err(std::io::Error::other("broken at the end")),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn the_prefix_reader_reads_a_prefix_then_the_payload_and_the_other_drains() {
+        let picky = |inner| Picky {
+            inner,
+            max: 64 + 4,
+            fail_at_end: false,
+        };
+        let (r, w) = raw_pair().unwrap();
+        let prefix = stream_check(10, 10, 64, w, picky(r), Reading::PrefixThenPayload);
+        assert!(prefix.is_ok(), "{prefix:?}");
+        let (r, w) = raw_pair().unwrap();
+        // Refused its 64 KiB read, the child fails (and the write may then find no reader:
+        // either error fails the run).
+        let drain = stream_check(10, 10, 64, w, picky(r), Reading::Drain);
+        assert!(drain.is_err());
+    }
+
+    #[test]
+    fn a_read_error_fails_the_run_even_where_the_stream_would_end() {
+        for reading in [Reading::Drain, Reading::PrefixThenPayload] {
+            let (r, w) = raw_pair().unwrap();
+            let r = Picky {
+                inner: r,
+                max: usize::MAX,
+                fail_at_end: true,
+            };
+            let broken = stream_check(10, 10, 64, w, r, reading);
+            assert!(
+                broken
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("broken at the end")),
+                "{reading:?}: {broken:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_stream_cut_short_fails_the_run_whatever_the_reader() {
         for reading in [Reading::Drain, Reading::PrefixThenPayload] {
