@@ -246,16 +246,21 @@ mod tests {
         assert_eq!(unix_stream_pingpong(150, 64).unwrap().len(), 150);
     }
 
-    /// A read end that refuses reads of more than `max` bytes at once and, with
-    /// `fail_at_end`, reports an error where the stream ends.
+    /// A read end that refuses reads of more than `max` bytes at once, with `interrupt`
+    /// has its first read interrupted (`EINTR`, as by a signal), and with `fail_at_end`
+    /// reports an error where the stream ends.
     struct Picky {
         inner: std::fs::File,
         max: usize,
+        interrupt: bool,
         fail_at_end: bool,
     }
 
     impl Read for Picky {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if std::mem::take(&mut self.interrupt) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
             if buf.len() > self.max {
                 return Err(std::io::Error::other(format!(
                     "a read of {} bytes",
@@ -274,6 +279,7 @@ mod tests {
         let picky = |inner| Picky {
             inner,
             max: 64 + 4,
+            interrupt: false,
             fail_at_end: false,
         };
         let (r, w) = raw_pair().unwrap();
@@ -287,12 +293,28 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_read_is_tried_again_whatever_the_reader() {
+        for reading in [Reading::Drain, Reading::PrefixThenPayload] {
+            let (r, w) = raw_pair().unwrap();
+            let r = Picky {
+                inner: r,
+                max: usize::MAX,
+                interrupt: true,
+                fail_at_end: false,
+            };
+            let took = stream_check(10, 10, 64, w, r, reading);
+            assert!(took.is_ok(), "{reading:?}: {took:?}");
+        }
+    }
+
+    #[test]
     fn a_read_error_fails_the_run_even_where_the_stream_would_end() {
         for reading in [Reading::Drain, Reading::PrefixThenPayload] {
             let (r, w) = raw_pair().unwrap();
             let r = Picky {
                 inner: r,
                 max: usize::MAX,
+                interrupt: false,
                 fail_at_end: true,
             };
             let broken = stream_check(10, 10, 64, w, r, reading);
@@ -303,6 +325,25 @@ mod tests {
                 "{reading:?}: {broken:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_read_error_in_the_echo_child_fails_the_ping_pong() {
+        let (a_r, a_w) = raw_pair().unwrap();
+        let (b_r, b_w) = raw_pair().unwrap();
+        let a_r = Picky {
+            inner: a_r,
+            max: usize::MAX,
+            interrupt: false,
+            fail_at_end: true,
+        };
+        // Once the parent is done and closes its end, the child's next read fails.
+        let rtts = stream_pingpong(10, 64, (a_w, b_r), (a_r, b_w));
+        assert!(
+            rtts.as_ref()
+                .is_err_and(|e| e.to_string().contains("broken at the end")),
+            "{rtts:?}"
+        );
     }
 
     #[test]
