@@ -256,6 +256,18 @@ mod tests {
         fail_at_end: bool,
     }
 
+    impl Picky {
+        /// Takes reads of any size, uninterrupted, ending as the stream does.
+        fn new(inner: std::fs::File) -> Picky {
+            Picky {
+                inner,
+                max: usize::MAX,
+                interrupt: false,
+                fail_at_end: false,
+            }
+        }
+    }
+
     impl Read for Picky {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             if std::mem::take(&mut self.interrupt) {
@@ -277,10 +289,8 @@ mod tests {
     #[test]
     fn the_prefix_reader_reads_a_prefix_then_the_payload_and_the_other_drains() {
         let picky = |inner| Picky {
-            inner,
             max: 64 + 4,
-            interrupt: false,
-            fail_at_end: false,
+            ..Picky::new(inner)
         };
         let (r, w) = raw_pair().unwrap();
         let prefix = stream_check(10, 10, 64, w, picky(r), Reading::PrefixThenPayload);
@@ -297,10 +307,8 @@ mod tests {
         for reading in [Reading::Drain, Reading::PrefixThenPayload] {
             let (r, w) = raw_pair().unwrap();
             let r = Picky {
-                inner: r,
-                max: usize::MAX,
                 interrupt: true,
-                fail_at_end: false,
+                ..Picky::new(r)
             };
             let took = stream_check(10, 10, 64, w, r, reading);
             assert!(took.is_ok(), "{reading:?}: {took:?}");
@@ -312,10 +320,8 @@ mod tests {
         for reading in [Reading::Drain, Reading::PrefixThenPayload] {
             let (r, w) = raw_pair().unwrap();
             let r = Picky {
-                inner: r,
-                max: usize::MAX,
-                interrupt: false,
                 fail_at_end: true,
+                ..Picky::new(r)
             };
             let broken = stream_check(10, 10, 64, w, r, reading);
             assert!(
@@ -332,10 +338,8 @@ mod tests {
         let (a_r, a_w) = raw_pair().unwrap();
         let (b_r, b_w) = raw_pair().unwrap();
         let a_r = Picky {
-            inner: a_r,
-            max: usize::MAX,
-            interrupt: false,
             fail_at_end: true,
+            ..Picky::new(a_r)
         };
         // Once the parent is done and closes its end, the child's next read fails.
         let rtts = stream_pingpong(10, 64, (a_w, b_r), (a_r, b_w));

@@ -745,13 +745,25 @@ mod tests {
         (runs, domain, node)
     }
 
+    /// The sending end of the service `name` of 64-byte messages, waiting [`SHORT`].
+    fn short_sender(node: &Node<Ipc>, name: &str, wake: Wake) -> Out {
+        Services::open_with(node, name, 4, wake, SHORT)
+            .and_then(|s| s.sender(64))
+            .expect("sender")
+    }
+
+    /// The receiving end of the service `name`, waiting [`SHORT`].
+    fn short_receiver(node: &Node<Ipc>, name: &str, wake: Wake) -> In {
+        Services::open_with(node, name, 4, wake, SHORT)
+            .and_then(|s| s.receiver(4))
+            .expect("receiver")
+    }
+
     #[test]
     fn a_publisher_without_subscriber_waits_its_patience_then_fails() {
         for wake in [Wake::Poll, Wake::Block] {
             let (_runs, _domain, node) = domain_and_node();
-            let tx = Services::open_with(&node, "alone", 4, wake, SHORT)
-                .and_then(|s| s.sender(64))
-                .expect("sender");
+            let tx = short_sender(&node, "alone", wake);
             let start = Instant::now();
             assert_eq!(
                 tx.wait_for_subscriber(),
@@ -765,9 +777,7 @@ mod tests {
             );
             assert!(start.elapsed() >= 2 * SHORT, "{wake:?}");
             // Once a subscriber exists, neither waits.
-            let _rx = Services::open_with(&node, "alone", 4, wake, SHORT)
-                .and_then(|s| s.receiver(4))
-                .expect("receiver");
+            let _rx = short_receiver(&node, "alone", wake);
             assert_eq!(tx.wait_for_subscriber(), Ok(()), "{wake:?}");
         }
     }
@@ -776,9 +786,7 @@ mod tests {
     fn a_subscriber_without_publisher_waits_its_patience_then_fails() {
         for wake in [Wake::Poll, Wake::Block] {
             let (_runs, _domain, node) = domain_and_node();
-            let mut rx = Services::open_with(&node, "alone", 4, wake, SHORT)
-                .and_then(|s| s.receiver(4))
-                .expect("receiver");
+            let mut rx = short_receiver(&node, "alone", wake);
             let start = Instant::now();
             assert_eq!(
                 rx.attach(),
@@ -799,12 +807,8 @@ mod tests {
     fn a_silent_publisher_fails_the_receive_after_its_patience_and_a_gone_one_ends_it() {
         for wake in [Wake::Poll, Wake::Block] {
             let (_runs, _domain, node) = domain_and_node();
-            let mut rx = Services::open_with(&node, "quiet", 4, wake, SHORT)
-                .and_then(|s| s.receiver(4))
-                .expect("receiver");
-            let tx = Services::open_with(&node, "quiet", 4, wake, SHORT)
-                .and_then(|s| s.sender(64))
-                .expect("sender");
+            let mut rx = short_receiver(&node, "quiet", wake);
+            let tx = short_sender(&node, "quiet", wake);
             assert_eq!(rx.attach(), Ok(()), "{wake:?}");
             assert_eq!(
                 rx.next(|m| m.len()),
