@@ -768,6 +768,42 @@ mod tests {
     }
 
     #[test]
+    fn every_single_process_workload_moves_every_message_and_times_it() {
+        let dir = bench_dir();
+        let exclusive = QueueConfig::new().with_exclusive(true);
+        let timed = |what: &str, t: Result<Duration>| match t {
+            Ok(t) => assert!(t > Duration::ZERO, "{what}: {t:?}"),
+            Err(e) => panic!("{what}: {e}"),
+        };
+        for size in [0, 64] {
+            for batch in [1, 8] {
+                let at = format!("size {size} batch {batch}");
+                timed(&at, push_pop(&dir, 20, size, batch));
+                timed(&at, push_pop_with(&dir, 20, size, batch, exclusive));
+                timed(&at, queue_file_push_pop(&dir, 20, size, batch));
+                timed(&at, durable_push(&dir, 5, size, batch));
+                timed(&at, queue_file_durable_push(&dir, 5, size, batch));
+            }
+        }
+    }
+
+    #[test]
+    fn the_queue_channel_runs_one_way_and_both_ways() {
+        let dir = bench_dir();
+        assert!(channel(&dir, 50, 64).expect("one way") > Duration::ZERO);
+        // 30 rounds timed, not the 20 of the warm-up.
+        assert_eq!(channel_pingpong(&dir, 30, 64).expect("ping-pong").len(), 30);
+    }
+
+    #[test]
+    fn a_bench_directory_never_hands_out_a_path_twice() {
+        let dir = bench_dir();
+        let (a, b) = (dir.file("q"), dir.file("q"));
+        assert_ne!(a, b);
+        assert!(a.starts_with(dir.path()) && b.starts_with(dir.path()));
+    }
+
+    #[test]
     fn bench_dirs_and_subdirs_leave_nothing_behind() {
         let dir = bench_dir();
         let path = dir.path().to_path_buf();
