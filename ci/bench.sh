@@ -52,4 +52,9 @@ if grep -q "not measured" "$out/table.txt"; then
   exit 1
 fi
 python3 -c "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])" "$out/bench.svg"
+
+echo "== cargo test --profile bench --features peers --lib bench::peers (the peers' own tests)"
+# The peer runs' unit tests (iceoryx2's waits and clean-up, SQLite's pragmas, yaque's
+# errors) need the feature; in the bench profile they reuse what was built above.
+cargo test --profile bench --features peers --lib bench::peers
 echo "ci/bench.sh: the instrument runs"
