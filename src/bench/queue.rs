@@ -489,12 +489,23 @@ const STALL_POLL: Duration = Duration::from_millis(200);
 struct Stall {
     n: u64,
     since: Option<Instant>,
+    /// How long nothing may arrive: [`STALL`] in a run.
+    limit: Duration,
 }
 
 impl Stall {
     /// The clock of a consumer that expects `n` messages.
     fn new(n: u64) -> Stall {
-        Stall { n, since: None }
+        Stall::with_limit(n, STALL)
+    }
+
+    /// [`Stall::new`], failing after `limit` without a message.
+    fn with_limit(n: u64, limit: Duration) -> Stall {
+        Stall {
+            n,
+            since: None,
+            limit,
+        }
     }
 
     /// A message arrived.
@@ -502,13 +513,14 @@ impl Stall {
         self.since = None;
     }
 
-    /// Nothing arrived, `got` messages so far: fails once nothing has arrived for [`STALL`].
+    /// Nothing arrived, `got` messages so far: fails once nothing has arrived for its
+    /// limit.
     fn check(&mut self, got: u64) -> std::result::Result<(), String> {
         let since = *self.since.get_or_insert_with(Instant::now);
-        if since.elapsed() > STALL {
+        if since.elapsed() > self.limit {
             return Err(format!(
-                "nothing arrived for {STALL:?} after {got} of {} messages",
-                self.n
+                "nothing arrived for {:?} after {got} of {} messages",
+                self.limit, self.n
             ));
         }
         Ok(())
@@ -793,6 +805,25 @@ mod tests {
         assert!(channel(&dir, 50, 64).expect("one way") > Duration::ZERO);
         // 30 rounds timed, not the 20 of the warm-up.
         assert_eq!(channel_pingpong(&dir, 30, 64).expect("ping-pong").len(), 30);
+    }
+
+    #[test]
+    fn a_stall_fails_after_its_limit_without_a_message_and_a_message_restarts_it() {
+        let limit = Duration::from_millis(60);
+        let mut stall = Stall::with_limit(10, limit);
+        assert_eq!(stall.check(3), Ok(()), "the clock starts");
+        std::thread::sleep(limit * 2 / 3);
+        stall.reset();
+        std::thread::sleep(limit * 2 / 3);
+        // 80 ms since the first empty look, 40 ms since the message.
+        assert_eq!(stall.check(4), Ok(()), "the message restarted the clock");
+        std::thread::sleep(limit + Duration::from_millis(10));
+        assert_eq!(
+            stall.check(4),
+            Err(format!(
+                "nothing arrived for {limit:?} after 4 of 10 messages"
+            ))
+        );
     }
 
     #[test]
