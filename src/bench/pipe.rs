@@ -286,31 +286,35 @@ mod tests {
         }
     }
 
+    /// Ten 64-byte messages through a raw pipe whose read end `picky` wraps, read as
+    /// `reading` says.
+    fn ten_through(picky: impl Fn(std::fs::File) -> Picky, reading: Reading) -> Result<Duration> {
+        let (r, w) = raw_pair().unwrap();
+        stream_check(10, 10, 64, w, picky(r), reading)
+    }
+
     #[test]
     fn the_prefix_reader_reads_a_prefix_then_the_payload_and_the_other_drains() {
         let picky = |inner| Picky {
             max: 64 + 4,
             ..Picky::new(inner)
         };
-        let (r, w) = raw_pair().unwrap();
-        let prefix = stream_check(10, 10, 64, w, picky(r), Reading::PrefixThenPayload);
+        let prefix = ten_through(picky, Reading::PrefixThenPayload);
         assert!(prefix.is_ok(), "{prefix:?}");
-        let (r, w) = raw_pair().unwrap();
         // Refused its 64 KiB read, the child fails (and the write may then find no reader:
         // either error fails the run).
-        let drain = stream_check(10, 10, 64, w, picky(r), Reading::Drain);
+        let drain = ten_through(picky, Reading::Drain);
         assert!(drain.is_err());
     }
 
     #[test]
     fn an_interrupted_read_is_tried_again_whatever_the_reader() {
         for reading in [Reading::Drain, Reading::PrefixThenPayload] {
-            let (r, w) = raw_pair().unwrap();
-            let r = Picky {
+            let interrupted = |r| Picky {
                 interrupt: true,
                 ..Picky::new(r)
             };
-            let took = stream_check(10, 10, 64, w, r, reading);
+            let took = ten_through(interrupted, reading);
             assert!(took.is_ok(), "{reading:?}: {took:?}");
         }
     }
@@ -318,12 +322,11 @@ mod tests {
     #[test]
     fn a_read_error_fails_the_run_even_where_the_stream_would_end() {
         for reading in [Reading::Drain, Reading::PrefixThenPayload] {
-            let (r, w) = raw_pair().unwrap();
-            let r = Picky {
+            let failing = |r| Picky {
                 fail_at_end: true,
                 ..Picky::new(r)
             };
-            let broken = stream_check(10, 10, 64, w, r, reading);
+            let broken = ten_through(failing, reading);
             assert!(
                 broken
                     .as_ref()
