@@ -672,11 +672,8 @@ mod tests {
 
     #[test]
     fn a_domain_leaves_nothing_behind_even_what_a_killed_process_left() {
-        // See domain_and_node: no fork while this thread is inside iceoryx2.
-        let _runs = RUNS.lock().unwrap_or_else(PoisonError::into_inner);
-        let domain = Domain::new().expect("domain");
+        let (_runs, domain, node) = domain_and_node();
         let (prefix, root) = (domain.prefix.clone(), domain._root.path().to_path_buf());
-        let node = domain.node().expect("node");
         let rx = Services::open(&node, "t", 4, Wake::Block)
             .and_then(|s| s.receiver(4))
             .expect("receiver");
