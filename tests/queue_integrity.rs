@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use ipcprop::queue::storage::SimDisk;
+use ipcprop::queue::storage::{SimDisk, Storage};
 use ipcprop::queue::{FileQueue, QueueConfig, Recovery, SlotName, StorageQueue};
 use ipcprop::Error;
 
@@ -1476,6 +1476,143 @@ fn a_pop_reads_from_the_head_only_while_the_records_there_and_the_free_space_fit
         );
         assert_eq!(got, Some(msg));
     }
+}
+
+/// A [`SimDisk`] that counts the bytes its reads return.
+struct Metered {
+    disk: SimDisk,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl Storage for Metered {
+    fn read_at(&mut self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        let n = self.disk.read_at(buf, off)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+
+    fn write_at(&mut self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        self.disk.write_at(buf, off)
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        self.disk.sync_data()
+    }
+
+    fn len(&mut self) -> std::io::Result<u64> {
+        self.disk.len()
+    }
+
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        self.disk.set_len(len)
+    }
+}
+
+/// A consumer on `disk` whose reads are counted, and the counter.
+fn metered(disk: &SimDisk) -> (StorageQueue<Metered>, std::rc::Rc<std::cell::Cell<u64>>) {
+    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let storage = Metered {
+        disk: disk.clone(),
+        read: read.clone(),
+    };
+    (
+        StorageQueue::open(storage, QueueConfig::new()).unwrap(),
+        read,
+    )
+}
+
+#[test]
+fn a_pop_from_a_long_queue_reads_a_page_of_records_not_a_chunk() {
+    let disk = SimDisk::new();
+    let mut producer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    for i in 0..3000u32 {
+        producer.push(&[(i % 251) as u8; 64]).unwrap();
+    }
+    let (mut consumer, read) = metered(&disk);
+    for i in 0..20u32 {
+        let before = read.get();
+        assert_eq!(consumer.pop().unwrap(), Some(vec![(i % 251) as u8; 64]));
+        if i > 0 {
+            // The two header slots (a page each), nothing new at the tail, and the first
+            // read at the head: a page, where the queue holds 260 KiB.
+            assert_eq!(read.get() - before, 2 * PAGE + PAGE, "pop {i}");
+        }
+    }
+    // A batch reads on past the first page, in whole chunks, and delivers every record.
+    let got = consumer.pop_batch(2000).unwrap();
+    assert_eq!(got.len(), 2000);
+    for (k, m) in got.iter().enumerate() {
+        assert_eq!(m, &vec![((20 + k) % 251) as u8; 64], "message {}", 20 + k);
+    }
+}
+
+#[test]
+fn a_pop_uses_every_byte_its_refresh_read_from_the_head() {
+    // 20 KiB of records, pushed by another handle: the refresh reads them from the head
+    // in one call, and a batch pop of all of them reads nothing more.
+    let disk = SimDisk::new();
+    let mut producer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    let mut consumer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    assert_eq!(consumer.pop().unwrap(), None);
+    let n = 20 * 1024 / size(64) as usize;
+    for i in 0..n {
+        producer.push(&[i as u8; 64]).unwrap();
+    }
+    let mut got = Vec::new();
+    // The header slots, one read at the head, the header write.
+    assert_eq!(calls(&disk, || got = consumer.pop_batch(n).unwrap()), 3);
+    assert_eq!(got.len(), n);
+    assert!(got.iter().enumerate().all(|(i, m)| m == &[i as u8; 64]));
+}
+
+#[test]
+fn records_longer_than_the_first_read_are_delivered_whole_one_by_one_and_in_batches() {
+    common::within(LIMIT, move || {
+        // Around the first read (a page), the chunk (64 KiB), and past it.
+        let lens = [
+            0usize,
+            1,
+            4000,
+            4096 - 24,
+            4096 - 23,
+            5000,
+            64 * 1024 - 24,
+            64 * 1024,
+            100_000,
+        ];
+        let disk = SimDisk::new();
+        let mut producer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+        let mut consumer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+        let msg = |round: usize, i: usize, len: usize| vec![(round * 16 + i) as u8; len];
+        for round in 0..3 {
+            for (i, &len) in lens.iter().enumerate() {
+                producer.push(&msg(round, i, len)).unwrap();
+                producer.push(b"s").unwrap();
+            }
+        }
+        // One by one: each long record first in the queue, behind a short one, and so on.
+        for (i, &len) in lens.iter().enumerate() {
+            assert_eq!(consumer.peek().unwrap(), Some(msg(0, i, len)), "peek {len}");
+            assert_eq!(consumer.pop().unwrap(), Some(msg(0, i, len)), "pop {len}");
+            assert_eq!(consumer.pop().unwrap().as_deref(), Some(&b"s"[..]));
+        }
+        // In batches of three, then all at once.
+        let mut want: Vec<Vec<u8>> = Vec::new();
+        for round in 1..3 {
+            for (i, &len) in lens.iter().enumerate() {
+                want.push(msg(round, i, len));
+                want.push(b"s".to_vec());
+            }
+        }
+        let mut got = Vec::new();
+        for _ in 0..lens.len() {
+            got.extend(consumer.pop_batch(3).unwrap());
+        }
+        got.extend(consumer.pop_batch(usize::MAX).unwrap());
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "batches delivered other messages");
+        assert_eq!(consumer.pop().unwrap(), None);
+    })
 }
 
 #[test]

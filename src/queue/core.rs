@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 
 /// Records are read in chunks of this size.
 const CHUNK: usize = 64 * 1024;
+/// The least a walk from the head reads first (then whole chunks): a page.
+const FIRST_READ: usize = PAGE as usize;
 /// A synced push that would grow the file writes this much free space after its records
 /// (then up to the next page boundary), so the pushes after it overwrite blocks already on
 /// the disk: on ext4 an `fdatasync` after an append must also commit the new size to the
@@ -120,6 +122,11 @@ pub(crate) struct Core<S: Storage> {
     /// the lock and not written since: `Some((o, n))`. Set by a scan, used once by the next
     /// walk, cleared by every write.
     prefetched: Option<(u64, usize)>,
+    /// How much a walk from the head reads first: what held the first record of the last
+    /// walk (whole pages, from [`FIRST_READ`] to a chunk), so a pop of one short message
+    /// from a long queue copies a page, not a chunk, and one of a long message still needs
+    /// one read.
+    first_read: usize,
 }
 
 impl<S: Storage + std::fmt::Debug> std::fmt::Debug for Core<S> {
@@ -276,6 +283,7 @@ impl<S: Storage> Core<S> {
             buf: Vec::new(),
             read_buf: Vec::new(),
             prefetched: None,
+            first_read: FIRST_READ,
         }
     }
 
@@ -812,17 +820,23 @@ impl<S: Storage> Core<S> {
         let mut off = st.slot.head_offset;
         let mut seq = st.slot.head_seq;
         let mut prefetched = self.prefetched.take();
+        // The first read is sized to what the last walk's first record needed; later
+        // reads, and a first record too long for it, read a whole chunk.
+        let mut limit = self.first_read;
+        let mut first = true;
         while seq < st.tail_seq {
-            let want = ((st.tail_offset - off).min(CHUNK as u64) as usize).max(RECORD_HEADER);
+            let left = st.tail_offset - off;
+            let mut want = (left.min(limit as u64) as usize).max(RECORD_HEADER);
             if chunk.len() < want {
                 chunk.resize(want, 0);
             }
-            // The refresh under this lock may have read these bytes already.
-            if !prefetched
-                .take()
-                .is_some_and(|(at, n)| at == off && n >= want && chunk.len() >= n)
-            {
-                self.read_exact(&mut chunk[..want], off)?;
+            // The refresh under this lock may have read these bytes already: all of them
+            // are used.
+            match prefetched.take() {
+                Some((at, n)) if at == off && n >= want && chunk.len() >= n => {
+                    want = (left.min(n as u64) as usize).max(want);
+                }
+                _ => self.read_exact(&mut chunk[..want], off)?,
             }
             let mut at = 0usize;
             while seq < st.tail_seq && at + RECORD_HEADER <= want {
@@ -837,8 +851,14 @@ impl<S: Storage> Core<S> {
                     )));
                 }
                 let end = at + RECORD_HEADER + h.len as usize;
-                if end > want && at > 0 {
-                    break; // the next chunk starts with it
+                if first {
+                    first = false;
+                    self.first_read = end.next_multiple_of(FIRST_READ).clamp(FIRST_READ, CHUNK);
+                }
+                // A record cut off by the end of the read: the next read starts with it
+                // (a whole chunk), unless it is the first and longer than a chunk anyway.
+                if end > want && (at > 0 || (limit < CHUNK && end <= CHUNK)) {
+                    break;
                 }
                 match visit(&h)? {
                     Visit::Stop => return Ok(walked),
@@ -868,11 +888,12 @@ impl<S: Storage> Core<S> {
                 at += size as usize;
                 seq += 1;
             }
-            if at == 0 {
+            if at == 0 && limit == CHUNK {
                 return Err(Error::Corrupt(format!(
                     "no whole record at offset {off} before the tail"
                 )));
             }
+            limit = CHUNK;
             off += at as u64;
         }
         Ok(walked)
