@@ -4,7 +4,8 @@
 //! The queue itself is persistent and has no ends; the channel adds the one thing a
 //! receiver needs to stop: knowing that every sender is gone. As with the ring, that is a
 //! pair of liveness pipes whose copies the kernel counts across fork and SIGKILL (a
-//! receiver notices within 20 ms). Messages stay in the file whatever happens to either end.
+//! waiting receiver sleeps on the file's writes and on that pipe, and wakes as soon as the
+//! last sender is gone). Messages stay in the file whatever happens to either end.
 //!
 //! As on every channel, "nothing arrived" is an error here ([`Error::Empty`],
 //! [`Error::Timeout`]), where [`FileQueue::pop`] and [`FileQueue::pop_timeout`] return
@@ -18,6 +19,7 @@
 //! deadline bounds that wait: [`Error::Full`] (or [`Error::Timeout`]) means the lock was
 //! not free in time, and nothing was written.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::liveness::{self, Liveness};
 use crate::transport::{Receiver, Sender, Wait};
 
-/// How long a waiting receiver sleeps before re-checking that a sender exists.
+/// The longest a waiting receiver sleeps before it looks again (it also wakes for every
+/// write to the file and when the last sender goes).
 const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
 
 /// Opens (creating it if needed) the queue at `path` as a channel: any number of processes
@@ -66,6 +69,7 @@ pub fn channel(
             queue: FileQueue::open(path, config)?,
             max: config.max_message_len,
             live: r_live,
+            period: LIVENESS_PERIOD,
         },
     ))
 }
@@ -148,6 +152,8 @@ pub struct QueueReceiver {
     queue: FileQueue,
     max: usize,
     live: Liveness,
+    /// [`LIVENESS_PERIOD`]; tests set it long, to show what wakes the receiver sooner.
+    period: Duration,
 }
 
 impl QueueReceiver {
@@ -165,6 +171,7 @@ impl QueueReceiver {
             queue: self.queue.open_again()?,
             max: self.max,
             live,
+            period: self.period,
         })
     }
 }
@@ -172,9 +179,11 @@ impl QueueReceiver {
 impl Receiver for QueueReceiver {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let deadline = wait.deadline();
+        // Whether the watch is set and the writes it saw are forgotten since before the
+        // last look: only then may the receiver sleep on it. While messages flow, a look
+        // finds one and the watch costs nothing.
+        let mut armed = false;
         loop {
-            // Watch before looking, so a push in between wakes the wait below.
-            self.queue.wait_for_push(Duration::ZERO)?;
             // A sender stopped (or slow) inside a push holds the lock: a receive with a
             // deadline does not wait for it past the deadline.
             let popped = match deadline {
@@ -193,12 +202,21 @@ impl Receiver for QueueReceiver {
             }
             let left = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
-                None => LIVENESS_PERIOD,
+                None => self.period,
             };
             if left.is_zero() {
                 return Err(wait.expired());
             }
-            self.queue.wait_for_push(left.min(LIVENESS_PERIOD))?;
+            if !armed {
+                // Watch, then look again: a push after this wakes the wait below.
+                self.queue.arm_watch()?;
+                armed = true;
+                continue;
+            }
+            // Woken by a write, by the last sender going (its liveness pipe closes), or
+            // after the period; the wait forgets the writes it saw, so it stays armed.
+            self.queue
+                .wait_for_write_or(left.min(self.period), Some(self.live.peer.as_fd()))?;
         }
     }
 
@@ -208,3 +226,67 @@ impl Receiver for QueueReceiver {
 }
 
 crate::transport::receiver_into_iter!({} QueueReceiver);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel in a fresh directory (removed on drop) whose receiver would sleep an hour
+    /// between looks: anything that returns sooner was woken.
+    fn sleepy() -> (tempfile::TempDir, QueueSender, QueueReceiver) {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = channel(dir.path().join("c.q"), QueueConfig::new()).unwrap();
+        rx.period = Duration::from_secs(3600);
+        (dir, tx, rx)
+    }
+
+    /// Runs `rx.recv()` in a thread while this one sleeps 50 ms and then runs `then`;
+    /// fails if the receive has not returned 30 s later.
+    fn recv_while(rx: QueueReceiver, then: impl FnOnce()) -> Result<Vec<u8>> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let mut rx = rx;
+            let _ = done_tx.send(rx.recv());
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        then();
+        let got = done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the waiting receiver was not woken");
+        waiter.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn a_waiting_receiver_wakes_when_the_last_sender_goes() {
+        let (_dir, tx, rx) = sleepy();
+        let tx2 = tx.try_clone().unwrap();
+        let got = recv_while(rx, move || {
+            drop(tx);
+            drop(tx2);
+        });
+        assert!(matches!(got, Err(Error::Disconnected)), "{got:?}");
+    }
+
+    #[test]
+    fn a_waiting_receiver_wakes_for_a_push() {
+        let (_dir, tx, rx) = sleepy();
+        // Pushed through another handle on the file, as another process would.
+        let other = tx.queue().open_again().unwrap();
+        assert_eq!(
+            recv_while(rx, move || other.push(b"late").unwrap()).unwrap(),
+            b"late"
+        );
+        drop(tx);
+    }
+
+    #[test]
+    fn a_receiver_that_is_not_waiting_looks_once() {
+        let (_dir, mut tx, mut rx) = sleepy();
+        assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+        tx.send(b"m").unwrap();
+        assert_eq!(rx.try_recv().unwrap(), b"m");
+        drop(tx);
+        assert!(matches!(rx.try_recv(), Err(Error::Disconnected)));
+    }
+}

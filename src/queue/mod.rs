@@ -82,7 +82,7 @@ pub use channel::{channel, QueueReceiver, QueueSender};
 pub use salvage::{SalvageReport, Skipped};
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -894,11 +894,16 @@ impl FileQueue {
         })
     }
 
-    /// Sleeps until the file is written (by any process) or `timeout` passes. Watch first
-    /// ([`FileQueue::pop_timeout`] shows the order that misses nothing).
-    pub(crate) fn wait_for_push(&self, timeout: Duration) -> Result<()> {
+    /// Sets the watch up if needed and forgets the writes it saw so far: a write after
+    /// this wakes [`FileQueue::wait_for_write_or`]. Look for messages after it, then wait.
+    pub(crate) fn arm_watch(&self) -> Result<()> {
         self.ensure_watch()?;
-        self.wait_for_write(timeout)
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ino) = inner.inotify.as_ref() {
+            // Non-blocking: an empty queue of events ends the loop at once.
+            while ino.read_events().is_ok_and(|ev| !ev.is_empty()) {}
+        }
+        Ok(())
     }
 
     fn ensure_watch(&self) -> Result<()> {
@@ -919,16 +924,29 @@ impl FileQueue {
     }
 
     fn wait_for_write(&self, timeout: Duration) -> Result<()> {
+        self.wait_for_write_or(timeout, None)
+    }
+
+    /// Sleeps until the file is written (by any process), `also` reports an event (any
+    /// of `POLLERR`, `POLLHUP`, `POLLNVAL`: a peer's liveness pipe closing), or `timeout`
+    /// passes; then forgets the writes seen. Watch first ([`FileQueue::pop_timeout`] shows
+    /// the order that misses nothing).
+    pub(crate) fn wait_for_write_or(
+        &self,
+        timeout: Duration,
+        also: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(ino) = inner.inotify.as_ref() else {
             return Ok(());
         };
         let ms = timeout.as_micros().div_ceil(1000);
-        let mut fds = [PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
-        match nix::poll::poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
+        let mut fds = [
+            PollFd::new(ino.as_fd(), PollFlags::POLLIN),
+            PollFd::new(also.unwrap_or(ino.as_fd()), PollFlags::empty()),
+        ];
+        let fds = &mut fds[..if also.is_some() { 2 } else { 1 }];
+        match nix::poll::poll(fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::sys("poll(inotify)", e)),
         }
