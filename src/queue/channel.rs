@@ -280,6 +280,37 @@ mod tests {
         drop(tx);
     }
 
+    /// The CPU time this thread has used.
+    fn thread_cpu() -> Duration {
+        use nix::time::{clock_gettime, ClockId};
+        let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+        Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+    }
+
+    #[test]
+    fn a_waiting_receiver_sleeps() {
+        let (_dir, tx, rx) = sleepy();
+        let other = tx.queue().open_again().unwrap();
+        let (cpu_tx, cpu_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let mut rx = rx;
+            let before = thread_cpu();
+            let got = rx.recv();
+            let _ = cpu_tx.send(thread_cpu() - before);
+            got
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        other.push(b"at last").unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), b"at last");
+        // Half a second of looking over and over takes far more, even on a loaded machine.
+        let cpu = cpu_rx.recv().unwrap();
+        assert!(
+            cpu < Duration::from_millis(50),
+            "{cpu:?} of CPU while waiting"
+        );
+        drop(tx);
+    }
+
     #[test]
     fn a_receiver_that_is_not_waiting_looks_once() {
         let (_dir, mut tx, mut rx) = sleepy();
