@@ -1569,6 +1569,30 @@ fn a_pop_uses_every_byte_its_refresh_read_from_the_head() {
 }
 
 #[test]
+fn a_first_record_longer_than_the_first_read_is_read_on_its_own_and_sizes_the_next() {
+    let disk = SimDisk::new();
+    let mut producer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    let mut consumer = StorageQueue::open(disk.clone(), QueueConfig::new()).unwrap();
+    for _ in 0..3 {
+        producer.push(&[1u8; 10_000]).unwrap();
+    }
+    for _ in 0..40 {
+        producer.push(&[2u8; 1000]).unwrap();
+    }
+    // 70 KiB of records: the consumer's refreshes look at the tail, not from the head.
+    assert_eq!(consumer.len().unwrap(), 43);
+    let mut got = None;
+    // The header slots, the look at the tail, a page, the rest of the record, the header.
+    assert_eq!(calls(&disk, || got = consumer.pop().unwrap()), 5);
+    assert_eq!(got, Some(vec![1u8; 10_000]));
+    // The next first read holds a record as long: the rest needs no read of its own.
+    for (len, byte) in [(10_000, 1u8), (10_000, 1), (1000, 2), (1000, 2)] {
+        assert_eq!(calls(&disk, || got = consumer.pop().unwrap()), 4);
+        assert_eq!(got, Some(vec![byte; len]));
+    }
+}
+
+#[test]
 fn records_longer_than_the_first_read_are_delivered_whole_one_by_one_and_in_batches() {
     common::within(LIMIT, move || {
         // Around the first read (a page), the chunk (64 KiB), and past it.

@@ -78,6 +78,8 @@ enum Visit {
     Skip,
     /// Read its payload, check it, and hand it over.
     Read,
+    /// As `Read`, then stop after it (without reading on to the next record's header).
+    ReadLast,
     /// Stop before it.
     Stop,
 }
@@ -820,8 +822,8 @@ impl<S: Storage> Core<S> {
         let mut off = st.slot.head_offset;
         let mut seq = st.slot.head_seq;
         let mut prefetched = self.prefetched.take();
-        // The first read is sized to what the last walk's first record needed; later
-        // reads, and a first record too long for it, read a whole chunk.
+        // The first read is sized to what the last walk's first record needed (a first
+        // record longer than that is read on its own); later reads are whole chunks.
         let mut limit = self.first_read;
         let mut first = true;
         while seq < st.tail_seq {
@@ -855,21 +857,19 @@ impl<S: Storage> Core<S> {
                     first = false;
                     self.first_read = end.next_multiple_of(FIRST_READ).clamp(FIRST_READ, CHUNK);
                 }
-                // A record cut off by the end of the read: the next read starts with it
-                // (a whole chunk), unless it is the first and longer than a chunk anyway.
-                if end > want && (at > 0 || (limit < CHUNK && end <= CHUNK)) {
-                    break;
+                if end > want && at > 0 {
+                    break; // the next read starts with it
                 }
                 match visit(&h)? {
                     Visit::Stop => return Ok(walked),
                     Visit::Skip => {}
-                    Visit::Read => {
+                    how @ (Visit::Read | Visit::ReadLast) => {
                         let big;
                         let payload: &[u8] = if end <= want {
                             &chunk[at + RECORD_HEADER..end]
                         } else {
-                            // Larger than a chunk (and within this handle's maximum, which
-                            // `visit` checked): read it on its own.
+                            // Larger than this read (the first, or a chunk), and within
+                            // this handle's maximum, which `visit` checked: read on its own.
                             let mut p = vec![0u8; h.len as usize];
                             self.read_exact(&mut p, here + RECORD_HEADER as u64)?;
                             big = p;
@@ -881,6 +881,13 @@ impl<S: Storage> Core<S> {
                             )));
                         }
                         deliver(seq, payload);
+                        if matches!(how, Visit::ReadLast) {
+                            walked.push(Walked {
+                                seq,
+                                size: h.size(),
+                            });
+                            return Ok(walked);
+                        }
                     }
                 }
                 let size = h.size();
@@ -888,7 +895,7 @@ impl<S: Storage> Core<S> {
                 at += size as usize;
                 seq += 1;
             }
-            if at == 0 && limit == CHUNK {
+            if at == 0 {
                 return Err(Error::Corrupt(format!(
                     "no whole record at offset {off} before the tail"
                 )));
@@ -954,7 +961,11 @@ impl<S: Storage> Core<S> {
                     });
                 }
                 taken += 1;
-                Ok(Visit::Read)
+                Ok(if taken == max {
+                    Visit::ReadLast
+                } else {
+                    Visit::Read
+                })
             },
             |seq, payload| out.push((seq, payload.to_vec())),
         )?;
