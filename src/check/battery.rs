@@ -862,10 +862,10 @@ pub fn run_plan_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding
 
 /// Generates the conformance battery for a transport as ordinary `#[test]`s, one per check
 /// (see [`check::battery`](crate::check::battery)). The expression is evaluated afresh in
-/// each test and must give a value implementing [`Transport`](crate::check::Transport).
+/// each test and must give a value implementing [`Transport`].
 ///
 /// In `tests/conformance.rs` of your crate, with `MyTransport` implementing
-/// [`Transport`](crate::check::Transport):
+/// [`Transport`]:
 ///
 /// ```
 /// # use ipcprop::check::builtin::PipeTransport as MyTransport;
@@ -875,7 +875,7 @@ pub fn run_plan_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding
 ///
 /// gives `my_transport::fifo_and_integrity`, `my_transport::boundary_sizes`, ... as tests.
 /// A third argument caps the generated message sizes for this transport (otherwise
-/// `IPCPROP_SIZE_CAP`, or [`DEFAULT_SIZE_CAP`](crate::check::battery::DEFAULT_SIZE_CAP)):
+/// `IPCPROP_SIZE_CAP`, or [`DEFAULT_SIZE_CAP`]):
 ///
 /// ```
 /// # use ipcprop::check::builtin::PipeTransport as MyTransport;
@@ -884,7 +884,7 @@ pub fn run_plan_battery<T: Transport>(t: &T, cfg: &BatteryConfig) -> Vec<Finding
 /// ```
 ///
 /// A program under test in any language ([`ExecTransport`](crate::check::exec::ExecTransport),
-/// speaking the driver protocol) gets the [`PLAN_CHECKS`](crate::check::battery::PLAN_CHECKS)
+/// speaking the driver protocol) gets the [`PLAN_CHECKS`]
 /// (its channel is not in this process, so the checks that make a pair here do not apply):
 ///
 /// ```

@@ -1,6 +1,6 @@
 //! Copying what can be saved out of a damaged queue file ([`super::FileQueue::salvage`]).
 //!
-//! A damaged queue is refused with [`Error::Corrupt`](crate::Error::Corrupt) rather than
+//! A damaged queue is refused with [`Error::Corrupt`] rather than
 //! read around: which messages were lost, and whether the rest may be used, is for a
 //! person to decide. Salvage is that decision made explicit: it reads the file, never
 //! writes it, and hands every valid unconsumed record, in order, to the caller, with a

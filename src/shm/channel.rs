@@ -38,7 +38,7 @@ impl RingConfig {
         Self::default()
     }
 
-    /// Bytes of data the ring holds: a power of two from [`MIN_CAPACITY`](super::MIN_CAPACITY) to
+    /// Bytes of data the ring holds: a power of two from [`MIN_CAPACITY`] to
     /// [`MAX_CAPACITY`](super::MAX_CAPACITY) (checked by [`channel_with`], which refuses
     /// another with [`Error::InvalidConfig`]). Messages go up to half of it, less 8.
     pub fn with_capacity(mut self, bytes: usize) -> Self {

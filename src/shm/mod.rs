@@ -1,7 +1,7 @@
 //! A shared-memory ring between processes: variable-length messages, one copy on each side
 //! by default (zero-copy for peers you trust), futex wait/wake, peer death detected.
 //!
-//! [`channel`] creates a sealed `memfd`, maps it `MAP_SHARED`, and returns the two ends.
+//! [`channel`](fn@channel) creates a sealed `memfd`, maps it `MAP_SHARED`, and returns the two ends.
 //! Fork, and each process keeps the end it uses and drops the other; or hand an end to
 //! another process as descriptors ([`RingSender::send_over`] over a Unix socket, or
 //! [`RingReceiver::inherit_in`] across exec).
