@@ -22,6 +22,8 @@ bash ci/lean-deps.sh
 
 echo "== cargo doc --no-deps (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+# The private items' documentation too: its links are checked the same way.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items
 
 echo "== no stray processes"
 # Every test reaps its children; anything still running from this build is a leak.
