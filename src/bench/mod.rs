@@ -2,8 +2,8 @@
 //! the physical floor, measured in one run on one machine.
 //!
 //! The same workloads serve the criterion benches (`cargo bench`) and the quick run of
-//! `ipcprop bench` ([`run`](fn@run)), which returns a [`Report`]: a table ([`Report::table`]) and
-//! an SVG chart ([`svg::render`]).
+//! `ipcprop bench` ([`run`](fn@run)), which returns a [`Report`]: a table
+//! ([`Report::table`]) and an SVG chart ([`svg::render`]).
 //!
 //! Every workload moves `n` messages of `size` bytes between two processes (the peer
 //! crates, which cannot cross a process boundary, between two threads) and returns the

@@ -98,8 +98,8 @@ pub struct Row {
 /// cost per message. Polling and sleeping receivers cannot be compared on speed alone.
 ///
 /// Measured with `getrusage` of the process and of the children it reaped, so it holds
-/// when nothing else in the process forks meanwhile: [`crate::bench::run`](fn@crate::bench::run) measures one
-/// workload at a time.
+/// when nothing else in the process forks meanwhile:
+/// [`crate::bench::run`](fn@crate::bench::run) measures one workload at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuUse {
     /// User and system time of every process of the run.

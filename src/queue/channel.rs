@@ -312,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn a_receiver_that_is_not_waiting_looks_once() {
+    fn a_receive_that_does_not_wait_answers_with_what_it_finds() {
         let (_dir, mut tx, mut rx) = sleepy();
         assert!(matches!(rx.try_recv(), Err(Error::Empty)));
         tx.send(b"m").unwrap();

@@ -696,8 +696,8 @@ impl<S: Storage> Core<S> {
     }
 
     /// Whether the bytes from the tail `from` to the end of the file (`len`) are free space
-    /// ([`FREE_WORD`](super::format::FREE_WORD)s), using the chunk read last (`seen`: its offset and length) when it
-    /// holds them all, as it does for what a push writes ahead.
+    /// ([`FREE_WORD`](super::format::FREE_WORD)s), using the chunk read last (`seen`: its
+    /// offset and length) when it holds them all, as it does for what a push writes ahead.
     fn free_to_end(
         &mut self,
         from: u64,

@@ -195,7 +195,8 @@ impl QueueConfig {
     ///
     /// The handle is for the process that opened it: used in a forked child it returns an
     /// error (the child shares the parent's lock; open the queue again there). A second
-    /// handle from [`FileQueue::open_again`] or a [`channel`](fn@channel) (two handles) are refused.
+    /// handle from [`FileQueue::open_again`] or a [`channel`](fn@channel) (two handles) are
+    /// refused.
     ///
     /// ```
     /// use ipcprop::queue::{FileQueue, QueueConfig};
