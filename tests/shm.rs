@@ -14,6 +14,19 @@ use rstest::rstest;
 /// Every test here fails, rather than hangs, past this.
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Tests that fork take this shared. A test whose outcome depends on an end being closed
+/// in every process at a given moment takes it alone: a child forked meanwhile by another
+/// test (in another thread of this binary) would hold a copy of that end's descriptors.
+static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn forking() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORKS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn no_forks() -> std::sync::RwLockWriteGuard<'static, ()> {
+    FORKS.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn small() -> RingConfig {
     RingConfig::new().with_capacity(4096)
 }
@@ -179,6 +192,7 @@ fn a_sender_learns_the_receiver_is_gone() {
 
 #[test]
 fn a_child_sends_three_and_the_parent_reads_them() {
+    let _forks = forking();
     common::within(LIMIT, move || {
         let (tx, rx) = shm::channel().unwrap();
         let (mut tx, mut rx) = (Some(tx), Some(rx));
@@ -209,6 +223,7 @@ fn a_child_sends_three_and_the_parent_reads_them() {
 
 #[test]
 fn dropping_a_copy_in_a_bystander_process_does_not_close() {
+    let _forks = forking();
     common::within(LIMIT, move || {
         let (tx, rx) = shm::channel_with(small()).unwrap();
         let (mut tx, mut rx) = (Some(tx), Some(rx));
@@ -258,6 +273,7 @@ fn spawn_sender_then_block(
 
 #[test]
 fn sigkill_of_the_sender_is_seen_after_draining_never_a_hang() {
+    let _forks = forking();
     common::within(LIMIT, move || {
         let (tx, rx) = shm::channel_with(small()).unwrap();
         let (mut tx, mut rx) = (Some(tx), Some(rx));
@@ -287,6 +303,7 @@ fn sigkill_of_the_sender_is_seen_after_draining_never_a_hang() {
 
 #[test]
 fn a_full_ring_whose_receiver_was_killed_errors() {
+    let _forks = forking();
     common::within(LIMIT, move || {
         let (tx, rx) = shm::channel_with(small()).unwrap();
         let (mut tx, mut rx) = (Some(tx), Some(rx));
@@ -317,6 +334,7 @@ fn a_full_ring_whose_receiver_was_killed_errors() {
 
 #[test]
 fn an_idle_blocked_receiver_uses_no_cpu() {
+    let _forks = forking();
     common::within(LIMIT, move || {
         let (tx, rx) = shm::channel_with(small()).unwrap();
         let (mut tx, mut rx) = (Some(tx), Some(rx));
@@ -555,6 +573,8 @@ fn sleepers_are_woken_at_once_not_by_their_timer() {
 /// per send, so the first send after the receiver went still goes through.
 #[test]
 fn a_sender_learns_the_receiver_is_gone_within_1024_sends() {
+    // The receiver's end must be closed in every process while the sends run.
+    let _forks = no_forks();
     common::within(LIMIT, move || {
         let (mut tx, rx) = shm::channel().unwrap();
         drop(rx);

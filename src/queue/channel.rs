@@ -318,6 +318,9 @@ mod tests {
         tx.send(b"m").unwrap();
         assert_eq!(rx.try_recv().unwrap(), b"m");
         drop(tx);
-        assert!(matches!(rx.try_recv(), Err(Error::Disconnected)));
+        // Waits: a child another test forks meanwhile may hold a copy of the sender's
+        // liveness pipe for a moment.
+        let end = rx.recv_timeout(Duration::from_secs(30));
+        assert!(matches!(end, Err(Error::Disconnected)), "{end:?}");
     }
 }
