@@ -312,6 +312,17 @@ mod tests {
     }
 
     #[test]
+    fn both_ends_report_the_configured_maximum_message_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = QueueConfig::new().with_max_message_len(1000);
+        let (tx, rx) = channel(dir.path().join("c.q"), config).unwrap();
+        assert_eq!(tx.max_message_len(), 1000);
+        assert_eq!(rx.max_message_len(), 1000);
+        assert_eq!(rx.reattach().unwrap().max_message_len(), 1000);
+        assert_eq!(tx.try_clone().unwrap().max_message_len(), 1000);
+    }
+
+    #[test]
     fn a_receive_that_does_not_wait_answers_with_what_it_finds() {
         let (_dir, mut tx, mut rx) = sleepy();
         assert!(matches!(rx.try_recv(), Err(Error::Empty)));
