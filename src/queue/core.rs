@@ -822,11 +822,15 @@ impl<S: Storage> Core<S> {
         let mut off = st.slot.head_offset;
         let mut seq = st.slot.head_seq;
         let mut prefetched = self.prefetched.take();
-        // The first read is sized to what the last walk's first record needed (a first
-        // record longer than that is read on its own); later reads are whole chunks.
-        let mut limit = self.first_read;
-        let mut first = true;
         while seq < st.tail_seq {
+            // The first read (at the head) is sized to what the last walk's first record
+            // needed (a first record longer than that is read on its own); later reads are
+            // whole chunks.
+            let limit = if off == st.slot.head_offset {
+                self.first_read
+            } else {
+                CHUNK
+            };
             let left = st.tail_offset - off;
             let mut want = (left.min(limit as u64) as usize).max(RECORD_HEADER);
             if chunk.len() < want {
@@ -853,8 +857,7 @@ impl<S: Storage> Core<S> {
                     )));
                 }
                 let end = at + RECORD_HEADER + h.len as usize;
-                if first {
-                    first = false;
+                if here == st.slot.head_offset {
                     self.first_read = end.next_multiple_of(FIRST_READ).clamp(FIRST_READ, CHUNK);
                 }
                 if end > want && at > 0 {
@@ -900,7 +903,6 @@ impl<S: Storage> Core<S> {
                     "no whole record at offset {off} before the tail"
                 )));
             }
-            limit = CHUNK;
             off += at as u64;
         }
         Ok(walked)
