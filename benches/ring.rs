@@ -2,7 +2,8 @@
 //! between two threads, and against a bare shared-memory spin ping-pong (the floor), at 0,
 //! 64, 4096 and 65536 bytes: throughput (one `send`/receive per message, and batches of 64:
 //! `send_batch`/`recv_many`; the default ends, which copy each payload, and trusted zero-copy
-//! ends) and ping-pong round trips. The workloads
+//! ends) and ping-pong round trips, and what one look at an empty ring costs a polling
+//! receiver (`try_recv` against `rtrb`'s `pop`). The workloads
 //! are `ipcprop::bench::ring`, the same as `ipcprop bench`. After the criterion groups: the
 //! ratio table with p50/p99, and how fast a sleeping receiver notices its sender's SIGKILL.
 //!
@@ -62,6 +63,19 @@ fn latency(c: &mut Criterion) {
     }
 }
 
+/// One look at an empty ring, as a polling receiver makes in a loop: `try_recv`
+/// (`Wait::Never`) on ours, `pop` on `rtrb`'s.
+fn empty_look(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring/empty_look");
+    g.bench_function("ipcprop_try_recv", |b| {
+        b.iter_custom(|n| ring::empty_looks(n).unwrap())
+    });
+    g.bench_function("rtrb_pop", |b| {
+        b.iter_custom(|n| ring::rtrb_empty_looks(n).unwrap())
+    });
+    g.finish();
+}
+
 fn table(_c: &mut Criterion) {
     common::table(Family::Ring);
 }
@@ -113,5 +127,12 @@ fn death_detection(_c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, throughput, latency, table, death_detection);
+criterion_group!(
+    benches,
+    throughput,
+    latency,
+    empty_look,
+    table,
+    death_detection
+);
 criterion_main!(benches);

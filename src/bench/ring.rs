@@ -360,6 +360,34 @@ pub fn spin_pingpong(n: u64, size: usize) -> Result<Vec<Duration>> {
     Ok(rtts)
 }
 
+/// What one look at an empty ring costs a polling receiver: `n` receives with
+/// [`Wait::Never`] on our empty ring (default ends, the sender alive in this process), each
+/// answering [`Error::Empty`]. A receiver polling in a loop notices a message half a look
+/// late on average, so this is part of its latency. Fails if a look answers anything else.
+pub fn empty_looks(n: u64) -> Result<Duration> {
+    let (_tx, mut rx) = ring_with(false)?;
+    let start = Instant::now();
+    for _ in 0..n {
+        match rx.recv_with(Wait::Never, |m| m.len()) {
+            Err(Error::Empty) => {}
+            other => return Err(failed(format!("a look at an empty ring: {other:?}"))),
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// The same look at an empty `rtrb` ring buffer of [`RING_BYTES`]: `n` calls of `pop`.
+pub fn rtrb_empty_looks(n: u64) -> Result<Duration> {
+    let (_p, mut c) = rtrb::RingBuffer::<u8>::new(RING_BYTES);
+    let start = Instant::now();
+    for _ in 0..n {
+        if std::hint::black_box(c.pop()).is_ok() {
+            return Err(failed("an empty rtrb ring gave a byte"));
+        }
+    }
+    Ok(start.elapsed())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +395,12 @@ mod tests {
 
     /// Not the warm-up's 200 rounds: a ping-pong that timed the warm-up instead shows.
     const N: u64 = 150;
+
+    #[test]
+    fn empty_looks_answer_empty_on_both_rings() {
+        assert!(empty_looks(1000).is_ok_and(|d| !d.is_zero()));
+        assert!(rtrb_empty_looks(1000).is_ok_and(|d| !d.is_zero()));
+    }
 
     #[test]
     fn channel_polling_delivers_every_message_at_every_size() {

@@ -6,14 +6,13 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::Instant;
 
 use nix::fcntl::{FcntlArg, FdFlag};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags};
 
 use super::layout::{self, MIN_CAPACITY};
 use super::region::{Copying, Region};
-use super::ring::{Consumer, Memory, Messages, Producer};
+use super::ring::{Consumer, Memory, Messages, Producer, Until};
 use crate::error::{Error, Result};
 use crate::liveness::{self, Liveness};
 use crate::transport::{Receiver, Sender, Wait};
@@ -296,7 +295,7 @@ impl RingSender {
         self.region.memfd().as_fd()
     }
 
-    fn send_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
+    fn send_until(&mut self, msg: &[u8], deadline: Until) -> Result<()> {
         // Copied straight from `msg` (this process's memory) into the ring: one copy.
         with_memory!(self, |mem| self.prod.send(
             mem,
@@ -324,7 +323,7 @@ impl RingSender {
             mem,
             &self.live,
             Messages::Fill { lens: &[len], fill },
-            None,
+            Until::Forever,
             false
         ))
         .map(drop)
@@ -383,13 +382,13 @@ impl RingSender {
 
 impl Sender for RingSender {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.send_until(msg, None)
+        self.send_until(msg, Until::Forever)
     }
 
     /// Waits for room in the ring until the deadline: a record is reserved and published
     /// whole or not at all, so [`Error::Full`] / [`Error::Timeout`] mean nothing was sent.
     fn send_wait(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
-        self.send_until(msg, wait.deadline()).map_err(|e| match e {
+        self.send_until(msg, Until::of(wait)).map_err(|e| match e {
             Error::Empty => wait.expired_send(),
             e => e,
         })
@@ -400,7 +399,7 @@ impl Sender for RingSender {
             mem,
             &self.live,
             Messages::Copy(msgs),
-            None,
+            Until::Forever,
             true
         ))
         .map(drop)
@@ -472,7 +471,7 @@ impl RingReceiver {
     /// # Ok::<(), ipcprop::Error>(())
     /// ```
     pub fn recv_many(&mut self, max: usize, wait: Wait, mut f: impl FnMut(&[u8])) -> Result<usize> {
-        let deadline = wait.deadline();
+        let deadline = Until::of(wait);
         let got = with_memory!(self, |mem| self
             .cons
             .drain(mem, &self.live, max, &mut f, deadline));
@@ -535,7 +534,7 @@ impl RingReceiver {
 
 impl Receiver for RingReceiver {
     fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let deadline = wait.deadline();
+        let deadline = Until::of(wait);
         let got = with_memory!(self, |mem| self.cons.recv(mem, &self.live, f, deadline));
         match got? {
             Some(r) => Ok(r),

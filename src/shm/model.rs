@@ -12,7 +12,7 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::{Arc, Condvar, Mutex};
 
 use super::layout::{Header, RECORD_HEADER};
-use super::ring::{Consumer, Memory, Messages, Peer, Producer};
+use super::ring::{Consumer, Memory, Messages, Peer, Producer, Until};
 use crate::error::Result;
 use crate::sync::{AtomicU32, Ordering};
 
@@ -135,14 +135,26 @@ impl ModelSender {
     /// Sends one message (blocking while full).
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.prod
-            .send(&self.mem, &self.peer, Messages::Copy(&[msg]), None, false)
+            .send(
+                &self.mem,
+                &self.peer,
+                Messages::Copy(&[msg]),
+                Until::Forever,
+                false,
+            )
             .map(drop)
     }
 
     /// Sends several messages with one publication.
     pub fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<()> {
         self.prod
-            .send(&self.mem, &self.peer, Messages::Copy(msgs), None, true)
+            .send(
+                &self.mem,
+                &self.peer,
+                Messages::Copy(msgs),
+                Until::Forever,
+                true,
+            )
             .map(drop)
     }
 
@@ -164,7 +176,7 @@ impl ModelReceiver {
     pub fn recv(&mut self) -> Result<Vec<u8>> {
         let r = self
             .cons
-            .recv(&self.mem, &self.peer, <[u8]>::to_vec, None)?;
+            .recv(&self.mem, &self.peer, <[u8]>::to_vec, Until::Forever)?;
         Ok(r.expect("a receive without a deadline returns a message or an error"))
     }
 }
@@ -179,7 +191,7 @@ impl ModelReceiver {
             &self.peer,
             max,
             &mut |m| out.push(m.to_vec()),
-            None,
+            Until::Forever,
         )?;
         Ok(out)
     }

@@ -27,6 +27,7 @@ use super::layout::{
 };
 use crate::error::{Error, Result};
 use crate::sync::{fence, spin_hint, AtomicU32, Ordering};
+use crate::transport::Wait;
 
 /// How long a sleeper sleeps before re-checking that its peer is alive. A peer killed by
 /// SIGKILL cannot wake anyone; this bounds how long that goes unnoticed.
@@ -257,17 +258,53 @@ fn check_indices(head: u64, tail: u64, capacity: usize) -> Result<()> {
     Ok(())
 }
 
-fn deadline_passed(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
+/// How long a ring operation may wait for a message or for room: a [`Wait`] with the
+/// deadline of a timed wait fixed once.
+///
+/// [`Until::Now`] is kept apart from a deadline that is already due so that a look which
+/// does not wait reads no clock: a clock read costs about 25 ns, and an empty look of a
+/// polling receiver made three of them (84 ns in all, 72 of them the clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Do not wait: [`Wait::Never`].
+    Now,
+    /// Wait until this instant: [`Wait::For`].
+    At(Instant),
+    /// Wait as long as it takes: [`Wait::Forever`].
+    Forever,
 }
 
-/// How long to sleep: until the deadline, but never past the next liveness check.
-fn nap(deadline: Option<Instant>) -> Duration {
-    match deadline {
-        Some(d) => d
-            .saturating_duration_since(Instant::now())
-            .min(LIVENESS_PERIOD),
-        None => LIVENESS_PERIOD,
+impl Until {
+    /// The wait `wait` asks for, from the clock now (read only for [`Wait::For`]). A
+    /// duration too long to add to now is as good as forever.
+    pub(crate) fn of(wait: Wait) -> Until {
+        match wait {
+            Wait::Never => Until::Now,
+            Wait::Forever => Until::Forever,
+            Wait::For(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Until::Forever, Until::At),
+        }
+    }
+
+    /// Whether the time to wait is over.
+    fn passed(self) -> bool {
+        match self {
+            Until::Now => true,
+            Until::At(d) => Instant::now() >= d,
+            Until::Forever => false,
+        }
+    }
+
+    /// How long to sleep: until the deadline, but never past the next liveness check.
+    fn nap(self) -> Duration {
+        match self {
+            Until::Now => Duration::ZERO,
+            Until::At(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(LIVENESS_PERIOD),
+            Until::Forever => LIVENESS_PERIOD,
+        }
     }
 }
 
@@ -425,7 +462,7 @@ impl Producer {
         }
     }
 
-    /// Sends `msgs`, publishing once at the end (and whenever the ring fills). Waits for room until `deadline` (None: forever).
+    /// Sends `msgs`, publishing once at the end (and whenever the ring fills). Waits for room until `deadline`.
     /// Checks that the consumer still exists first if `check_peer` (batches do), else at
     /// least every [`LIVENESS_EVERY`] sends, and whenever the ring is full. Returns how many
     /// were sent; an error after some were sent still leaves those sent.
@@ -434,7 +471,7 @@ impl Producer {
         mem: &M,
         peer: &P,
         mut msgs: Messages<'_>,
-        deadline: Option<Instant>,
+        deadline: Until,
         check_peer: bool,
     ) -> Result<usize> {
         if self.poisoned {
@@ -478,14 +515,14 @@ impl Producer {
         &mut self,
         mem: &M,
         peer: &P,
-        deadline: Option<Instant>,
+        deadline: Until,
     ) -> Result<()> {
         let head = &mem.header().head.0;
         let me = &mem.header().tx_sleep.0;
         // Any progress of the consumer is worth another try at placing the record.
         let known = self.cached_head;
         let moved = |head: u64| head != known;
-        if deadline_passed(deadline) {
+        if deadline.passed() {
             self.check_peer(peer)?;
             return Err(Error::Empty);
         }
@@ -505,11 +542,11 @@ impl Producer {
                 me.waiting.store(0, Ordering::Relaxed);
                 return Err(e);
             }
-            if deadline_passed(deadline) {
+            if deadline.passed() {
                 me.waiting.store(0, Ordering::Relaxed);
                 return Err(Error::Empty);
             }
-            mem.wait(&me.seq, seq, nap(deadline));
+            mem.wait(&me.seq, seq, deadline.nap());
             me.waiting.store(0, Ordering::Relaxed);
         }
     }
@@ -711,7 +748,7 @@ impl Consumer {
         peer: &P,
         max: usize,
         f: &mut dyn FnMut(&[u8]),
-        deadline: Option<Instant>,
+        deadline: Until,
     ) -> Result<Option<usize>> {
         if max == 0 {
             return Ok(Some(0));
@@ -743,14 +780,14 @@ impl Consumer {
         Ok(Some(n))
     }
 
-    /// Receives one message, waiting until `deadline` (None: forever). `Ok(None)` when the
+    /// Receives one message, waiting until `deadline`. `Ok(None)` when the
     /// deadline passed; `Err(Disconnected)` once the producer is gone and all is drained.
     pub(crate) fn recv<M: Memory, P: Peer, R>(
         &mut self,
         mem: &M,
         peer: &P,
         f: impl FnOnce(&[u8]) -> R,
-        deadline: Option<Instant>,
+        deadline: Until,
     ) -> Result<Option<R>> {
         let mut f = Some(f);
         let tail = &mem.header().tail.0;
@@ -759,7 +796,7 @@ impl Consumer {
             if let Some(r) = self.try_take(mem, &mut f)? {
                 return Ok(Some(r));
             }
-            if deadline_passed(deadline) {
+            if deadline.passed() {
                 if tail.load(Ordering::Acquire) != self.head {
                     continue;
                 }
@@ -794,11 +831,11 @@ impl Consumer {
                 }
                 return Err(Error::Disconnected);
             }
-            if deadline_passed(deadline) {
+            if deadline.passed() {
                 me.waiting.store(0, Ordering::Relaxed);
                 return Ok(None);
             }
-            mem.wait(&me.seq, seq, nap(deadline));
+            mem.wait(&me.seq, seq, deadline.nap());
             me.waiting.store(0, Ordering::Relaxed);
         }
     }
@@ -832,7 +869,7 @@ mod tests {
     }
 
     fn empty_look(cons: &mut Consumer, mem: &Region, peer: &CountingPeer) -> Result<Option<()>> {
-        cons.recv(mem, peer, |_| (), Some(Instant::now()))
+        cons.recv(mem, peer, |_| (), Until::Now)
     }
 
     #[test]
@@ -883,7 +920,7 @@ mod tests {
             &mem,
             &peer,
             |_| (),
-            Some(Instant::now() + Duration::from_secs(5)),
+            Until::At(Instant::now() + Duration::from_secs(5)),
         );
         assert!(matches!(waited, Err(Error::Disconnected)), "{waited:?}");
         // ... and a look without waiting, right after, within the period, says so too.
@@ -929,11 +966,11 @@ mod tests {
         };
         let mut prod = Producer::new(&mem).unwrap();
         let msgs: [&[u8]; 2] = [&[7; 3], &[7; 5]];
-        prod.send(&mem, &gone, Messages::Copy(&msgs), None, false)
+        prod.send(&mem, &gone, Messages::Copy(&msgs), Until::Forever, false)
             .unwrap();
         let mut got = Vec::new();
         let end = loop {
-            match cons.recv(&mem, &gone, |m| m.len(), Some(Instant::now())) {
+            match cons.recv(&mem, &gone, |m| m.len(), Until::Now) {
                 Ok(Some(n)) => got.push(n),
                 other => break other,
             }
