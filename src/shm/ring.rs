@@ -42,59 +42,69 @@ pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
 #[cfg(not(ipcprop_loom))]
 const SPIN_TIME: Duration = Duration::from_micros(50);
 
-/// How often a [`Spin`] policy reads its thread's count of involuntary context switches.
+/// How often a [`Spin`] policy reads how long its thread has waited for a CPU.
 #[cfg(not(ipcprop_loom))]
-const PREEMPTION_LOOK_EVERY: Duration = Duration::from_millis(1);
+const CONTENTION_LOOK_EVERY: Duration = Duration::from_millis(5);
 
-/// How long a [`Spin`] policy sleeps at once after it saw its thread preempted often.
+/// How long a [`Spin`] policy sleeps at once after it saw its thread wait for a CPU.
 #[cfg(not(ipcprop_loom))]
-const PREEMPTED_HOLD: Duration = Duration::from_millis(100);
+const CONTENDED_HOLD: Duration = Duration::from_millis(100);
 
 /// The longest hold: a hold doubles, up to this, each time the contention is seen again
 /// within one hold's length of the last hold's end (it is still there).
 #[cfg(not(ipcprop_loom))]
-const PREEMPTED_HOLD_MAX: Duration = Duration::from_millis(3200);
+const CONTENDED_HOLD_MAX: Duration = Duration::from_millis(3200);
 
-/// "Often": this many preemptions within [`PREEMPTION_WINDOW`]. Measured on 2 cores (a
-/// thread spinning without pause): about 20 a second from the kernel's own work on an
-/// otherwise idle machine, about 100 a second with one more spinning process than cores.
-/// Three in 50 ms (60 a second) lies between: one preemption is not contention.
+/// Contention: the thread waited this long on a run queue within [`CONTENTION_WINDOW`]
+/// (a fifth of the time). Measured on 2 cores, 50 ms windows of a thread spinning without
+/// pause: with one spinning thread per core, 0 to 23 us waited in most windows and 3.8 ms
+/// in the worst of 116; with one more spinning thread than cores, 20 to 24 ms in most.
 #[cfg(not(ipcprop_loom))]
-const PREEMPTIONS_OFTEN: usize = 3;
+const CONTENDED_WAIT: Duration = Duration::from_millis(10);
 
-/// See [`PREEMPTIONS_OFTEN`].
+/// See [`CONTENDED_WAIT`].
 #[cfg(not(ipcprop_loom))]
-const PREEMPTION_WINDOW: Duration = Duration::from_millis(50);
+const CONTENTION_WINDOW: Duration = Duration::from_millis(50);
 
-/// Whether a waiting side spins before it sleeps: it does, unless its thread was preempted
-/// often lately.
+/// Whether a waiting side spins before it sleeps: it does, unless its thread has been
+/// waiting for a CPU a good part of the time lately.
 ///
 /// Spinning pays only while the peer runs on another core. When there are more runnable
 /// threads than cores (a busy neighbour on a 2-core machine), a spinning waiter keeps the
 /// core its peer could have been moved to, and the peer waits for the neighbour's time
 /// slice instead: measured on 2 cores, a 64 B ping-pong's p50 went from 6 us (sleeping at
 /// once) to 108 us (spinning 50 us). A thread cannot see whether its peer is on a core,
-/// but it can see that the cores are oversubscribed: the kernel then preempts it, which
-/// `getrusage(RUSAGE_THREAD)` counts as involuntary context switches. The policy reads that
-/// count at most every [`PREEMPTION_LOOK_EVERY`] (one system call) and, once it saw
-/// [`PREEMPTIONS_OFTEN`] preemptions within [`PREEMPTION_WINDOW`], sleeps at once for
-/// [`PREEMPTED_HOLD`] before it tries spinning again; twice as long each time the contention
-/// is seen again soon after a hold, up to [`PREEMPTED_HOLD_MAX`].
+/// but it can see that the cores are oversubscribed: it then spends time runnable but
+/// waiting for a CPU, which the kernel counts (`run_delay` in
+/// `/proc/thread-self/schedstat`). The policy reads that at most every
+/// [`CONTENTION_LOOK_EVERY`] and, once its thread waited [`CONTENDED_WAIT`] within
+/// [`CONTENTION_WINDOW`], sleeps at once for [`CONTENDED_HOLD`] before it tries spinning
+/// again; twice as long each time the contention is seen again soon after a hold, up to
+/// [`CONTENDED_HOLD_MAX`].
+///
+/// How long, not how often: the kernel's own work (a memory-monitoring thread every few
+/// milliseconds, say) preempts a spinning thread many times a second for microseconds
+/// each. An earlier policy counted preemptions (`getrusage`'s involuntary context
+/// switches, three within 50 ms meant contention): on a 2-core machine with such
+/// housekeeping it held both ends of an uncontended 64 B ping-pong off the spin, which
+/// then woke the other through the futex on most hops (p50 500 to 700 ns instead of 115 to
+/// 400, and 20 us when a side slept). A busy neighbour takes whole time slices.
 ///
 /// Only speed depends on it: every wait re-checks its condition before it sleeps, spinning
-/// or not. An end moved to another thread compares counts of two threads: a count that
-/// went down starts afresh.
+/// or not. Where the wait cannot be read (no `/proc`, a kernel without
+/// `CONFIG_SCHED_INFO`) the policy keeps spinning. An end moved to another thread compares
+/// two threads' waits: a total that went down starts afresh.
 #[derive(Debug, Default)]
 pub(crate) struct Spin {
-    /// When the count was read last.
+    /// When the wait was last read or tried (a failed read is not tried again sooner).
     #[cfg(not(ipcprop_loom))]
-    looked: Option<Instant>,
-    /// The count read then.
+    tried: Option<Instant>,
+    /// When the wait was last read, and the total read then.
     #[cfg(not(ipcprop_loom))]
-    switches: nix::libc::c_long,
-    /// When the latest preemptions were seen (at most [`PREEMPTIONS_OFTEN`], oldest first).
+    looked: Option<(Instant, Duration)>,
+    /// The window the waits are summed over: when it began, and the wait seen in it.
     #[cfg(not(ipcprop_loom))]
-    preempted: std::collections::VecDeque<Instant>,
+    window: Option<(Instant, Duration)>,
     /// No spinning before this.
     #[cfg(not(ipcprop_loom))]
     hold_until: Option<Instant>,
@@ -104,52 +114,58 @@ pub(crate) struct Spin {
 }
 
 impl Spin {
-    /// Whether to spin now, at `now`; `switches` reads the thread's involuntary context
-    /// switches (`None` if that failed: the policy then keeps what it knew).
+    /// Whether to spin now, at `now`; `waited` reads how long the thread has waited for a
+    /// CPU in all (`None` if that failed: the policy then keeps what it knew).
     #[cfg(not(ipcprop_loom))]
-    fn allowed(
-        &mut self,
-        now: Instant,
-        switches: impl FnOnce() -> Option<nix::libc::c_long>,
-    ) -> bool {
+    fn allowed(&mut self, now: Instant, waited: impl FnOnce() -> Option<Duration>) -> bool {
         let due = self
-            .looked
-            .is_none_or(|t| now.saturating_duration_since(t) >= PREEMPTION_LOOK_EVERY);
+            .tried
+            .is_none_or(|t| now.saturating_duration_since(t) >= CONTENTION_LOOK_EVERY);
         if due {
-            if let Some(count) = switches() {
-                if self.looked.is_some() && count > self.switches {
-                    let new = usize::try_from(count - self.switches).unwrap_or(usize::MAX);
-                    for _ in 0..new.min(PREEMPTIONS_OFTEN) {
-                        if self.preempted.len() == PREEMPTIONS_OFTEN {
-                            self.preempted.pop_front();
-                        }
-                        self.preempted.push_back(now);
-                    }
-                    let often = self.preempted.len() == PREEMPTIONS_OFTEN
-                        && self.preempted.front().is_some_and(|&first| {
-                            now.saturating_duration_since(first) < PREEMPTION_WINDOW
-                        });
-                    if often {
-                        // Still there soon after the last hold ended: hold twice as long
-                        // (each spell of spinning beside a busy neighbour costs slow hops
-                        // until the contention is seen again). Otherwise start over.
-                        let again = self
-                            .hold_until
-                            .is_some_and(|end| now.saturating_duration_since(end) < self.hold);
-                        self.hold = if again {
-                            (self.hold * 2).min(PREEMPTED_HOLD_MAX)
-                        } else {
-                            PREEMPTED_HOLD
+            self.tried = Some(now);
+            if let Some(total) = waited() {
+                match self.looked {
+                    Some((then, before)) if total >= before => {
+                        // The wait since the last look belongs to the window that holds
+                        // that look; a window over makes way for one from that look on.
+                        let window = match self.window {
+                            Some((start, sum))
+                                if now.saturating_duration_since(start) <= CONTENTION_WINDOW =>
+                            {
+                                (start, sum + (total - before))
+                            }
+                            _ => (then, total - before),
                         };
-                        self.hold_until = Some(now + self.hold);
-                        self.preempted.clear();
+                        self.window = Some(window);
+                        if window.1 >= CONTENDED_WAIT {
+                            self.contended(now);
+                        }
                     }
+                    // The first look, or a total that went down (another thread's): start
+                    // afresh.
+                    _ => self.window = None,
                 }
-                self.switches = count;
-                self.looked = Some(now);
+                self.looked = Some((now, total));
             }
         }
         self.hold_until.is_none_or(|h| now >= h)
+    }
+
+    /// Contention seen at `now`: hold off spinning. Still there soon after the last hold
+    /// ended: hold twice as long (each spell of spinning beside a busy neighbour costs slow
+    /// hops until the contention is seen again). Otherwise start over.
+    #[cfg(not(ipcprop_loom))]
+    fn contended(&mut self, now: Instant) {
+        let again = self
+            .hold_until
+            .is_some_and(|end| now.saturating_duration_since(end) < self.hold);
+        self.hold = if again {
+            (self.hold * 2).min(CONTENDED_HOLD_MAX)
+        } else {
+            CONTENDED_HOLD
+        };
+        self.hold_until = Some(now + self.hold);
+        self.window = None;
     }
 
     /// Spins until `ready()` or [`SPIN_TIME`] has passed, if the policy allows spinning now;
@@ -159,7 +175,7 @@ impl Spin {
         #[cfg(not(ipcprop_loom))]
         {
             let start = Instant::now();
-            if !self.allowed(start, own_involuntary_switches) {
+            if !self.allowed(start, own_run_queue_wait) {
                 return ready();
             }
             loop {
@@ -182,14 +198,15 @@ impl Spin {
     }
 }
 
-/// How many times the kernel has preempted the calling thread (its involuntary context
-/// switches), or `None` if `getrusage` failed.
+/// How long the calling thread has waited on a run queue for a CPU since it started
+/// (`run_delay`, the second field of `/proc/thread-self/schedstat`, in nanoseconds), or
+/// `None` if that cannot be read. About 5 us (open, read, close), at most every
+/// [`CONTENTION_LOOK_EVERY`] of spinning.
 #[cfg(not(ipcprop_loom))]
-pub(crate) fn own_involuntary_switches() -> Option<nix::libc::c_long> {
-    use nix::sys::resource::{getrusage, UsageWho};
-    getrusage(UsageWho::RUSAGE_THREAD)
-        .ok()
-        .map(|u| u.involuntary_context_switches())
+pub(crate) fn own_run_queue_wait() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// A sender checks its receiver's liveness at least every this many sends (and whenever
@@ -979,85 +996,100 @@ mod tests {
         assert!(matches!(end, Err(Error::Disconnected)), "{end:?}");
     }
 
-    fn counts(
-        values: &[Option<nix::libc::c_long>],
-    ) -> impl FnMut() -> Option<nix::libc::c_long> + '_ {
+    /// A reader of the thread's total wait for a CPU that gives `values` (in ms) in turn,
+    /// then `None`.
+    fn waits(values: &[Option<u64>]) -> impl FnMut() -> Option<Duration> + '_ {
         let mut i = 0;
         move || {
             let v = values.get(i).copied().flatten();
             i += 1;
-            v
+            v.map(Duration::from_millis)
         }
     }
 
     #[test]
-    fn the_spin_policy_sleeps_at_once_for_a_while_after_its_thread_is_preempted_often() {
+    fn the_spin_policy_sleeps_at_once_for_a_while_after_its_thread_waits_for_a_cpu() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
+        let every = CONTENTION_LOOK_EVERY.as_millis() as u64;
         let mut spin = Spin::default();
-        let mut read = counts(&[Some(3), Some(4), Some(5), Some(5), Some(6), Some(6)]);
+        // Totals in ms: 40 before the first look (a long-lived thread), then 3 and 6 more.
+        let mut read = waits(&[Some(40), Some(43), Some(49), Some(50), Some(50)]);
+        assert!(spin.allowed(ms(0), &mut read), "first look: 40 ms so far");
+        assert!(spin.allowed(ms(every), &mut read), "3 ms is not contention");
+        // Within a look's period of the last look: not read again.
+        assert!(spin.allowed(ms(2 * every - 1), &mut read));
+        assert!(spin.allowed(ms(2 * every), &mut read), "nor 9 ms in all");
         assert!(
-            spin.allowed(ms(0), &mut read),
-            "first look: 3 switches so far"
+            !spin.allowed(ms(3 * every), &mut read),
+            "10 ms within the window: held"
         );
+        let hold = CONTENDED_HOLD.as_millis() as u64;
         assert!(
-            spin.allowed(ms(1), &mut read),
-            "one preemption is not contention"
-        );
-        assert!(spin.allowed(ms(2), &mut read), "nor two");
-        // Within a millisecond of the last look: the count is not read again.
-        assert!(spin.allowed(ms(2) + Duration::from_micros(900), &mut read));
-        assert!(spin.allowed(ms(3), &mut read), "still 5");
-        assert!(
-            !spin.allowed(ms(4), &mut read),
-            "the third within 50 ms: held"
-        );
-        let hold = PREEMPTED_HOLD.as_millis() as u64;
-        assert!(
-            !spin.allowed(ms(4 + hold / 2), &mut read),
+            !spin.allowed(ms(3 * every + hold / 2), &mut read),
             "within the hold"
         );
         assert!(
-            spin.allowed(ms(5 + hold), &mut read),
-            "after the hold, with no new preemption"
+            spin.allowed(ms(3 * every + hold), &mut read),
+            "after the hold, with no new wait"
         );
-        assert_eq!(read(), None, "exactly six reads: {spin:?}");
+        assert_eq!(read(), None, "exactly five reads: {spin:?}");
     }
 
     #[test]
-    fn preemptions_further_apart_than_the_window_are_not_contention() {
+    fn many_short_waits_are_not_contention() {
+        // The kernel's own work: a preemption of 0.2 ms every look, for 2 s.
         let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let window = PREEMPTION_WINDOW.as_millis() as u64;
+        let every = CONTENTION_LOOK_EVERY.as_millis() as u64;
         let mut spin = Spin::default();
-        let mut read = counts(&[Some(0), Some(1), Some(2), Some(3), Some(4), Some(7)]);
-        assert!(spin.allowed(ms(0), &mut read));
-        // One every window/2 + 1 ms: never three within the window.
-        let step = window / 2 + 1;
-        for k in 1..=4 {
-            assert!(spin.allowed(ms(k * step), &mut read), "preemption {k}");
+        let mut total = Duration::ZERO;
+        for k in 0..(2000 / every) {
+            total += Duration::from_micros(200);
+            let now = t0 + Duration::from_millis(k * every);
+            assert!(spin.allowed(now, || Some(total)), "look {k}: {spin:?}");
         }
-        // Three at once (seen in one look) are three within the window.
-        assert!(!spin.allowed(ms(5 * step), &mut read));
     }
 
     #[test]
-    fn three_preemptions_exactly_a_window_apart_are_not_contention() {
+    fn waits_in_windows_apart_are_not_added_up() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        let window = PREEMPTION_WINDOW.as_millis() as u64;
+        let window = CONTENTION_WINDOW.as_millis() as u64;
         let mut spin = Spin::default();
-        let mut read = counts(&[Some(0), Some(1), Some(2), Some(3), Some(4)]);
+        let mut read = waits(&[Some(0), Some(6), Some(12), Some(16)]);
         assert!(spin.allowed(ms(0), &mut read));
-        assert!(spin.allowed(ms(1), &mut read));
-        assert!(spin.allowed(ms(1 + window / 2), &mut read));
+        assert!(spin.allowed(ms(10), &mut read), "6 ms");
+        // The window (from the look at 0) is over: its 6 ms are not added to these 6.
         assert!(
-            spin.allowed(ms(1 + window), &mut read),
-            "first to third: the window"
+            spin.allowed(ms(window + 5), &mut read),
+            "6 ms in a new window"
         );
+        // The new window began at the look at 10; this look is within it: 10 ms.
+        assert!(!spin.allowed(ms(window + 10), &mut read), "10 ms: held");
+    }
+
+    #[test]
+    fn a_window_ends_exactly_a_window_after_the_look_it_starts_at() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let window = CONTENTION_WINDOW.as_millis() as u64;
+        let mut spin = Spin::default();
+        let mut read = waits(&[Some(0), Some(5), Some(10), Some(12), Some(17)]);
+        assert!(spin.allowed(ms(0), &mut read));
+        assert!(spin.allowed(ms(5), &mut read), "5 ms, window from 0");
+        // The window still holds a look exactly its length after its start...
         assert!(
-            !spin.allowed(ms(window + window / 2), &mut read),
-            "within it"
+            !spin.allowed(ms(window), &mut read),
+            "10 ms at its last instant"
+        );
+        let mut spin = Spin::default();
+        let mut read = waits(&[Some(0), Some(5), Some(10)]);
+        assert!(spin.allowed(ms(0), &mut read));
+        assert!(spin.allowed(ms(5), &mut read));
+        // ... but not one a millisecond later: a new window from the last look (at 5).
+        assert!(
+            spin.allowed(ms(window + 1), &mut read),
+            "5 ms in a new window"
         );
     }
 
@@ -1065,58 +1097,74 @@ mod tests {
     fn a_hold_doubles_while_the_contention_lasts_and_starts_over_once_it_is_gone() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        let base = PREEMPTED_HOLD.as_millis() as u64;
+        let base = CONTENDED_HOLD.as_millis() as u64;
+        let contended = CONTENDED_WAIT.as_millis() as u64;
         let mut spin = Spin::default();
-        let mut count = 0;
-        let mut read_at = |spin: &mut Spin, at: u64, preempted: i64| {
-            count += preempted as nix::libc::c_long;
-            spin.allowed(ms(at), || Some(count))
+        let mut total = 0;
+        let mut read_at = |spin: &mut Spin, at: u64, waited: u64| {
+            total += waited;
+            spin.allowed(ms(at), || Some(Duration::from_millis(total)))
         };
-        // Contended from the start: three preemptions seen at once hold for the base.
+        // Contended from the start: a window's worth of waiting seen at once holds for
+        // the base.
         assert!(read_at(&mut spin, 0, 0));
-        assert!(!read_at(&mut spin, 1, 3));
-        assert!(!read_at(&mut spin, base, 0), "held for {base} ms");
+        assert!(!read_at(&mut spin, 5, contended));
+        assert!(!read_at(&mut spin, 4 + base, 0), "held for {base} ms");
         // Seen again right after the hold ended: twice as long, then four times.
-        let mut end = 1 + base;
+        let mut end = 5 + base;
         let mut hold = base;
         for _ in 0..2 {
-            assert!(
-                read_at(&mut spin, end + 1, 0),
-                "spins once the hold is over"
-            );
-            assert!(!read_at(&mut spin, end + 2, 3));
+            assert!(read_at(&mut spin, end, 0), "spins once the hold is over");
+            assert!(!read_at(&mut spin, end + 5, contended));
             hold *= 2;
-            assert!(!read_at(&mut spin, end + 2 + hold - 1, 0), "held {hold} ms");
-            end += 2 + hold;
+            assert!(!read_at(&mut spin, end + 5 + hold - 1, 0), "held {hold} ms");
+            end += 5 + hold;
         }
         // The hold is capped.
         for _ in 0..10 {
-            assert!(read_at(&mut spin, end + 1, 0));
-            assert!(!read_at(&mut spin, end + 2, 3));
-            hold = (hold * 2).min(PREEMPTED_HOLD_MAX.as_millis() as u64);
-            end += 2 + hold;
+            assert!(read_at(&mut spin, end, 0));
+            assert!(!read_at(&mut spin, end + 5, contended));
+            hold = (hold * 2).min(CONTENDED_HOLD_MAX.as_millis() as u64);
+            end += 5 + hold;
         }
-        assert_eq!(hold, PREEMPTED_HOLD_MAX.as_millis() as u64);
+        assert_eq!(hold, CONTENDED_HOLD_MAX.as_millis() as u64);
         assert!(read_at(&mut spin, end, 0), "the capped hold ended");
+        // Gone for exactly a hold's length: that is not "soon after", the base again.
+        let mut exact = Spin::default();
+        let at = |spin: &mut Spin, t: u64, total: u64| {
+            spin.allowed(ms(t), || Some(Duration::from_millis(total)))
+        };
+        assert!(at(&mut exact, 0, 0));
+        assert!(!at(&mut exact, 5, contended), "held from 5 to {}", 5 + base);
+        assert!(
+            at(&mut exact, 5 + base + base - 5, contended),
+            "spins again"
+        );
+        assert!(!at(&mut exact, 5 + 2 * base, 2 * contended), "held again");
+        assert!(
+            at(&mut exact, 5 + 3 * base, 2 * contended),
+            "for the base: it began a hold's length after the last hold ended"
+        );
         // Gone for longer than a hold: the next contention holds for the base again.
         let later = end + hold + 1;
         assert!(read_at(&mut spin, later, 0));
-        assert!(!read_at(&mut spin, later + 1, 3));
+        assert!(!read_at(&mut spin, later + 5, contended));
         assert!(
-            read_at(&mut spin, later + 1 + base, 0),
+            read_at(&mut spin, later + 5 + base, 0),
             "the base hold, not double"
         );
     }
 
     #[test]
-    fn a_count_that_goes_down_starts_afresh() {
+    fn a_total_that_goes_down_starts_afresh() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut spin = Spin::default();
-        // Moved to a thread preempted less: not a preemption, and not a hold.
-        let mut read = counts(&[Some(50), Some(2), Some(3), Some(4)]);
+        // Moved to a thread that waited less: not a wait, and not a hold; then 9 ms more
+        // of waiting is still under the mark, counted from the new thread's total.
+        let mut read = waits(&[Some(500), Some(2), Some(6), Some(11)]);
         for k in 0..4 {
-            assert!(spin.allowed(ms(k), &mut read), "look {k}");
+            assert!(spin.allowed(ms(5 * k), &mut read), "look {k}: {spin:?}");
         }
     }
 
@@ -1144,20 +1192,35 @@ mod tests {
     }
 
     #[test]
-    fn the_spin_policy_keeps_what_it_knew_when_the_count_cannot_be_read() {
+    fn the_spin_policy_keeps_what_it_knew_when_the_wait_cannot_be_read() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut spin = Spin::default();
-        let mut read = counts(&[None, Some(5), None, Some(5), Some(8)]);
+        let mut read = waits(&[None, Some(5), None, Some(5), Some(15)]);
         assert!(spin.allowed(ms(0), &mut read));
-        assert!(spin.allowed(ms(1), &mut read), "5 is the first count read");
-        assert!(spin.allowed(ms(2), &mut read));
-        assert!(spin.allowed(ms(3), &mut read), "still 5");
-        assert!(!spin.allowed(ms(4), &mut read), "8: preempted three times");
+        assert!(spin.allowed(ms(5), &mut read), "5 is the first total read");
+        assert!(spin.allowed(ms(10), &mut read));
+        assert!(spin.allowed(ms(15), &mut read), "still 5");
+        assert!(!spin.allowed(ms(20), &mut read), "15: waited 10 ms");
     }
 
     #[test]
-    fn a_thread_sharing_its_core_with_a_spinning_one_is_seen_preempted() {
+    fn a_wait_that_cannot_be_read_is_not_tried_again_before_the_look_period() {
+        let t0 = Instant::now();
+        let every = CONTENTION_LOOK_EVERY.as_millis() as u64;
+        let mut spin = Spin::default();
+        let mut tries = 0;
+        for k in 0..(10 * every) {
+            assert!(spin.allowed(t0 + Duration::from_millis(k), || {
+                tries += 1;
+                None
+            }));
+        }
+        assert_eq!(tries, 10, "one try per {every} ms");
+    }
+
+    #[test]
+    fn a_thread_sharing_its_core_with_a_spinning_one_is_seen_waiting_for_it() {
         use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
         use nix::unistd::Pid;
         use std::sync::atomic::AtomicBool;
@@ -1180,19 +1243,21 @@ mod tests {
             })
         };
         sched_setaffinity(Pid::from_raw(0), &one).unwrap();
-        let first = own_involuntary_switches().expect("getrusage(RUSAGE_THREAD)");
+        let first = own_run_queue_wait().expect("/proc/thread-self/schedstat");
         let start = Instant::now();
         let mut now = first;
-        while now == first && start.elapsed() < Duration::from_secs(10) {
+        // A whole contended window's worth, as a busy neighbour's time slices give.
+        while now < first + CONTENDED_WAIT && start.elapsed() < Duration::from_secs(10) {
             std::hint::spin_loop();
-            now = own_involuntary_switches().unwrap();
+            now = own_run_queue_wait().unwrap();
         }
         stop.store(true, Ordering::Relaxed);
         sched_setaffinity(Pid::from_raw(0), &before).unwrap();
         spinner.join().unwrap();
         assert!(
-            now > first,
-            "never preempted in 10 s beside a spinner on one CPU"
+            now >= first + CONTENDED_WAIT,
+            "waited {:?} for the CPU in 10 s beside a spinner on it",
+            now - first
         );
     }
 }
