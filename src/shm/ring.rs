@@ -299,15 +299,12 @@ pub(crate) enum Until {
 }
 
 impl Until {
-    /// The wait `wait` asks for, from the clock now (read only for [`Wait::For`]). A
-    /// duration too long to add to now is as good as forever.
+    /// The wait `wait` asks for: its [`Wait::deadline`] (which reads the clock only for
+    /// [`Wait::For`]), except that not waiting is [`Until::Now`], with no clock read.
     pub(crate) fn of(wait: Wait) -> Until {
         match wait {
             Wait::Never => Until::Now,
-            Wait::Forever => Until::Forever,
-            Wait::For(d) => Instant::now()
-                .checked_add(d)
-                .map_or(Until::Forever, Until::At),
+            other => other.deadline().map_or(Until::Forever, Until::At),
         }
     }
 
